@@ -1,0 +1,127 @@
+"""The landing zone: `<root>/<YYYY-MM-DD>/<anything>.jsonl[.gz]`, a local folder or `s3://bucket/prefix`.
+
+Both stores list a day's files in a stable order and open them as binary streams, so ingestion
+does not care where the files live.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+EVENT_SUFFIXES = (".jsonl", ".jsonl.gz")
+
+
+@dataclass(frozen=True, order=True)
+class LandingFile:
+    day: date
+    name: str  # relative to the landing root: "2026-11-20/ide-7.jsonl.gz"
+    size: int
+
+    @property
+    def compressed(self) -> bool:
+        return self.name.endswith(".gz")
+
+    @property
+    def holds_events(self) -> bool:
+        return self.name.endswith(EVENT_SUFFIXES)
+
+
+class LandingStore(Protocol):
+    url: str
+
+    def list_day(self, day: date) -> list[LandingFile]: ...
+
+    def open(self, file: LandingFile) -> BinaryIO: ...
+
+    def write(self, name: str, data: bytes) -> None: ...
+
+
+def day_folder(day: date) -> str:
+    return day.isoformat()
+
+
+class LocalLandingStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.url = str(self.root)
+
+    def list_day(self, day: date) -> list[LandingFile]:
+        folder = self.root / day_folder(day)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            LandingFile(day, p.relative_to(self.root).as_posix(), p.stat().st_size)
+            for p in folder.rglob("*")
+            if p.is_file()
+        )
+
+    def open(self, file: LandingFile) -> BinaryIO:
+        return open(self.root / file.name, "rb", buffering=1 << 20)
+
+    def write(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # readers never see half a file
+
+
+class S3LandingStore:
+    """`client` is a boto3 S3 client (dagster-aws' `S3Resource.get_client()` in the pipeline)."""
+
+    def __init__(self, client, bucket: str, prefix: str = ""):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def list_day(self, day: date) -> list[LandingFile]:
+        folder = self._key(day_folder(day)) + "/"
+        files = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
+                files.append(LandingFile(day, name, obj["Size"]))
+        return sorted(files)
+
+    def open(self, file: LandingFile) -> BinaryIO:
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(file.name))["Body"]
+        return io.BufferedReader(_StreamingRaw(body), buffer_size=1 << 20)
+
+    def write(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
+
+
+class _StreamingRaw(io.RawIOBase):
+    """Adapts botocore's StreamingBody so that the file streams line by line, never whole."""
+
+    def __init__(self, body):
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self._body.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    if not url.startswith("s3://"):
+        raise ValueError(f"expected an s3://bucket/prefix URL, got {url!r}")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in S3 URL {url!r}: expected s3://bucket/prefix")
+    return bucket, prefix

@@ -1,0 +1,131 @@
+"""The DuckDB warehouse: table definitions and a connection that waits for another writer.
+
+DuckDB lets one process write a database file at a time, and partitions of a backfill run in
+separate processes, so writers hold the file only for the final short transaction and wait (with a
+deadline) while another process holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+# (name, DuckDB type) of an event as it is stored; the order is the column order of `raw_sessions`.
+EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "VARCHAR"),
+    ("event", "VARCHAR"),
+    ("ts", "TIMESTAMP"),  # UTC
+    ("session_id", "VARCHAR"),
+    ("user_id", "VARCHAR"),
+    ("tenant_id", "VARCHAR"),
+    ("repo", "VARCHAR"),
+    ("path", "VARCHAR"),
+    ("language", "VARCHAR"),
+    ("client", "VARCHAR"),
+    ("completion_id", "VARCHAR"),
+    ("model", "VARCHAR"),
+    ("cursor", "BIGINT"),
+    ("prefix", "VARCHAR"),
+    ("suffix", "VARCHAR"),
+    ("proposal", "VARCHAR"),
+    ("latency_ms", "DOUBLE"),
+    ("accepted_text", "VARCHAR"),
+    ("reason", "VARCHAR"),
+    ("document", "VARCHAR"),
+    ("trigger", "VARCHAR"),
+    ("seq", "BIGINT"),
+)
+PROVENANCE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("arrival_date", "DATE"),  # the landing folder the line came from
+    ("source_file", "VARCHAR"),
+    ("source_line", "BIGINT"),
+)
+
+SCHEMA_DDL = f"""
+CREATE TABLE IF NOT EXISTS raw_sessions (
+    partition_date DATE NOT NULL,
+    session_seq INTEGER NOT NULL,
+    {", ".join(f'"{n}" {t}' for n, t in EVENT_COLUMNS + PROVENANCE_COLUMNS)}
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    partition_date DATE NOT NULL,
+    source_file VARCHAR NOT NULL,
+    line_no BIGINT NOT NULL,
+    reason VARCHAR NOT NULL,
+    detail VARCHAR NOT NULL,
+    raw VARCHAR NOT NULL,
+    raw_encoding VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ingest_log (
+    partition_date DATE PRIMARY KEY,
+    files INTEGER NOT NULL,
+    lines_read BIGINT NOT NULL,
+    late_adopted BIGINT NOT NULL,
+    kept BIGINT NOT NULL,
+    duplicates BIGINT NOT NULL,
+    quarantined BIGINT NOT NULL,
+    deferred_to_previous BIGINT NOT NULL,
+    materialized_at TIMESTAMP NOT NULL
+);
+"""
+
+
+class WarehouseBusy(RuntimeError):
+    pass
+
+
+def _is_lock_conflict(exc: duckdb.Error) -> bool:
+    text = str(exc)
+    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+def _wait_for_lock(open_fn, path: Path, wait_s: float):
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            return open_fn()
+        except duckdb.Error as exc:
+            if not _is_lock_conflict(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise WarehouseBusy(f"{path} stayed locked by another process for {wait_s:.0f} s: {exc}") from exc
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+
+@contextlib.contextmanager
+def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse (creating its tables), waiting up to `wait_s` for another process's lock."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = _wait_for_lock(lambda: duckdb.connect(str(path), read_only=read_only), path, wait_s)
+    try:
+        if not read_only:
+            con.execute(SCHEMA_DDL)
+        yield con
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def attached(con: duckdb.DuckDBPyConnection, path: str | Path, alias: str, *, wait_s: float = 600.0) -> Iterator[str]:
+    """Attach the warehouse to a working connection for one write, so that the lock on the file is
+    held only for that write; yields the alias."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _wait_for_lock(lambda: con.execute(f"ATTACH '{path}' AS {alias}"), path, wait_s)
+    try:
+        con.execute(f"USE {alias}")
+        con.execute(SCHEMA_DDL)
+        con.execute("USE memory")
+        yield alias
+    finally:
+        con.execute("USE memory")
+        con.execute(f"DETACH {alias}")
