@@ -162,10 +162,14 @@ def _explain(line: bytes | str, exc: Exception) -> EventError:
         return EventError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
     if "schema_version" in obj and obj["schema_version"] != SCHEMA_VERSION:
         return _unsupported_version(obj["schema_version"])
-    if "event" in obj and obj["event"] not in EVENT_TYPES:
-        return EventError(
-            "unknown_event", f"field 'event': expected one of {sorted(EVENT_TYPES)}, got {_show(obj['event'])}", "event"
-        )
+    if "event" in obj:
+        kind = obj["event"]
+        if not isinstance(kind, str):
+            return EventError("bad_field_type", f"field 'event': expected str, got {_show(kind)}", "event")
+        if kind not in EVENT_TYPES:
+            return EventError(
+                "unknown_event", f"field 'event': expected one of {sorted(EVENT_TYPES)}, got {_show(kind)}", "event"
+            )
     text = str(exc)
     at = _AT.search(text)
     field = at.group(1) if at else None

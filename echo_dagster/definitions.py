@@ -1,0 +1,13 @@
+import dagster as dg
+
+from echo_dagster.defs.jobs import harvest_job
+from echo_dagster.defs.raw_sessions_asset import raw_sessions
+from echo_dagster.defs.resources import default_resources
+from echo_dagster.defs.schedules import harvest_schedule
+
+defs = dg.Definitions(
+    assets=[raw_sessions],
+    jobs=[harvest_job],
+    schedules=[harvest_schedule],
+    resources=default_resources(),
+)

@@ -1,0 +1,63 @@
+"""Storage resources: swap a local folder for S3 by configuration alone."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import dagster as dg
+import duckdb
+from dagster_aws.s3 import S3Resource
+
+from echo_dagster import home, warehouse
+from echo_dagster.landing import LandingStore, LocalLandingStore, S3LandingStore, parse_s3_url
+
+
+class LandingZone(dg.ConfigurableResource):
+    """Where IDE clients (or the simulator) drop schema-v1 event files: a local folder or
+    `s3://bucket/prefix`. S3 goes through dagster-aws' `S3Resource` (credentials from the usual AWS
+    chain or `dg.EnvVar`s; `endpoint_url` for an S3-compatible store)."""
+
+    url: str
+    s3: S3Resource
+
+    def store(self) -> LandingStore:
+        if self.url.startswith("s3://"):
+            bucket, prefix = parse_s3_url(self.url)
+            return S3LandingStore(self.s3.get_client(), bucket, prefix)
+        return LocalLandingStore(self.url)
+
+
+class Warehouse(dg.ConfigurableResource):
+    """The DuckDB database file that holds the harvest tables."""
+
+    path: str
+    lock_wait_s: float = 600.0
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        with warehouse.connect(self.path, read_only=read_only, wait_s=self.lock_wait_s) as con:
+            yield con
+
+
+def s3_resource() -> S3Resource:
+    # Secrets only from the environment; without them boto3's default chain applies.
+    secrets = {
+        field: dg.EnvVar(var)
+        for field, var in (
+            ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+            ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+            ("aws_session_token", "AWS_SESSION_TOKEN"),
+        )
+        if os.environ.get(var)
+    }
+    return S3Resource(endpoint_url=os.environ.get("ECHO_S3_ENDPOINT_URL"), **secrets)
+
+
+def default_resources() -> dict:
+    """The embedded default under ECHO_HOME, each path overridable by its environment variable."""
+    return {
+        "landing": LandingZone(url=home.landing_url(), s3=s3_resource()),
+        "warehouse": Warehouse(path=str(home.warehouse_path())),
+    }
