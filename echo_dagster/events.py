@@ -18,7 +18,7 @@ import msgspec
 SCHEMA_VERSION = 1
 
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
-NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # stored as BIGINT
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 
 

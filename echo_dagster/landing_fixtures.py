@@ -66,6 +66,7 @@ class FixtureSpec:
     long_line_bytes: int = 5 * 1024 * 1024  # > the default 4 MiB line limit
     tenants: int = 2
     users: int = 4
+    label: str = "ide"  # names the files and sessions, so that several runs can fill one day
 
 
 @dataclass
@@ -127,21 +128,21 @@ def write_landing_fixtures(store: LandingStore, spec: FixtureSpec) -> dict[date,
             chunk = lines[part :: spec.files_per_day]
             body = b"".join(line + b"\n" for line in chunk)
             if part % 2:
-                store.write(f"{day_folder(day)}/ide-{part}.jsonl.gz", gzip.compress(body, mtime=0))
+                store.write(f"{day_folder(day)}/{spec.label}-{part}.jsonl.gz", gzip.compress(body, mtime=0))
             else:
-                store.write(f"{day_folder(day)}/ide-{part}.jsonl", body)
+                store.write(f"{day_folder(day)}/{spec.label}-{part}.jsonl", body)
         for part in range(spec.truncated_gzip_per_day):
             # Three good events of a session of its own, then the stream is cut off.
             events = _session_events(rng, spec, day, 10_000 + part)[:3]
             data = gzip.compress(b"".join(_dump(e) + b"\n" for e in events) + b"x" * 200, mtime=0)
-            store.write(f"{day_folder(day)}/cut-{part}.jsonl.gz", data[: len(data) - 12])
+            store.write(f"{day_folder(day)}/{spec.label}-cut-{part}.jsonl.gz", data[: len(data) - 12])
             exp = expected[day]
             exp.kept += len(events)
             exp.sessions.add(events[0]["session_id"])
             exp.quarantine["gzip_truncated"] += 1
             exp.lines += len(events) + 1
         for part in range(spec.unsupported_files_per_day):
-            store.write(f"{day_folder(day)}/notes-{part}.txt", b"not events\n")
+            store.write(f"{day_folder(day)}/{spec.label}-notes-{part}.txt", b"not events\n")
             expected[day].quarantine["unsupported_file"] += 1
             expected[day].lines += 1
     for day, exp in expected.items():
@@ -154,7 +155,7 @@ def write_landing_fixtures(store: LandingStore, spec: FixtureSpec) -> dict[date,
 
 def _session_events(rng: random.Random, spec: FixtureSpec, day: date, n: int) -> list[dict]:
     user = rng.randrange(spec.users)
-    session_id = f"s-{day.isoformat()}-{n:05d}"
+    session_id = f"{spec.label}-{day.isoformat()}-{n:05d}"
     # Sessions last under an hour and end before midnight; late delivery is the only way across days.
     start = datetime.combine(day, time(), timezone.utc) + timedelta(seconds=rng.randrange(82_800))
     common = {

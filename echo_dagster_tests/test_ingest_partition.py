@@ -1,6 +1,7 @@
 """raw_sessions' domain logic against a real DuckDB file and real landing files."""
 
 import json
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -74,12 +75,13 @@ def test_late_events_stay_with_the_session_they_belong_to(landing, tmp_path):
     db = tmp_path / "wh.duckdb"
     first = ingest_partition(landing, date(2026, 11, 1), db, SETTINGS)
     second = ingest_partition(landing, date(2026, 11, 2), db, SETTINGS)
-    got = rows(db, "SELECT partition_date, session_id, session_seq, event_id, arrival_date FROM raw_sessions ORDER BY ALL")
+    got = rows(db, "SELECT partition_date, session_id, session_seq, event_id, arrival_date, source_line "
+                   "FROM raw_sessions ORDER BY ALL")
     assert got == [
-        (date(2026, 11, 1), "A", 1, "a1", date(2026, 11, 1)),
-        (date(2026, 11, 1), "A", 2, "a2", date(2026, 11, 2)),
-        (date(2026, 11, 1), "A", 3, "a3", date(2026, 11, 2)),
-        (date(2026, 11, 2), "B", 1, "b1", date(2026, 11, 2)),
+        (date(2026, 11, 1), "A", 1, "a1", date(2026, 11, 1), 1),
+        (date(2026, 11, 1), "A", 2, "a2", date(2026, 11, 2), 1),  # the first copy is kept
+        (date(2026, 11, 1), "A", 3, "a3", date(2026, 11, 2), 2),
+        (date(2026, 11, 2), "B", 1, "b1", date(2026, 11, 2), 4),
     ]
     assert (first.late_adopted, first.duplicates, first.kept) == (3, 1, 3)
     assert (second.lines_read, second.deferred_to_previous, second.kept) == (4, 3, 1)
@@ -116,3 +118,15 @@ def test_the_accounting_check_fails_when_the_tables_lose_a_row(landing, tmp_path
         con.execute("DELETE FROM raw_sessions WHERE event_id IN (SELECT event_id FROM raw_sessions LIMIT 1)")
         check = check_accounting(con, DAYS[0])
     assert not check.passed and check.description.startswith("MISMATCH by 1")
+
+
+def test_validation_in_worker_processes_gives_the_same_partition_as_inline(landing, tmp_path):
+    write_landing_fixtures(landing, FixtureSpec(days=DAYS, sessions_per_day=10, truncated_gzip_per_day=1,
+                                                long_line_bytes=30_000))
+    inline = ingest_partition(landing, DAYS[1], tmp_path / "a.duckdb", SETTINGS)
+    pooled = ingest_partition(landing, DAYS[1], tmp_path / "b.duckdb",
+                              replace(SETTINGS, workers=2, parallel_min_bytes=0, block_bytes=2048))
+    assert pooled == inline
+    query = "SELECT * EXCLUDE (partition_date) FROM {} ORDER BY ALL"
+    for table in ("raw_sessions", "quarantine"):
+        assert rows(tmp_path / "a.duckdb", query.format(table)) == rows(tmp_path / "b.duckdb", query.format(table))

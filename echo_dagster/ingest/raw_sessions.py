@@ -16,36 +16,33 @@ Accounting, per partition, checked against the written tables:
     lines read in folder D + late events adopted from D+1
         = events kept + duplicates + quarantined + deferred to the previous day
 
-Only folder D's own bad lines are quarantined by partition D. All staging happens in a private
-in-memory DuckDB (spilling to disk past its memory limit); the warehouse file is locked only for
-the final replace-the-partition transaction, which makes re-runs idempotent.
+Only folder D's own bad lines are quarantined by partition D. Each file is validated into Parquet
+files in a spill folder (in worker processes for a big day, see staging.py); DuckDB reads them,
+streaming, to decide what the partition keeps and to write it. The warehouse file is locked only
+for the final replace-the-partition transaction, which makes re-runs idempotent.
 """
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from echo_dagster import warehouse
 from echo_dagster.events import NULLABLE_FIELDS
-from echo_dagster.ingest.reader import Quarantined, preview_text, read_records
+from echo_dagster.ingest.reader import KEY_COLUMNS
+from echo_dagster.ingest.staging import StagedFile, stage_file
 from echo_dagster.landing import LandingFile, LandingStore
 
-_ARROW_TYPES = {
-    "VARCHAR": pa.string(),
-    "BIGINT": pa.int64(),
-    "DOUBLE": pa.float64(),
-    "DATE": pa.date32(),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"),  # aware datetimes in, UTC instants stored
-}
-_STAGE_COLUMNS = warehouse.EVENT_COLUMNS + warehouse.PROVENANCE_COLUMNS
-_EVENT_NAMES = tuple(name for name, _ in warehouse.EVENT_COLUMNS)
+# The event fields that DuckDB reads from the validated line when it writes the partition.
+_FROM_JSON = {name: t for name, t in warehouse.EVENT_COLUMNS if name not in KEY_COLUMNS.names}
 # Within a session and a timestamp: the proposal, then the decision, then what the user did.
 _EVENT_RANK = (
     "CASE event WHEN 'completion_shown' THEN 0 WHEN 'completion_accepted' THEN 1 "
@@ -57,8 +54,11 @@ _EVENT_RANK = (
 class IngestSettings:
     max_line_bytes: int = 4 * 1024 * 1024
     preview_bytes: int = 1024
-    batch_rows: int = 10_000
-    memory_limit: str = "1GB"
+    block_bytes: int = 4 * 1024 * 1024
+    # Files are validated in this many processes once the three folders reach `parallel_min_bytes`.
+    workers: int = min(os.cpu_count() or 1, 8)
+    parallel_min_bytes: int = 32 * 1024 * 1024
+    memory_limit: str = "512MB"  # DuckDB's; past it, DuckDB spills to disk
     lock_wait_s: float = 600.0
 
 
@@ -79,214 +79,162 @@ class IngestResult:
     nulls_by_field: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Input:
+    role: str  # "day", "next" (late events of the day's sessions) or "previous" (session ids only)
+    file: LandingFile
+
+
 def ingest_partition(
     store: LandingStore, day: date, warehouse_path: str | Path, settings: IngestSettings = IngestSettings()
 ) -> IngestResult:
+    # file_no follows arrival order (folder D, then D+1; by name within a folder): the smallest
+    # (file_no, line) of an event_id is the copy that arrived first.
+    inputs = [_Input(role, f) for role, d in (("day", day), ("next", day + timedelta(days=1)),
+                                              ("previous", day - timedelta(days=1))) for f in store.list_day(d)]
     with tempfile.TemporaryDirectory(prefix="echo-ingest-") as spill:
+        staged = _stage(store, inputs, Path(spill), settings)
         con = duckdb.connect()
         try:
             con.execute(f"SET memory_limit = '{settings.memory_limit}'")
             con.execute(f"SET temp_directory = '{spill}'")
-            con.execute("SET TimeZone = 'UTC'")
-            stager = _Stager(con, settings.batch_rows)
-            files, lines_read = _stage_day(store, day, stager, settings)
-            _stage_next_day(store, day + timedelta(days=1), stager, settings)
-            _stage_previous_sessions(store, day - timedelta(days=1), stager, settings)
-            stager.flush()
-            result = _resolve(con, day, files, lines_read)
-            _write(con, day, warehouse_path, result, settings.lock_wait_s)
-            return result
+            _load_stage(con, inputs, staged)
+            of_day = [s for s, i in zip(staged, inputs) if i.role == "day"]
+            result = _resolve(con, day, [i.file.name for i in inputs if i.role == "day"],
+                              lines_read=sum(s.lines for s in of_day), valid=sum(s.events for s in of_day))
+            nulls = _write(con, day, warehouse_path, result, settings.lock_wait_s)
+            return replace(result, nulls_by_field=nulls)
         finally:
             con.close()
 
 
-class _Stager:
-    """Buffers rows column-wise and appends them to the staging tables in Arrow batches."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, batch_rows: int):
-        self.con = con
-        self.batch_rows = batch_rows
-        con.execute(f"CREATE TABLE stage ({', '.join(f'{_q(n)} {t}' for n, t in _STAGE_COLUMNS)})")
-        con.execute("CREATE TABLE stage_prev (session_id VARCHAR)")
-        con.execute(
-            "CREATE TABLE stage_quarantine (source_file VARCHAR, line_no BIGINT, reason VARCHAR, "
-            "detail VARCHAR, raw VARCHAR, raw_encoding VARCHAR)"
-        )
-        self.schemas = {
-            "stage": pa.schema([(n, _ARROW_TYPES[t]) for n, t in _STAGE_COLUMNS]),
-            "stage_prev": pa.schema([("session_id", pa.string())]),
-            "stage_quarantine": pa.schema(
-                [(n, pa.int64() if n == "line_no" else pa.string())
-                 for n in ("source_file", "line_no", "reason", "detail", "raw", "raw_encoding")]
-            ),
-        }
-        self.buffers = {name: [[] for _ in schema] for name, schema in self.schemas.items()}
-
-    def add_event(self, event, arrival: date, source_file: str, line_no: int) -> None:
-        columns = self.buffers["stage"]
-        for column, name in zip(columns, _EVENT_NAMES):
-            column.append(getattr(event, name, None))
-        columns[-3].append(arrival)
-        columns[-2].append(source_file)
-        columns[-1].append(line_no)
-        if len(columns[0]) >= self.batch_rows:
-            self._flush("stage")
-
-    def add_previous_session(self, session_id: str) -> None:
-        column = self.buffers["stage_prev"][0]
-        column.append(session_id)
-        if len(column) >= self.batch_rows:
-            self._flush("stage_prev")
-
-    def add_quarantined(self, source_file: str, record: Quarantined) -> None:
-        raw, encoding = preview_text(record.raw)
-        values = (source_file, record.line_no, record.reason, record.detail, raw, encoding)
-        for column, value in zip(self.buffers["stage_quarantine"], values):
-            column.append(value)
-        if len(self.buffers["stage_quarantine"][0]) >= self.batch_rows:
-            self._flush("stage_quarantine")
-
-    def flush(self) -> None:
-        for name in self.buffers:
-            self._flush(name)
-
-    def _flush(self, name: str) -> None:
-        columns = self.buffers[name]
-        if not columns[0]:
-            return
-        schema = self.schemas[name]
-        batch = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)
-        self.con.register("batch", batch)
-        self.con.execute(f"INSERT INTO {name} SELECT * FROM batch")
-        self.con.unregister("batch")
-        for column in columns:
-            column.clear()
+def _stage(store: LandingStore, inputs: list[_Input], spill: Path, settings: IngestSettings) -> list[StagedFile]:
+    size = sum(i.file.size for i in inputs)
+    parallel = settings.workers > 1 and len(inputs) > 1 and size >= settings.parallel_min_bytes
+    # spawn, not fork: a parent may run DuckDB's threads. Small days stay in this process, where
+    # starting workers would cost more than it saves.
+    pool = (ProcessPoolExecutor(settings.workers, mp_context=multiprocessing.get_context("spawn"))
+            if parallel else _InProcess())
+    with pool:
+        futures = [
+            pool.submit(stage_file, store, i.file, file_no, spill, block_bytes=settings.block_bytes,
+                        max_line_bytes=settings.max_line_bytes, preview_bytes=settings.preview_bytes,
+                        sessions_only=i.role == "previous")
+            for file_no, i in enumerate(inputs)
+        ]
+        return [f.result() for f in futures]
 
 
-def _scan(
-    store: LandingStore,
-    day: date,
-    settings: IngestSettings,
-    on_event: Callable[[object, LandingFile, int], None],
-    on_quarantined: Callable[[LandingFile, Quarantined], None],
-) -> tuple[list[str], int]:
-    """Read every file of a day's folder; returns (file names, lines read)."""
-    names, lines = [], 0
-    for file in store.list_day(day):
-        names.append(file.name)
-        if not file.holds_events:
-            lines += 1
-            on_quarantined(file, Quarantined(0, "unsupported_file", f"not a .jsonl or .jsonl.gz file ({file.size} bytes)", b""))
-            continue
-        with store.open(file) as stream:
-            for line_no, record in read_records(
-                stream, compressed=file.compressed, max_line_bytes=settings.max_line_bytes,
-                preview_bytes=settings.preview_bytes,
-            ):
-                lines += 1
-                if isinstance(record, Quarantined):
-                    on_quarantined(file, record)
-                else:
-                    on_event(record, file, line_no)
-    return names, lines
+class _InProcess(Executor):
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
 
 
-def _ignore(*_args) -> None:
-    pass
+def _load_stage(con: duckdb.DuckDBPyConnection, inputs: list[_Input], staged: list[StagedFile]) -> None:
+    """Views over the staged Parquet files: stage (events of folders D and D+1), stage_prev (session
+    ids of folder D-1), stage_quarantine (folder D's bad lines), and files (file_no → day, name)."""
+    con.execute("CREATE TABLE files (file_no INTEGER, arrival_date DATE, source_file VARCHAR)")
+    if inputs:
+        con.executemany("INSERT INTO files VALUES (?, ?, ?)",
+                        [(n, i.file.day, i.file.name) for n, i in enumerate(inputs)])
 
+    def view(name: str, paths: list, empty: str) -> None:
+        source = f"read_parquet({[str(p) for p in paths]})" if paths else f"(SELECT {empty} LIMIT 0)"
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {source}")
 
-def _stage_day(store, day, stager: _Stager, settings) -> tuple[list[str], int]:
-    return _scan(
-        store, day, settings,
-        lambda event, file, line_no: stager.add_event(event, day, file.name, line_no),
-        lambda file, record: stager.add_quarantined(file.name, record),
-    )
-
-
-def _stage_next_day(store, day, stager: _Stager, settings) -> None:
-    # Its bad lines are the next partition's to quarantine.
-    _scan(store, day, settings, lambda event, file, line_no: stager.add_event(event, day, file.name, line_no), _ignore)
-
-
-def _stage_previous_sessions(store, day, stager: _Stager, settings) -> None:
-    _scan(store, day, settings, lambda event, file, line_no: stager.add_previous_session(event.session_id), _ignore)
+    roles = [i.role for i in inputs]
+    view("stage", [s.events_path for s, r in zip(staged, roles) if r != "previous" and s.events_path],
+         "NULL::VARCHAR AS event_id, NULL::VARCHAR AS session_id, NULL::VARCHAR AS event, NULL::TIMESTAMP AS ts, "
+         "NULL::BIGINT AS seq, NULL::BIGINT AS source_line, NULL::VARCHAR AS line, NULL::INTEGER AS file_no")
+    view("stage_prev", [s.events_path for s, r in zip(staged, roles) if r == "previous" and s.events_path],
+         "NULL::VARCHAR AS session_id")
+    view("stage_quarantine", [s.quarantine_path for s, r in zip(staged, roles) if r == "day" and s.quarantine_path],
+         "NULL::INTEGER AS file_no, NULL::BIGINT AS line_no, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail, "
+         "NULL::VARCHAR AS raw, NULL::VARCHAR AS raw_encoding")
 
 
 def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def _resolve(con: duckdb.DuckDBPyConnection, day: date, files: list[str], lines_read: int) -> IngestResult:
-    next_day = day + timedelta(days=1)
-    cols = ", ".join(_q(n) for n, _ in _STAGE_COLUMNS)
+def _resolve(con: duckdb.DuckDBPyConnection, day: date, files: list[str], lines_read: int, valid: int) -> IngestResult:
+    """Decide which staged events the partition keeps and in what order, from the keys alone
+    (`valid`: the valid events in folder D)."""
     con.execute(
         """
-        CREATE TABLE owned AS
-        SELECT DISTINCT session_id FROM stage
-        WHERE arrival_date = $day AND session_id NOT IN (SELECT session_id FROM stage_prev)
+        CREATE TABLE candidates AS
+        WITH owned AS (
+            SELECT session_id FROM stage WHERE file_no IN (SELECT file_no FROM files WHERE arrival_date = $day)
+            EXCEPT SELECT session_id FROM stage_prev
+        )
+        SELECT s.file_no::BIGINT << 32 | s.source_line AS arrival_order,
+               s.file_no, s.source_line, s.event_id, s.session_id, s.event, s.ts, s.seq, f.arrival_date
+        FROM stage s JOIN files f USING (file_no) SEMI JOIN owned USING (session_id)
         """,
         {"day": day},
     )
-    con.execute("CREATE TABLE candidates AS SELECT * FROM stage SEMI JOIN owned USING (session_id)")
     con.execute(
         f"""
-        CREATE TABLE final AS
-        SELECT $day::DATE AS partition_date,
+        CREATE TABLE keys AS
+        SELECT file_no, source_line, session_id, event, ts, arrival_date,
                (row_number() OVER (PARTITION BY session_id
-                                   ORDER BY ts, {_EVENT_RANK}, seq NULLS FIRST, event_id))::INTEGER AS session_seq,
-               {cols}
-        FROM (
-            SELECT *, row_number() OVER (PARTITION BY event_id
-                                         ORDER BY arrival_date, source_file, source_line) AS copy_no
-            FROM candidates
-        )
-        WHERE copy_no = 1
-        """,
-        {"day": day},
+                                   ORDER BY ts, {_EVENT_RANK}, seq NULLS FIRST, event_id))::INTEGER AS session_seq
+        FROM candidates
+        WHERE arrival_order IN (SELECT min(arrival_order) FROM candidates GROUP BY event_id)
+        """
     )
-
-    def scalar(sql: str, **params) -> int:
-        return con.execute(sql, params).fetchone()[0]
-
-    kept = scalar("SELECT count(*) FROM final")
-    candidates = scalar("SELECT count(*) FROM candidates")
-    carriers = {  # a null only counts on the event type that carries the field
-        "model": "completion_shown", "cursor": "completion_shown", "latency_ms": "completion_shown",
-        "reason": "completion_rejected",
-    }
-    nulls = {}
-    for name in NULLABLE_FIELDS:
-        where = f"WHERE event = '{carriers[name]}'" if name in carriers else ""
-        nulls[name] = scalar(f"SELECT count(*) FILTER (WHERE {_q(name)} IS NULL) FROM final {where}")
+    kept, sessions, stale = con.execute(
+        "SELECT count(*), count(DISTINCT session_id), count(*) FILTER (WHERE ts < arrival_date - INTERVAL 1 DAY) "
+        "FROM keys"
+    ).fetchone()
+    candidates, on_time = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE arrival_date = $day) FROM candidates", {"day": day}
+    ).fetchone()
+    quarantine_by_reason = dict(
+        con.execute("SELECT reason, count(*) FROM stage_quarantine GROUP BY ALL ORDER BY ALL").fetchall())
     return IngestResult(
         day=day,
         files=files,
         lines_read=lines_read,
-        late_adopted=scalar("SELECT count(*) FROM candidates WHERE arrival_date = $d", d=next_day),
+        late_adopted=candidates - on_time,
         kept=kept,
         duplicates=candidates - kept,
-        quarantined=scalar("SELECT count(*) FROM stage_quarantine"),
-        deferred_to_previous=scalar("SELECT count(*) FROM stage WHERE arrival_date = $d", d=day)
-        - scalar("SELECT count(*) FROM candidates WHERE arrival_date = $d", d=day),
-        stale_events=scalar("SELECT count(*) FROM final WHERE ts < arrival_date - INTERVAL 1 DAY"),
-        sessions=scalar("SELECT count(DISTINCT session_id) FROM final"),
-        quarantine_by_reason=dict(
-            con.execute("SELECT reason, count(*) FROM stage_quarantine GROUP BY ALL ORDER BY ALL").fetchall()
-        ),
-        events_by_type=dict(con.execute("SELECT event, count(*) FROM final GROUP BY ALL ORDER BY ALL").fetchall()),
-        nulls_by_field=nulls,
+        quarantined=sum(quarantine_by_reason.values()),
+        deferred_to_previous=valid - on_time,
+        stale_events=stale,
+        sessions=sessions,
+        quarantine_by_reason=quarantine_by_reason,
+        events_by_type=dict(con.execute("SELECT event, count(*) FROM keys GROUP BY ALL ORDER BY ALL").fetchall()),
     )
 
 
-def _write(con: duckdb.DuckDBPyConnection, day: date, warehouse_path, result: IngestResult, wait_s: float) -> None:
+def _write(con: duckdb.DuckDBPyConnection, day: date, warehouse_path, result: IngestResult, wait_s: float) -> dict:
+    """Replace the partition in the warehouse in one transaction; returns null counts per nullable field."""
+    columns = ", ".join(f"j.{_q(n)}" if n in _FROM_JSON else f"s.{_q(n)}" for n, _ in warehouse.EVENT_COLUMNS)
+    spec = json.dumps(_FROM_JSON)
     with warehouse.attached(con, warehouse_path, "wh", wait_s=wait_s):
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute("DELETE FROM wh.raw_sessions WHERE partition_date = $day", {"day": day})
-            con.execute("INSERT INTO wh.raw_sessions SELECT * FROM final ORDER BY session_id, session_seq")
+            con.execute(
+                f"""
+                INSERT INTO wh.raw_sessions
+                SELECT $day, s.session_seq, {columns}, s.arrival_date, f.source_file, s.source_line
+                FROM (SELECT k.session_seq, k.arrival_date, s.*, from_json(s.line, '{spec}') AS j
+                      FROM keys k JOIN stage s USING (file_no, source_line)) s
+                JOIN files f USING (file_no)
+                """,
+                {"day": day},
+            )
             con.execute("DELETE FROM wh.quarantine WHERE partition_date = $day", {"day": day})
             con.execute(
-                "INSERT INTO wh.quarantine SELECT $day, * FROM stage_quarantine ORDER BY source_file, line_no",
+                """
+                INSERT INTO wh.quarantine
+                SELECT $day, f.source_file, q.line_no, q.reason, q.detail, q.raw, q.raw_encoding
+                FROM stage_quarantine q JOIN files f USING (file_no) ORDER BY f.source_file, q.line_no
+                """,
                 {"day": day},
             )
             con.execute("DELETE FROM wh.ingest_log WHERE partition_date = $day", {"day": day})
@@ -300,10 +248,27 @@ def _write(con: duckdb.DuckDBPyConnection, day: date, warehouse_path, result: In
                     "now": datetime.now(timezone.utc).replace(tzinfo=None),
                 },
             )
+            nulls = _null_counts(con, day)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+    return nulls
+
+
+# A null only counts on the event type that carries the field.
+_CARRIERS = {"model": "completion_shown", "cursor": "completion_shown", "latency_ms": "completion_shown",
+             "reason": "completion_rejected"}
+
+
+def _null_counts(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, int]:
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE {_q(name)} IS NULL"
+        + (f" AND event = '{_CARRIERS[name]}')" if name in _CARRIERS else ")")
+        for name in NULLABLE_FIELDS
+    )
+    row = con.execute(f"SELECT {counts} FROM wh.raw_sessions WHERE partition_date = $day", {"day": day}).fetchone()
+    return dict(zip(NULLABLE_FIELDS, row))
 
 
 @dataclass(frozen=True)

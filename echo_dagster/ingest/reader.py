@@ -1,7 +1,10 @@
-"""Read landing files line by line: every line becomes exactly one event or one quarantine record.
+"""Read landing files: every line becomes exactly one event row or one quarantine record.
 
-Streams: one line is in memory at a time (a line over the size limit is skipped in chunks), so a
-day of any size reads in constant memory.
+Two steps, so that validation can run in several processes while one process reads:
+`iter_blocks` cuts a file into blocks of whole lines (it handles the file-level failures: a gzip
+stream cut off, a line longer than the limit that spans blocks), and `validate_block` parses and
+validates the lines of one block into columns. Both stream: memory is bounded by the block size
+and the line limit, never by the size of a file or a day.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from echo_dagster.events import Event, EventError, parse_event
+import pyarrow as pa
+from echo_dagster.events import EventError, parse_event
 
 # Reasons that concern a file rather than a line's content (events.REASONS has the rest).
 FILE_REASONS = ("line_too_long", "gzip_truncated", "gzip_corrupt", "unsupported_file")
-
 
 @dataclass(frozen=True, slots=True)
 class Quarantined:
@@ -27,53 +30,119 @@ class Quarantined:
     raw: bytes  # at most the preview limit
 
 
-def read_records(
-    stream: BinaryIO, *, compressed: bool, max_line_bytes: int, preview_bytes: int
-) -> Iterator[tuple[int, Event | Quarantined]]:
-    """Yield (line number, event or quarantine record) for every line of one landing file."""
+@dataclass(frozen=True, slots=True)
+class Block:
+    first_line: int
+    data: bytes  # whole lines; only a file's last line may lack its newline
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    lines: int
+    events: pa.Table | None  # one row per valid event, KEY_COLUMNS
+    quarantined: list[Quarantined]
+
+
+def iter_blocks(
+    stream: BinaryIO, *, compressed: bool, block_bytes: int, max_line_bytes: int, preview_bytes: int
+) -> Iterator[Block | Quarantined]:
+    """Cut one file into blocks of whole lines, yielding a quarantine record for what cannot be read."""
     source: BinaryIO = gzip.GzipFile(fileobj=stream, mode="rb") if compressed else stream
-    readline = source.readline
-    limit = max_line_bytes + 2  # room for "\r\n"
-    line_no = 0
+    line_no = 1  # the number of the first line not handed out yet
+    pending = b""  # data read but not handed out: whole lines, then at most one partial line
+    overlong: tuple[bytes, int] | None = None  # (preview, bytes so far) while skipping a too-long line
     while True:
         try:
-            line = readline(limit)
-        except EOFError as exc:
-            yield line_no + 1, Quarantined(
-                line_no + 1, "gzip_truncated", f"gzip stream cut off after line {line_no}: {exc}", b""
-            )
+            # read1: at most one read underneath, so what came before a broken gzip stream is kept.
+            chunk = source.read1(block_bytes)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            end = pending.rfind(b"\n") + 1
+            if end:
+                yield Block(line_no, pending[:end])
+                line_no += pending.count(b"\n", 0, end)
+            reason = "gzip_truncated" if isinstance(exc, EOFError) else "gzip_corrupt"
+            preview = overlong[0] if overlong else pending[end:][:preview_bytes]
+            yield Quarantined(line_no, reason, f"gzip stream unreadable after line {line_no - 1}: {exc}", preview)
             return
-        except (gzip.BadGzipFile, zlib.error) as exc:
-            yield line_no + 1, Quarantined(
-                line_no + 1, "gzip_corrupt", f"gzip data unreadable after line {line_no}: {exc}", b""
-            )
+        if overlong is not None:
+            end = chunk.find(b"\n")
+            if chunk and end < 0:
+                overlong = (overlong[0], overlong[1] + len(chunk))
+                continue
+            size = overlong[1] + end + 1 if chunk else overlong[1]
+            yield _too_long(line_no, overlong[0], size, max_line_bytes)
+            line_no += 1
+            overlong = None
+            chunk = chunk[end + 1 :]
+        if not chunk:
+            if pending:
+                yield Block(line_no, pending)  # its last line lacks a newline
             return
-        if not line:
-            return
-        line_no += 1
-        if len(line) == limit and not line.endswith(b"\n"):
-            total = len(line) + _skip_rest_of_line(readline)
-            yield line_no, Quarantined(
-                line_no,
-                "line_too_long",
-                f"line of {total} bytes exceeds the limit of {max_line_bytes} bytes",
-                line[:preview_bytes],
-            )
+        pending += chunk
+        if len(pending) < block_bytes:
             continue
-        line = line.rstrip(b"\r\n")
+        end = pending.rfind(b"\n") + 1
+        if end:
+            yield Block(line_no, pending[:end])
+            line_no += pending.count(b"\n", 0, end)
+        pending = pending[end:]
+        if len(pending) > max_line_bytes:
+            overlong = (pending[:preview_bytes], len(pending))
+            pending = b""
+
+
+def _too_long(line_no: int, preview: bytes, size: int, max_line_bytes: int) -> Quarantined:
+    return Quarantined(line_no, "line_too_long", f"line of {size} bytes exceeds the limit of {max_line_bytes} bytes",
+                       preview)
+
+
+# What Python keeps of a valid event: the keys that decide ownership, dedup and order (as the
+# validator read them), and the line itself, whose other fields DuckDB extracts when it writes.
+KEY_COLUMNS = pa.schema([
+    ("event_id", pa.string()),
+    ("session_id", pa.string()),
+    ("event", pa.string()),
+    ("ts", pa.timestamp("us")),  # naive UTC
+    ("seq", pa.int64()),
+    ("source_line", pa.int64()),
+    ("line", pa.string()),
+])
+
+
+def validate_block(block: Block, *, max_line_bytes: int, preview_bytes: int) -> BlockResult:
+    """Parse and validate every line of a block; valid events come back as Arrow columns."""
+    lines = block.data.split(b"\n")
+    if block.data.endswith(b"\n"):
+        lines.pop()
+    columns: tuple[list, ...] = tuple([] for _ in KEY_COLUMNS)
+    event_ids, session_ids, kinds, stamps, seqs, numbers, texts = columns
+    quarantined = []
+    for line_no, line in enumerate(lines, block.first_line):
+        if len(line) > max_line_bytes:
+            quarantined.append(_too_long(line_no, line[:preview_bytes], len(line) + 1, max_line_bytes))
+            continue
+        if line.endswith(b"\r"):
+            line = line[:-1]
         try:
-            yield line_no, parse_event(line)
+            event = parse_event(line)
         except EventError as err:
-            yield line_no, Quarantined(line_no, err.reason, err.message, line[:preview_bytes])
-
-
-def _skip_rest_of_line(readline) -> int:
-    skipped = 0
-    while True:
-        chunk = readline(1 << 20)
-        skipped += len(chunk)
-        if not chunk or chunk.endswith(b"\n"):
-            return skipped
+            quarantined.append(Quarantined(line_no, err.reason, err.message, line[:preview_bytes]))
+            continue
+        event_ids.append(event.event_id)
+        session_ids.append(event.session_id)
+        kinds.append(event.event)
+        stamps.append(event.ts)
+        seqs.append(getattr(event, "seq", None))
+        numbers.append(line_no)
+        texts.append(line)
+    if not numbers:
+        return BlockResult(len(lines), None, quarantined)
+    # Timestamps go in as UTC instants and lose only the zone label: cheaper than per-event replace().
+    arrays = [pa.array(c, pa.timestamp("us", tz="UTC")).cast(f.type) if f.name == "ts" else pa.array(c, f.type)
+              for c, f in zip(columns[:-1], KEY_COLUMNS)]
+    # Valid events are valid UTF-8 (the parser checked), so the cast cannot fail.
+    arrays.append(pa.array(texts, pa.binary()).cast(pa.string()))
+    return BlockResult(len(lines), pa.Table.from_arrays(arrays, schema=KEY_COLUMNS), quarantined)
 
 
 def preview_text(raw: bytes) -> tuple[str, str]:
