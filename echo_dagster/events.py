@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, ClassVar, Literal, Union
 
 import msgspec
@@ -26,7 +26,7 @@ class _EventBase(msgspec.Struct, tag_field="event", frozen=True, kw_only=True):
     """Fields on every event. Importers of other clients' logs write null where they lack a value
     (only the location fields may be null); every key must be present."""
 
-    schema_version: int
+    schema_version: Literal[1]  # = SCHEMA_VERSION; a line of another version is quarantined
     event_id: NonEmptyStr
     ts: datetime
     session_id: NonEmptyStr
@@ -116,21 +116,12 @@ def parse_event(line: bytes | str) -> Event:
         event = _decoder.decode(line)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _explain(line, exc) from None
-    if event.schema_version != SCHEMA_VERSION:
-        raise _unsupported_version(event.schema_version)
-    if event.ts.utcoffset() != _UTC:
+    # The decoder gives "Z", "+00:00" and "-00:00" the timezone.utc singleton: test identity first.
+    if event.ts.tzinfo is not timezone.utc and event.ts.utcoffset() != _UTC:
         raise EventError(
             "bad_field_value", f"field 'ts': expected an RFC 3339 timestamp in UTC, got {_show(_raw_ts(line))}", "ts"
         )
     return event
-
-
-def _unsupported_version(got: object) -> EventError:
-    return EventError(
-        "unsupported_schema_version",
-        f"field 'schema_version': expected {SCHEMA_VERSION}, got {_show(got)}",
-        "schema_version",
-    )
 
 
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
@@ -161,7 +152,11 @@ def _explain(line: bytes | str, exc: Exception) -> EventError:
     if not isinstance(obj, dict):
         return EventError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
     if "schema_version" in obj and obj["schema_version"] != SCHEMA_VERSION:
-        return _unsupported_version(obj["schema_version"])
+        return EventError(
+            "unsupported_schema_version",
+            f"field 'schema_version': expected {SCHEMA_VERSION}, got {_show(obj['schema_version'])}",
+            "schema_version",
+        )
     if "event" in obj:
         kind = obj["event"]
         if not isinstance(kind, str):

@@ -10,7 +10,7 @@ import io
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Callable, Protocol
 
 EVENT_SUFFIXES = (".jsonl", ".jsonl.gz")
 
@@ -71,13 +71,24 @@ class LocalLandingStore:
 
 
 class S3LandingStore:
-    """`client` is a boto3 S3 client (dagster-aws' `S3Resource.get_client()` in the pipeline)."""
+    """`client_factory` makes a boto3 S3 client (in the pipeline: dagster-aws' `S3Resource`). The
+    store is picklable, so that worker processes can read files: each makes its own client."""
 
-    def __init__(self, client, bucket: str, prefix: str = ""):
-        self.client = client
+    def __init__(self, client_factory: Callable[[], object], bucket: str, prefix: str = ""):
+        self.client_factory = client_factory
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self.client_factory()
+        return self._client
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name

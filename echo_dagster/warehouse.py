@@ -120,7 +120,8 @@ def attached(con: duckdb.DuckDBPyConnection, path: str | Path, alias: str, *, wa
     held only for that write; yields the alias."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _wait_for_lock(lambda: con.execute(f"ATTACH '{path}' AS {alias}"), path, wait_s)
+    quoted = str(path).replace("'", "''")
+    _wait_for_lock(lambda: con.execute(f"ATTACH '{quoted}' AS {alias}"), path, wait_s)
     try:
         con.execute(f"USE {alias}")
         con.execute(SCHEMA_DDL)

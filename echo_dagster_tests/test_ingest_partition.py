@@ -130,3 +130,48 @@ def test_validation_in_worker_processes_gives_the_same_partition_as_inline(landi
     query = "SELECT * EXCLUDE (partition_date) FROM {} ORDER BY ALL"
     for table in ("raw_sessions", "quarantine"):
         assert rows(tmp_path / "a.duckdb", query.format(table)) == rows(tmp_path / "b.duckdb", query.format(table))
+
+
+def _hold_warehouse(path: str, seconds: float, ready) -> None:
+    import time
+
+    import duckdb
+
+    con = duckdb.connect(path)
+    ready.set()
+    time.sleep(seconds)
+    con.close()
+
+
+def test_a_partition_waits_while_another_process_holds_the_warehouse(landing, tmp_path):
+    import multiprocessing
+    import time
+
+    write_landing_fixtures(landing, FixtureSpec(days=DAYS[:1], long_line_bytes=30_000))
+    db = tmp_path / "wh.duckdb"
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_warehouse, args=(str(db), 2.0, ready))
+    holder.start()
+    assert ready.wait(30)
+    start = time.monotonic()
+    result = ingest_partition(landing, DAYS[0], db, SETTINGS)
+    holder.join()
+    assert result.kept > 0 and time.monotonic() - start >= 1.0
+    with warehouse.connect(db, read_only=True) as con:
+        assert check_accounting(con, DAYS[0]).passed
+
+
+def test_a_warehouse_held_past_the_deadline_is_a_clear_error(landing, tmp_path):
+    import multiprocessing
+
+    write_landing_fixtures(landing, FixtureSpec(days=DAYS[:1], long_line_bytes=30_000))
+    db = tmp_path / "wh.duckdb"
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_warehouse, args=(str(db), 3.0, ready))
+    holder.start()
+    assert ready.wait(30)
+    with pytest.raises(warehouse.WarehouseBusy, match="stayed locked by another process"):
+        ingest_partition(landing, DAYS[0], db, replace(SETTINGS, lock_wait_s=0.5))
+    holder.join()

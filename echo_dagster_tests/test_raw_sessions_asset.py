@@ -1,5 +1,7 @@
 """raw_sessions as a real Dagster materialization, on local and S3 landing zones."""
 
+import uuid
+from dataclasses import replace
 from datetime import date
 
 import boto3
@@ -10,6 +12,7 @@ from dagster_aws.s3 import S3Resource
 from echo_dagster import warehouse
 from echo_dagster.defs.raw_sessions_asset import raw_sessions
 from echo_dagster.defs.resources import LandingZone, Warehouse
+from echo_dagster.ingest.raw_sessions import IngestSettings, ingest_partition
 from echo_dagster.landing_fixtures import FixtureSpec, write_landing_fixtures
 
 DAYS = (date(2026, 11, 1), date(2026, 11, 2))
@@ -70,7 +73,9 @@ def test_materializing_a_partition_twice_gives_the_same_rows(tmp_path):
 def s3_landing(s3_endpoint):
     creds = dict(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
     boto3.client("s3", endpoint_url=s3_endpoint, **creds).create_bucket(Bucket="echo-landing")
-    return LandingZone(url="s3://echo-landing/ide/events", s3=S3Resource(endpoint_url=s3_endpoint, **creds))
+    # A prefix of its own per test: the server lives for the whole session.
+    return LandingZone(url=f"s3://echo-landing/{uuid.uuid4().hex}/events",
+                       s3=S3Resource(endpoint_url=s3_endpoint, **creds))
 
 
 def test_an_s3_landing_zone_gives_the_same_partition_as_a_local_one(tmp_path, s3_landing):
@@ -89,3 +94,13 @@ def test_an_s3_landing_zone_gives_the_same_partition_as_a_local_one(tmp_path, s3
             warehouse.connect(tmp_path / "s3.duckdb", read_only=True) as b:
         for table in ("raw_sessions", "quarantine"):
             assert a.execute(query.format(table)).fetchall() == b.execute(query.format(table)).fetchall()
+
+
+def test_worker_processes_read_an_s3_landing_zone_too(tmp_path, s3_landing):
+    spec = FixtureSpec(days=DAYS, sessions_per_day=5, label="workers", long_line_bytes=60_000)
+    write_landing_fixtures(s3_landing.store(), spec)
+    settings = IngestSettings(max_line_bytes=50_000)
+    inline = ingest_partition(s3_landing.store(), DAYS[0], tmp_path / "a.duckdb", settings)
+    pooled = ingest_partition(s3_landing.store(), DAYS[0], tmp_path / "b.duckdb",
+                              replace(settings, workers=2, parallel_min_bytes=0))
+    assert pooled == inline and inline.kept > 0

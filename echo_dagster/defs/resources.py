@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 
@@ -25,8 +26,14 @@ class LandingZone(dg.ConfigurableResource):
     def store(self) -> LandingStore:
         if self.url.startswith("s3://"):
             bucket, prefix = parse_s3_url(self.url)
-            return S3LandingStore(self.s3.get_client(), bucket, prefix)
+            fields = {name: getattr(self.s3, name) for name in S3Resource.model_fields}
+            return S3LandingStore(functools.partial(_s3_client, fields), bucket, prefix)
         return LocalLandingStore(self.url)
+
+
+def _s3_client(fields: dict):
+    # Module-level, from plain values: the factory must pickle (a resource instance does not).
+    return S3Resource(**fields).get_client()
 
 
 class Warehouse(dg.ConfigurableResource):
