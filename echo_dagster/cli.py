@@ -44,7 +44,10 @@ def run_demo(days: int, sessions_per_day: int, seed: int) -> int:
     job = defs.resolve_job_def("harvest_job")
     failed = 0
     for day in demo_days:
-        result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            partition_key=day.isoformat(), instance=instance, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
         failed += not result.success
         print(f"harvest_job[{day}]: {'success' if result.success else 'FAILED'} (run {result.run_id})")
     with warehouse.connect(home.warehouse_path(), read_only=True) as con:
