@@ -1,6 +1,9 @@
 """raw_sessions' domain logic against a real DuckDB file and real landing files."""
 
+import contextlib
 import json
+import multiprocessing
+import time
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 
@@ -143,35 +146,33 @@ def _hold_warehouse(path: str, seconds: float, ready) -> None:
     con.close()
 
 
-def test_a_partition_waits_while_another_process_holds_the_warehouse(landing, tmp_path):
-    import multiprocessing
-    import time
-
-    write_landing_fixtures(landing, FixtureSpec(days=DAYS[:1], long_line_bytes=30_000))
-    db = tmp_path / "wh.duckdb"
+@contextlib.contextmanager
+def another_process_holding(db, seconds: float):
+    """A real second process holds the warehouse file's lock for a while."""
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
-    holder = ctx.Process(target=_hold_warehouse, args=(str(db), 2.0, ready))
+    holder = ctx.Process(target=_hold_warehouse, args=(str(db), seconds, ready))
     holder.start()
     assert ready.wait(30)
-    start = time.monotonic()
-    result = ingest_partition(landing, DAYS[0], db, SETTINGS)
-    holder.join()
-    assert result.kept > 0 and time.monotonic() - start >= 1.0
+    try:
+        yield
+    finally:
+        holder.join()
+
+
+def test_a_partition_waits_while_another_process_holds_the_warehouse(landing, tmp_path):
+    write_landing_fixtures(landing, FixtureSpec(days=DAYS[:1], long_line_bytes=30_000))
+    db = tmp_path / "wh.duckdb"
+    with another_process_holding(db, 2.0):
+        start = time.monotonic()
+        result = ingest_partition(landing, DAYS[0], db, SETTINGS)
+        assert result.kept > 0 and time.monotonic() - start >= 1.0
     with warehouse.connect(db, read_only=True) as con:
         assert check_accounting(con, DAYS[0]).passed
 
 
 def test_a_warehouse_held_past_the_deadline_is_a_clear_error(landing, tmp_path):
-    import multiprocessing
-
     write_landing_fixtures(landing, FixtureSpec(days=DAYS[:1], long_line_bytes=30_000))
     db = tmp_path / "wh.duckdb"
-    ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Event()
-    holder = ctx.Process(target=_hold_warehouse, args=(str(db), 3.0, ready))
-    holder.start()
-    assert ready.wait(30)
-    with pytest.raises(warehouse.WarehouseBusy, match="stayed locked by another process"):
+    with another_process_holding(db, 3.0), pytest.raises(warehouse.WarehouseBusy, match="stayed locked by another"):
         ingest_partition(landing, DAYS[0], db, replace(SETTINGS, lock_wait_s=0.5))
-    holder.join()
