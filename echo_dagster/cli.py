@@ -17,8 +17,58 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--days", type=int, default=3, help="how many days, ending yesterday (UTC)")
     demo.add_argument("--sessions-per-day", type=int, default=40)
     demo.add_argument("--seed", type=int, default=0)
+    sim = commands.add_parser("simulate", help="replay real code as developers working with the assistant")
+    sim.add_argument("--source", default=DEFAULT_CORPUS, help="a folder of code or an installed package")
+    sim.add_argument("--start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
+    sim.add_argument("--days", type=int, default=3)
+    sim.add_argument("--users", type=int, default=4)
+    sim.add_argument("--sessions-per-user-day", type=int, default=3)
+    sim.add_argument("--landing", default=None, help="folder or s3://bucket/prefix (default: $ECHO_LANDING)")
+    sim.add_argument("--model", default=None, help="model spec (default: $ECHO_BASE_MODEL or smollm2-135m)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--max-completions", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        return run_simulate(args)
     return run_demo(args.days, args.sessions_per_day, args.seed)
+
+
+# Real code that installs with the project and is newer than the base model's training data
+# (dagster-shared was split out of dagster in 2025).
+DEFAULT_CORPUS = "dagster_shared"
+
+
+def run_simulate(args) -> int:
+    import json
+
+    from echo_dagster.model.generation import complete
+    from echo_dagster.model.loading import default_spec, load_model
+    from echo_dagster.simulate.run import SimulationSpec, simulate
+
+    landing = _store(args.landing or home.landing_url())
+    truth = _store((args.landing or home.landing_url()).rstrip("/") + "-truth")
+    spec_name = args.model or default_spec()
+
+    def propose(requests):  # the model loads only once the source has been scanned
+        return complete(load_model(spec_name, home.echo_home() / "models"), requests, progress=True)
+
+    spec = SimulationSpec(source=args.source, start=args.start, days=args.days, users=args.users,
+                          sessions_per_user_day=args.sessions_per_user_day, max_completions=args.max_completions,
+                          seed=args.seed)
+    try:
+        summary = simulate(spec, landing, truth, propose, spec_name)
+    except ValueError as err:
+        print(f"echo-dagster simulate: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.as_dict(), indent=2))
+    print(f"landing zone: {landing.url}\nground truth: {truth.url}")
+    return 0
+
+
+def _store(url: str):
+    from echo_dagster.defs.resources import LandingZone, s3_resource
+
+    return LandingZone(url=url, s3=s3_resource()).store()
 
 
 def run_demo(days: int, sessions_per_day: int, seed: int) -> int:

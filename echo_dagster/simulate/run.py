@@ -1,0 +1,163 @@
+"""The experience simulator: simulated developers write real code with the assistant, over days.
+
+Writes schema-v1 landing files (`<landing>/<day>/sim-<seed>-<user>.jsonl.gz`) and, beside the
+landing zone (`<landing>-truth/`), the ground truth: per completion the true continuation, the
+decision and why, per session the planted noise, and the train/eval split of files and users.
+The same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Callable
+
+from echo_dagster.landing import LandingStore, day_folder
+from echo_dagster.model.generation import CompletionRequest
+from echo_dagster.simulate.sessions import NoiseConfig, plan_session, session_events
+from echo_dagster.simulate.sources import SourceFile, scan_source
+from echo_dagster.simulate.users import make_personas
+
+EVAL_SHARE = 0.2
+
+Proposer = Callable[[list[CompletionRequest]], list[str]]
+
+
+@dataclass(frozen=True)
+class SimulationSpec:
+    source: str
+    start: date
+    days: int = 3
+    users: int = 4
+    sessions_per_user_day: int = 3
+    triggers_per_session: int = 12
+    max_completions: int | None = None
+    seed: int = 0
+    noise: NoiseConfig = NoiseConfig()
+
+
+@dataclass
+class SimulationSummary:
+    files: int = 0
+    skipped: dict = field(default_factory=dict)
+    sessions: int = 0
+    completions: int = 0
+    accepted: int = 0
+    surviving_chars: int = 0
+    target_chars: int = 0
+    events: int = 0
+    noise: Counter = field(default_factory=Counter)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.completions if self.completions else 0.0
+
+    @property
+    def generation_rate(self) -> float:
+        return self.surviving_chars / self.target_chars if self.target_chars else 0.0
+
+    def as_dict(self) -> dict:
+        return {"files": self.files, "skipped": self.skipped, "sessions": self.sessions,
+                "completions": self.completions, "accepted": self.accepted,
+                "acceptance_rate": round(self.acceptance_rate, 4), "generation_rate": round(self.generation_rate, 4),
+                "events": self.events, "noise": dict(sorted(self.noise.items()))}
+
+
+def split_of(key: str, seed: int) -> str:
+    """Deterministic train/eval assignment of a file or a user."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return "eval" if digest[0] < 256 * EVAL_SHARE else "train"
+
+
+def simulate(spec: SimulationSpec, landing: LandingStore, truth: LandingStore, propose: Proposer,
+             model_name: str) -> SimulationSummary:
+    scan = scan_source(spec.source)
+    personas = make_personas(spec.users, spec.seed)
+    files = {"train": [f for f in scan.files if split_of(f.path, spec.seed) == "train"],
+             "eval": [f for f in scan.files if split_of(f.path, spec.seed) == "eval"]}
+    if not files["eval"]:  # a tiny source: still hold one file out
+        files["eval"], files["train"] = scan.files[-1:], scan.files[:-1] or scan.files[-1:]
+    rng = random.Random(spec.seed)
+    plans = []
+    for d in range(spec.days):
+        day = spec.start + timedelta(days=d)
+        for persona in personas:
+            split = split_of(persona.user_id, spec.seed)
+            for n in range(spec.sessions_per_user_day):
+                file: SourceFile = rng.choice(files[split])
+                # Work hours, so sessions end the same day; late delivery is the only way across days.
+                start = datetime.combine(day, time(8), timezone.utc) + timedelta(seconds=rng.randrange(10 * 3600))
+                session_id = f"sim{spec.seed}-{day.isoformat()}-{persona.user_id[-3:]}-{n:02d}"
+                plans.append(plan_session(rng, session_id, persona, file, split, start, spec.noise,
+                                          spec.triggers_per_session))
+    if spec.max_completions is not None:
+        plans = _cap(plans, spec.max_completions)
+    requests = [r for plan in plans for r in plan.requests()]
+    proposals = iter(propose(requests))
+
+    summary = SimulationSummary(files=len(scan.files), skipped=dict(scan.skipped), sessions=len(plans))
+    landed: dict[tuple[date, str], list[bytes]] = defaultdict(list)
+    truths: dict[date, list[bytes]] = defaultdict(list)
+    for plan in plans:
+        out = session_events(plan, [next(proposals) for _ in plan.triggers], model_name, rng)
+        summary.completions += out.completions
+        summary.accepted += out.accepted
+        summary.surviving_chars += out.surviving
+        summary.target_chars += out.target_chars
+        summary.noise.update(out.noise)
+        day = plan.start.date()
+        lines = _deliver(rng, out.events, day, spec.noise, summary.noise)
+        for arrival, line in lines:
+            landed[(arrival, plan.persona.user_id)].append(line)
+        truths[day] += [_dump(row) for row in out.truth]
+    for (day, user), lines in sorted(landed.items()):
+        landing.write(f"{day_folder(day)}/sim-{spec.seed}-{user}.jsonl.gz", gzip.compress(b"".join(lines), mtime=0))
+        summary.events += len(lines)
+    for day, rows in sorted(truths.items()):
+        truth.write(f"{day_folder(day)}/sim-{spec.seed}.jsonl", b"".join(rows))
+    split = {"seed": spec.seed, "files": {f.path: split_of(f.path, spec.seed) for f in scan.files},
+             "users": {p.user_id: split_of(p.user_id, spec.seed) for p in personas}, "source": str(scan.root)}
+    truth.write(f"split-{spec.seed}.json", json.dumps(split, indent=1, sort_keys=True).encode())
+    truth.write(f"summary-{spec.seed}.json", json.dumps(summary.as_dict(), indent=1).encode())
+    return summary
+
+
+def _cap(plans: list, max_completions: int) -> list:
+    kept, total = [], 0
+    for plan in plans:
+        if total >= max_completions:
+            break
+        plan.triggers = plan.triggers[: max_completions - total]
+        total += len(plan.triggers)
+        kept.append(plan)
+    return kept
+
+
+def _deliver(rng: random.Random, events: list[dict], day: date, noise: NoiseConfig,
+             counts: Counter) -> list[tuple[date, bytes]]:
+    """Delivery as clients do it: some events twice, some a day late, some out of order."""
+    out: list[tuple[date, bytes]] = []
+    for event in events:
+        line = _dump(event)
+        arrival = day
+        if rng.random() < noise.late:
+            arrival = day + timedelta(days=1)
+            counts["late"] += 1
+        out.append((arrival, line))
+        if rng.random() < noise.duplicate:
+            out.append((arrival, line))
+            counts["duplicate"] += 1
+    for i in range(len(out) - 1):
+        if rng.random() < noise.out_of_order:
+            out[i], out[i + 1] = out[i + 1], out[i]
+            counts["out_of_order"] += 1
+    return out
+
+
+def _dump(row: dict) -> bytes:
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

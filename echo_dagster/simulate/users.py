@@ -1,0 +1,38 @@
+"""Simulated developers: who they are and how they work."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from echo_dagster.evaluation.metrics import DEFAULT_TAU
+
+
+@dataclass(frozen=True)
+class Persona:
+    user_id: str
+    tenant_id: str
+    tau: float  # accepts a proposal at this edit similarity to what they mean to write
+    chars_per_second: float  # typing speed
+    typo_rate: float  # typos per line typed, fixed a little later
+    partial_accept_rate: float  # takes only the first line of a multi-line proposal
+    client: str
+
+
+CLIENTS = ("vscode-echo/1.4.2", "jetbrains-echo/0.9.1", "neovim-echo/0.3.0")
+
+
+def make_personas(count: int, seed: int, tenants: int = 2) -> list[Persona]:
+    rng = random.Random(f"personas-{seed}")
+    return [
+        Persona(
+            user_id=f"user-{seed}-{n:03d}",
+            tenant_id=f"tenant-{n % tenants}",
+            tau=min(0.95, max(0.65, rng.gauss(DEFAULT_TAU, 0.05))),
+            chars_per_second=rng.uniform(3.0, 8.0),
+            typo_rate=rng.uniform(0.0, 0.15),
+            partial_accept_rate=rng.uniform(0.0, 0.3),
+            client=CLIENTS[n % len(CLIENTS)],
+        )
+        for n in range(count)
+    ]
