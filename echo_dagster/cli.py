@@ -3,66 +3,69 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from datetime import date, datetime, timedelta, timezone
 
 from echo_dagster import home
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="echo-dagster", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="write a few days of experience logs and run the harvest job on them")
-    demo.add_argument("--days", type=int, default=3, help="how many days, ending yesterday (UTC)")
-    demo.add_argument("--sessions-per-day", type=int, default=40)
-    demo.add_argument("--seed", type=int, default=0)
-    sim = commands.add_parser("simulate", help="replay real code as developers working with the assistant")
-    sim.add_argument("--source", default=DEFAULT_CORPUS, help="a folder of code or an installed package")
-    sim.add_argument("--start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
-    sim.add_argument("--days", type=int, default=3)
-    sim.add_argument("--users", type=int, default=4)
-    sim.add_argument("--sessions-per-user-day", type=int, default=3)
-    sim.add_argument("--landing", default=None, help="folder or s3://bucket/prefix (default: $ECHO_LANDING)")
-    sim.add_argument("--model", default=None, help="model spec (default: $ECHO_BASE_MODEL or smollm2-135m)")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--max-completions", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.command == "simulate":
-        return run_simulate(args)
-    return run_demo(args.days, args.sessions_per_day, args.seed)
-
-
 # Real code that installs with the project and is newer than the base model's training data
 # (dagster-shared was split out of dagster in 2025).
 DEFAULT_CORPUS = "dagster_shared"
 
 
-def run_simulate(args) -> int:
-    import json
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="echo-dagster", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="simulate a few days of experience with the base model, then run "
+                                            "harvest_job on them")
+    demo.add_argument("--days", type=int, default=3, help="how many days, ending yesterday (UTC)")
+    _simulation_options(demo, users=3, sessions=2, max_completions=96)
+    sim = commands.add_parser("simulate", help="replay real code as developers working with the assistant")
+    sim.add_argument("--start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
+    sim.add_argument("--days", type=int, default=3)
+    sim.add_argument("--landing", default=None, help="folder or s3://bucket/prefix (default: $ECHO_LANDING)")
+    _simulation_options(sim, users=4, sessions=3, max_completions=None)
+    args = parser.parse_args(argv)
+    if args.command == "simulate":
+        return 0 if run_simulate(args, args.start, args.landing or home.landing_url()) else 2
+    return run_demo(args)
 
+
+def _simulation_options(parser, *, users: int, sessions: int, max_completions: int | None) -> None:
+    parser.add_argument("--source", default=DEFAULT_CORPUS, help="a folder of code or an installed package")
+    parser.add_argument("--users", type=int, default=users)
+    parser.add_argument("--sessions-per-user-day", type=int, default=sessions)
+    parser.add_argument("--model", default=None, help="model spec (default: $ECHO_BASE_MODEL or smollm2-135m)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-completions", type=int, default=max_completions)
+
+
+def run_simulate(args, start: date, landing_url: str):
+    """Runs the simulator; returns its summary, or None after printing why it could not run."""
     from echo_dagster.model.generation import complete
     from echo_dagster.model.loading import default_spec, load_model
     from echo_dagster.simulate.run import SimulationSpec, simulate
 
-    landing = _store(args.landing or home.landing_url())
-    truth = _store((args.landing or home.landing_url()).rstrip("/") + "-truth")
-    spec_name = args.model or default_spec()
+    landing = _store(landing_url)
+    truth = _store(landing_url.rstrip("/") + "-truth")
+    model = args.model or default_spec()
 
     def propose(requests):  # the model loads only once the source has been scanned
-        return complete(load_model(spec_name, home.echo_home() / "models"), requests, progress=True)
+        return complete(load_model(model, home.echo_home() / "models"), requests, progress=True)
 
-    spec = SimulationSpec(source=args.source, start=args.start, days=args.days, users=args.users,
+    spec = SimulationSpec(source=args.source, start=start, days=args.days, users=args.users,
                           sessions_per_user_day=args.sessions_per_user_day, max_completions=args.max_completions,
                           seed=args.seed)
     try:
-        summary = simulate(spec, landing, truth, propose, spec_name)
+        summary = simulate(spec, landing, truth, propose, model)
     except ValueError as err:
-        print(f"echo-dagster simulate: {err}", file=sys.stderr)
-        return 2
+        print(f"echo-dagster: {err}", file=sys.stderr)
+        return None
     print(json.dumps(summary.as_dict(), indent=2))
     print(f"landing zone: {landing.url}\nground truth: {truth.url}")
-    return 0
+    return summary
 
 
 def _store(url: str):
@@ -71,7 +74,7 @@ def _store(url: str):
     return LandingZone(url=url, s3=s3_resource()).store()
 
 
-def run_demo(days: int, sessions_per_day: int, seed: int) -> int:
+def run_demo(args) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(home.dagster_home()))
     home.dagster_home().mkdir(parents=True, exist_ok=True)
     # Imported here so that DAGSTER_HOME and ECHO_HOME are settled before definitions load.
@@ -79,17 +82,12 @@ def run_demo(days: int, sessions_per_day: int, seed: int) -> int:
 
     from echo_dagster import warehouse
     from echo_dagster.definitions import defs
-    from echo_dagster.landing_fixtures import FixtureSpec, write_landing_fixtures
 
     yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
-    demo_days = tuple(yesterday - timedelta(days=n) for n in reversed(range(days)))
-    landing = defs.resources["landing"].store()
-    print(f"ECHO_HOME={home.echo_home()}\nlanding zone: {landing.url}")
-    write_landing_fixtures(
-        landing,
-        FixtureSpec(days=demo_days, sessions_per_day=sessions_per_day, seed=seed, truncated_gzip_per_day=1,
-                    unsupported_files_per_day=1),
-    )
+    demo_days = tuple(yesterday - timedelta(days=n) for n in reversed(range(args.days)))
+    print(f"ECHO_HOME={home.echo_home()}")
+    if run_simulate(args, demo_days[0], defs.resources["landing"].url) is None:
+        return 2
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("harvest_job")
     failed = 0
