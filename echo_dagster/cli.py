@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="simulate a few days of experience with the base model, then run "
                                             "harvest_job on them")
     demo.add_argument("--days", type=int, default=3, help="how many days, ending yesterday (UTC)")
-    _simulation_options(demo, users=3, sessions=2, max_completions=96)
+    _simulation_options(demo, users=3, sessions=2, max_completions=96)  # about 2 minutes on 2 CPU cores
     sim = commands.add_parser("simulate", help="replay real code as developers working with the assistant")
     sim.add_argument("--start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
     sim.add_argument("--days", type=int, default=3)

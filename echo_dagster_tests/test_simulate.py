@@ -87,6 +87,8 @@ def test_decisions_follow_the_rule_and_users_end_up_with_the_true_code(tmp_path)
     assert len(completions) == summary.completions
     for row in completions:
         assert row["accepted"] == simulated_accept(row["proposal"], row["truth"], row["tau"])
+        if abs(row["es"] - row["tau"]) > 1e-3:  # both are rounded in the record
+            assert row["accepted"] == (bool(row["proposal"]) and row["es"] >= row["tau"])  # the recorded why
     assert any(row["partial"] for row in completions)
     assert 0 < summary.acceptance_rate < 1 and 0 < summary.generation_rate <= 1
     saved = defaultdict(str)

@@ -128,11 +128,13 @@ def simulate(spec: SimulationSpec, landing: LandingStore, truth: LandingStore, p
 
 
 def _cap(plans: list, max_completions: int) -> list:
+    """At most `max_completions` triggers, spread evenly over the sessions (so over the days)."""
+    share = max(1, max_completions // max(1, len(plans)))
     kept, total = [], 0
     for plan in plans:
         if total >= max_completions:
             break
-        plan.triggers = plan.triggers[: max_completions - total]
+        plan.triggers = plan.triggers[: min(share, max_completions - total)]
         total += len(plan.triggers)
         kept.append(plan)
     return kept

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from echo_dagster.evaluation.metrics import first_lines, simulated_accept, surviving_chars
+from echo_dagster.evaluation.metrics import edit_similarity, first_lines, simulated_accept, surviving_chars
 from echo_dagster.model.generation import CompletionRequest
 from echo_dagster.simulate.sources import SourceFile
 from echo_dagster.simulate.users import Persona
@@ -26,7 +26,7 @@ SNAPSHOT_DELAYS_S = (30, 120, 300, 600)  # after each decision, as the clients t
 @dataclass(frozen=True)
 class NoiseConfig:
     typo: float = 0.15  # per completion: a snapshot shows a typo that a later one fixes
-    unrelated_edit: float = 0.3  # per session: a line above the region is edited meanwhile
+    unrelated_edit: float = 0.3  # per session: a line above the region is added after the last proposal
     paste: float = 0.15  # per session: part of the region is pasted, not typed
     abandon: float = 0.05  # per session: no save, no close, the region left half written
     pii: float = 0.15  # per session: a comment or string with PII or a secret is planted
@@ -176,7 +176,9 @@ def session_events(plan: SessionPlan, proposals: list[str], model_name: str, rng
 
     end_time = clock(plan.end_pos) + timedelta(seconds=5)
     if plan.unrelated_edit:
-        edit_time = plan.start + (end_time - plan.start) / 2
+        # After the last proposal, so that every prompt shows the document as it stood.
+        last = clock(plan.triggers[-1].pos) if plan.triggers else plan.start
+        edit_time = last + (end_time - last) / 2
         out.noise["unrelated_edit"] = 1
     out.noise["paste"] = int(plan.paste is not None)
     out.noise["abandoned"] = int(plan.abandoned)
@@ -238,6 +240,7 @@ def session_events(plan: SessionPlan, proposals: list[str], model_name: str, rng
                       "user_id": p.user_id, "path": plan.file.path, "split": plan.split, "cursor": trigger.pos,
                       "mid_line": trigger.mid_line, "proposal": proposal, "truth": first_lines(target_truth, 10),
                       "accepted": accepted, "partial": partial, "tau": round(p.tau, 3),
+                      "es": round(edit_similarity("\n".join(proposal.splitlines()), target), 4) if proposal else 0.0,
                       "es_basis": target, "typo_snapshot": i in plan.typos})
     if not plan.abandoned:
         snapshot_times.append((end_time, "save", False))
