@@ -2,11 +2,12 @@ import dagster as dg
 
 from echo_dagster.defs.jobs import harvest_job
 from echo_dagster.defs.raw_sessions_asset import raw_sessions
+from echo_dagster.defs.refined_targets_asset import refined_targets
 from echo_dagster.defs.resources import default_resources
 from echo_dagster.defs.schedules import harvest_schedule
 
 defs = dg.Definitions(
-    assets=[raw_sessions],
+    assets=[raw_sessions, refined_targets],
     jobs=[harvest_job],
     schedules=[harvest_schedule],
     resources=default_resources(),

@@ -1,0 +1,107 @@
+"""From one session's events to training targets: what the user finally kept at each completion.
+
+For every completion shown: its decision; the final state — the last save or close snapshot after
+the decision, else the last snapshot; the cursor carried through every snapshot in between (left
+and right of it, so that what the user inserted there lies between the two); and that region cut
+to a syntactic unit by the rule that cuts proposals (`model.generation.postprocess`). The example
+is (prefix', suffix', target) taken from the final document. A completion with no usable final
+state keeps a row with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from echo_dagster.evaluation.metrics import edit_similarity, surviving_chars
+from echo_dagster.harvest.align import Diff
+from echo_dagster.model.generation import CompletionRequest, postprocess
+
+# Reasons a completion yields no target (refined_targets.reason).
+REASONS = ("no_decision", "no_final_snapshot", "session_abandoned", "document_replaced", "region_deleted",
+           "empty_target")
+MIN_UNCHANGED_SHARE = 0.2  # below it, a new version replaced the document rather than edited it
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    max_lines: int = 8
+
+
+def refine_session(events: list[dict], settings: RefineSettings = RefineSettings()) -> list[dict]:
+    """`events`: one session's rows of raw_sessions in session order. One row per completion shown."""
+    shown = [e for e in events if e["event"] == "completion_shown"]
+    decisions = {e["completion_id"]: e for e in events if e["event"] in ("completion_accepted", "completion_rejected")}
+    snapshots = [e for e in events if e["event"] == "document_snapshot"]
+    closed = any(e["event"] == "document_closed" or e.get("trigger") == "close" for e in events)
+    chain = _Chain(snapshots)
+    return [_refine(s, decisions.get(s["completion_id"]), chain, closed, settings) for s in shown]
+
+
+class _Chain:
+    """The session's snapshots and the diffs between consecutive ones, each computed once."""
+
+    def __init__(self, snapshots: list[dict]):
+        self.snapshots = snapshots
+        self._diffs: dict[int, Diff] = {}
+
+    def diff(self, i: int) -> Diff:  # snapshot i -> i + 1
+        if i not in self._diffs:
+            self._diffs[i] = Diff(self.snapshots[i]["document"], self.snapshots[i + 1]["document"])
+        return self._diffs[i]
+
+    def first_after(self, ts: datetime) -> int | None:
+        return next((i for i, s in enumerate(self.snapshots) if s["ts"] >= ts), None)
+
+    def final_from(self, start: int) -> int:
+        saved = [i for i in range(start, len(self.snapshots)) if self.snapshots[i]["trigger"] in ("save", "close")]
+        return saved[-1] if saved else len(self.snapshots) - 1
+
+
+def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, settings: RefineSettings) -> dict:
+    row = {
+        "completion_id": shown["completion_id"], "session_id": shown["session_id"], "user_id": shown["user_id"],
+        "tenant_id": shown["tenant_id"], "repo": shown["repo"], "path": shown["path"],
+        "language": shown["language"], "model": shown["model"], "shown_ts": shown["ts"],
+        "proposal": shown["proposal"], "decision": None, "accepted_text": None, "source_kind": None,
+        "prefix": None, "suffix": None, "target": None, "es": None, "survived": None, "reason": None,
+    }
+    if decision is None:
+        return {**row, "reason": "no_decision"}
+    accepted = decision["event"] == "completion_accepted"
+    row["decision"] = "accepted" if accepted else "rejected"
+    row["accepted_text"] = decision["accepted_text"] if accepted else None
+    first = chain.first_after(decision["ts"])
+    if first is None:
+        return {**row, "reason": "no_final_snapshot"}
+    if not closed:
+        return {**row, "reason": "session_abandoned"}
+    final = chain.final_from(first)
+    cursor = len(shown["prefix"])
+    entry = Diff(shown["prefix"] + shown["suffix"], chain.snapshots[first]["document"])
+    steps = [entry] + [chain.diff(i) for i in range(first, final)]
+    left = right = cursor
+    for step in steps:
+        if step.unchanged_share < MIN_UNCHANGED_SHARE:
+            return {**row, "reason": "document_replaced"}
+        left, right = step.map(left, right=False), step.map(right, right=True)
+    document = chain.snapshots[final]["document"]
+    region = document[left:right]
+    if not region.strip():
+        return {**row, "reason": "region_deleted"}
+    request = CompletionRequest(document[:left], document[right:], shown["language"] or "")
+    # As long as the proposal was (what the user wrote in its place), within the line limit.
+    lines = min(settings.max_lines, max(1, len(shown["proposal"].splitlines())))
+    target = postprocess(request, region, lines)
+    if not target.strip():
+        return {**row, "reason": "empty_target"}
+    row |= {"prefix": document[:left], "suffix": document[left + len(target):], "target": target,
+            "es": edit_similarity(shown["proposal"], target)}
+    if accepted:
+        text = decision["accepted_text"]
+        row["survived"] = surviving_chars(text, target) / len(text) if text else 0.0
+        row["source_kind"] = ("partially_accepted" if text != shown["proposal"]
+                              else "accepted_unchanged" if text.rstrip() == target.rstrip() else "accepted_edited")
+    else:
+        row["source_kind"] = "rejected_rewritten"
+    return row

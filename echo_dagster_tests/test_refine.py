@@ -1,0 +1,127 @@
+"""refined_targets: final-state alignment and trimming, on hand-made sessions and simulator logs."""
+
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from echo_dagster import warehouse
+from echo_dagster.defs.raw_sessions_asset import raw_sessions
+from echo_dagster.defs.refined_targets_asset import refined_targets
+from echo_dagster.defs.resources import LandingZone, Warehouse
+from echo_dagster.harvest.align import Diff
+from echo_dagster.harvest.refine import refine_session
+from echo_dagster.landing import LocalLandingStore
+from echo_dagster.simulate.run import SimulationSpec, simulate
+from echo_dagster_tests.test_simulate import SOURCE, half_right
+
+T0 = datetime(2026, 11, 1, 10, 0, 0)
+PREFIX = "import math\n\n\ndef area(r):\n    "
+SUFFIX = "\n\nprint(area(2))\n"
+
+
+def ev(kind: str, second: int, **fields) -> dict:
+    base = {"event": kind, "ts": T0 + timedelta(seconds=second), "session_id": "S", "user_id": "u", "tenant_id": "t",
+            "repo": "r", "path": "geo.py", "language": "python", "model": "m", "completion_id": None,
+            "prefix": None, "suffix": None, "proposal": None, "accepted_text": None, "document": None,
+            "trigger": None}
+    return base | fields
+
+
+def shown(proposal: str, prefix: str = PREFIX, suffix: str = SUFFIX) -> dict:
+    return ev("completion_shown", 0, completion_id="c", prefix=prefix, suffix=suffix, proposal=proposal)
+
+
+def snap(second: int, document: str, trigger: str = "interval") -> dict:
+    return ev("document_snapshot", second, document=document, trigger=trigger)
+
+
+def session(proposal: str, decision: str | None, *documents: str, accepted_text: str | None = None,
+            closed: bool = True, prefix: str = PREFIX) -> dict:
+    events = [shown(proposal, prefix)]
+    if decision == "accepted":
+        events.append(ev("completion_accepted", 2, completion_id="c", accepted_text=accepted_text or proposal))
+    elif decision == "rejected":
+        events.append(ev("completion_rejected", 2, completion_id="c"))
+    for n, document in enumerate(documents):
+        events.append(snap(30 * (n + 1), document, "save" if closed and n == len(documents) - 1 else "interval"))
+    if closed:
+        events.append(ev("document_closed", 30 * len(documents) + 5))
+    (row,) = refine_session(events)
+    return row
+
+
+def final(body: str) -> str:
+    return PREFIX + body + SUFFIX
+
+
+@pytest.mark.parametrize("proposal, decision, body, accepted_text, kind, target", [
+    ("return math.pi * r ** 2\n", "accepted", "return math.pi * r ** 2\n", None, "accepted_unchanged",
+     "return math.pi * r ** 2\n"),
+    ("return math.pi * r * 2\n", "accepted", "return math.pi * r ** 2\n", None, "accepted_edited",
+     "return math.pi * r ** 2\n"),
+    ("r2 = r * r\n    return math.pi * r2\n", "accepted", "r2 = r ** 2\n    return math.pi * r2\n", "r2 = r * r\n",
+     "partially_accepted", "r2 = r ** 2\n    return math.pi * r2\n"),
+    ("pass\n", "rejected", "return math.pi * r ** 2\n", None, "rejected_rewritten", "return math.pi * r ** 2\n"),
+])
+def test_each_source_kind(proposal, decision, body, accepted_text, kind, target):
+    row = session(proposal, decision, final(body), accepted_text=accepted_text)
+    assert (row["source_kind"], row["target"], row["reason"]) == (kind, target, None)
+    assert row["prefix"] == PREFIX and row["suffix"] == SUFFIX
+    assert 0.0 <= row["es"] <= 1.0
+
+
+def test_the_target_is_what_stands_at_the_cursor_after_edits_elsewhere_and_more_typing():
+    typed = final("return math.pi * r ** 2\n\n\ndef perimeter(r):\n    return 2 * math.pi * r\n")
+    later = "# geometry helpers\n" + typed.replace("import math", "import math  # stdlib")
+    row = session("return math.pi * r * r\n", "accepted", final("return math.pi * r * r\n"), typed, later)
+    assert row["target"] == "return math.pi * r ** 2\n" and row["source_kind"] == "accepted_edited"
+    assert row["prefix"].startswith("# geometry helpers\n") and row["suffix"].startswith("\n\ndef perimeter")
+    assert row["survived"] == pytest.approx(22 / 23)  # all but one "r" of the accepted text stands
+
+
+@pytest.mark.parametrize("reason, kwargs", [
+    ("no_decision", dict(proposal="x\n", decision=None)),
+    ("no_final_snapshot", dict(proposal="x\n", decision="rejected")),
+    ("session_abandoned", dict(proposal="x\n", decision="rejected", documents=(final("return 1\n"),), closed=False)),
+    ("document_replaced", dict(proposal="x\n", decision="rejected", documents=("entirely different\n" * 20,))),
+    ("region_deleted", dict(proposal="x\n", decision="rejected", documents=(PREFIX + SUFFIX,))),
+    # mid-line: the user ended the line there and went on below
+    ("empty_target", dict(proposal="2)", decision="rejected", prefix="value = max(1,",
+                          documents=("value = max(1, \n    2)" + SUFFIX,))),
+])
+def test_every_reason_code(reason, kwargs):
+    documents = kwargs.pop("documents", ())
+    prefix = kwargs.pop("prefix", PREFIX)
+    row = session(kwargs["proposal"], kwargs["decision"], *documents, closed=kwargs.get("closed", True),
+                  prefix=prefix)
+    assert row["reason"] == reason and row["target"] is None
+
+
+def test_positions_follow_insertions_with_the_gravity_asked_for():
+    diff = Diff("abcXYZ", "abc123XYZ")
+    assert (diff.map(3, right=False), diff.map(3, right=True)) == (3, 6)
+    diff = Diff("abcdef", "abQQef")
+    assert (diff.map(3, right=False), diff.map(3, right=True)) == (2, 4)
+    assert Diff("x = 1\n", "# c\nx = 1\n").map(4, right=False) == 8
+
+
+def test_refined_targets_account_for_every_completion_of_the_simulators_logs(tmp_path):
+    spec = SimulationSpec(source=SOURCE, start=date(2026, 11, 2), days=1, users=3, sessions_per_user_day=2, seed=3)
+    summary = simulate(spec, LocalLandingStore(tmp_path / "landing"), LocalLandingStore(tmp_path / "truth"),
+                       half_right, "test")
+    resources = {"landing": LandingZone(url=str(tmp_path / "landing"), s3=S3Resource()),
+                 "warehouse": Warehouse(path=str(tmp_path / "wh.duckdb"))}
+    instance = dg.DagsterInstance.ephemeral()
+    for _ in range(2):  # a second run replaces the partition
+        result = dg.materialize([raw_sessions, refined_targets], partition_key="2026-11-02", resources=resources,
+                                instance=instance)
+        assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    with warehouse.connect(tmp_path / "wh.duckdb", read_only=True) as con:
+        rows, with_target, kinds = con.execute(
+            "SELECT count(*), count(target), count(DISTINCT source_kind) FROM refined_targets").fetchone()
+        unaccounted = con.execute(
+            "SELECT count(*) FROM refined_targets WHERE (target IS NULL) = (reason IS NULL)").fetchone()[0]
+    assert rows == summary.completions and unaccounted == 0
+    assert with_target > rows * 0.8 and kinds >= 2
