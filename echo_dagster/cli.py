@@ -114,8 +114,21 @@ def _print_summary(con, days: tuple[date, ...]) -> None:
         """,
         {"first": days[0], "last": days[-1]},
     ).fetchall()
-    header = ("day", "files", "lines", "kept", "dups", "quarantined", "late in", "deferred", "sessions")
-    print("\nraw_sessions")
+    _print_table("raw_sessions", ("day", "files", "lines", "kept", "dups", "quarantined", "late in", "deferred",
+                                  "sessions"), rows)
+    rows = con.execute(
+        """
+        SELECT partition_date, count(*), count(target), count(*) FILTER (WHERE source_kind LIKE 'accepted%'
+               OR source_kind = 'partially_accepted'), count(reason), round(avg(es), 3)
+        FROM refined_targets WHERE partition_date BETWEEN $first AND $last GROUP BY ALL ORDER BY 1
+        """,
+        {"first": days[0], "last": days[-1]},
+    ).fetchall()
+    _print_table("refined_targets", ("day", "completions", "targets", "accepted", "no target", "mean ES"), rows)
+
+
+def _print_table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
+    print(f"\n{title}")
     print("  ".join(f"{h:>11}" for h in header))
     for row in rows:
         print("  ".join(f"{str(v):>11}" for v in row))
