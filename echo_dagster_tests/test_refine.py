@@ -125,3 +125,32 @@ def test_refined_targets_account_for_every_completion_of_the_simulators_logs(tmp
             "SELECT count(*) FROM refined_targets WHERE (target IS NULL) = (reason IS NULL)").fetchone()[0]
     assert rows == summary.completions and unaccounted == 0
     assert with_target > rows * 0.8 and kinds >= 2
+
+
+def test_a_huge_rewrite_around_the_cursor_ends_as_a_reason_in_bounded_time():
+    import time
+
+    head, tail = "a = 0\n" * 100_000, "b = 0\n" * 50_000  # a document of about 1 MB
+    prefix = head + "x = 1\n" * 6_000
+    suffix = "x = 1\n" * 6_000 + tail
+    rewritten = head + "z = 3\n" * 6_000 + "w = 4\n" + "z = 3\n" * 6_000 + tail  # 144k characters changed
+    events = [ev("completion_shown", 0, completion_id="c", prefix=prefix, suffix=suffix, proposal="w = 4\n"),
+              ev("completion_rejected", 2, completion_id="c"), snap(30, rewritten, "save"), ev("document_closed", 40)]
+    start = time.monotonic()
+    (row,) = refine_session(events)
+    assert row["reason"] == "alignment_too_costly" and time.monotonic() - start < 5
+
+
+def test_a_session_beyond_the_memory_bound_ends_as_a_reason(tmp_path):
+    from echo_dagster.harvest.partition import refine_partition
+    from echo_dagster.harvest.refine import RefineSettings
+    from echo_dagster.ingest.raw_sessions import ingest_partition
+
+    spec = SimulationSpec(source=SOURCE, start=date(2026, 11, 2), days=1, users=2, sessions_per_user_day=1, seed=5)
+    landing = LocalLandingStore(tmp_path / "landing")
+    summary = simulate(spec, landing, LocalLandingStore(tmp_path / "truth"), half_right, "test")
+    ingest_partition(landing, date(2026, 11, 2), tmp_path / "wh.duckdb")
+    with warehouse.connect(tmp_path / "wh.duckdb") as con:
+        result = refine_partition(con, date(2026, 11, 2), RefineSettings(max_session_bytes=10_000))
+    assert result.completions == summary.completions and result.with_target == 0
+    assert result.by_reason == {"session_too_large": summary.completions}

@@ -34,11 +34,17 @@ def _common_suffix(a: str, b: str, limit: int) -> int:
     return lo
 
 
-class Diff:
-    """From one version of a document to the next."""
+class AlignmentTooCostly(ValueError):
+    pass
 
-    def __init__(self, old: str, new: str):
+
+class Diff:
+    """From one version of a document to the next. Aligning a changed middle costs its length
+    squared (bit-parallel, /64): past `max_changed_chars` a position inside it is not mapped."""
+
+    def __init__(self, old: str, new: str, max_changed_chars: int = 100_000):
         self.old, self.new = old, new
+        self.max_changed_chars = max_changed_chars
         self.prefix = _common_prefix(old, new)
         self.suffix = _common_suffix(old, new, min(len(old), len(new)) - self.prefix)
 
@@ -51,6 +57,9 @@ class Diff:
     @cached_property
     def _opcodes(self):
         p, s = self.prefix, self.suffix
+        changed = len(self.old) + len(self.new) - 2 * (p + s)
+        if changed > self.max_changed_chars:
+            raise AlignmentTooCostly(f"{changed} changed characters between two versions")
         return Levenshtein.opcodes(self.old[p : len(self.old) - s], self.new[p : len(self.new) - s])
 
     def map(self, pos: int, *, right: bool) -> int:

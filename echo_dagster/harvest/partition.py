@@ -50,17 +50,21 @@ def refine_partition(con: duckdb.DuckDBPyConnection, day: date, settings: Refine
     )
     out: list[dict] = []
     session: list[dict] = []
+    held = 0  # bytes of text the current session holds
     while chunk := reader.fetchmany(batch_rows):
         for values in chunk:
             event = dict(zip(_EVENT_FIELDS, values))
             if session and event["session_id"] != session[0]["session_id"]:
-                out += refine_session(session, settings)
-                session = []
+                out += refine_session(session, settings, too_large=held > settings.max_session_bytes)
+                session, held = [], 0
+            held += sum(len(event[k] or "") for k in ("document", "prefix", "suffix"))
+            if held > settings.max_session_bytes:
+                event["document"] = None  # keep the events, not their documents: memory stays bounded
             session.append(event)
         if len(out) >= batch_rows:
             _append(con, day, out)
     if session:
-        out += refine_session(session, settings)
+        out += refine_session(session, settings, too_large=held > settings.max_session_bytes)
     _append(con, day, out)
     con.execute("BEGIN TRANSACTION")
     con.execute("DELETE FROM refined_targets WHERE partition_date = $day", {"day": day})

@@ -14,40 +14,49 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from echo_dagster.evaluation.metrics import edit_similarity, surviving_chars
-from echo_dagster.harvest.align import Diff
+from echo_dagster.harvest.align import AlignmentTooCostly, Diff
 from echo_dagster.model.generation import CompletionRequest, postprocess
 
 # Reasons a completion yields no target (refined_targets.reason).
 REASONS = ("no_decision", "no_final_snapshot", "session_abandoned", "document_replaced", "region_deleted",
-           "empty_target")
+           "empty_target", "alignment_too_costly", "session_too_large")
 MIN_UNCHANGED_SHARE = 0.2  # below it, a new version replaced the document rather than edited it
 
 
 @dataclass(frozen=True)
 class RefineSettings:
     max_lines: int = 8
+    # Bounds for pathological sessions: beyond them a completion gets a reason, not a crash.
+    max_session_bytes: int = 256 * 1024 * 1024  # a session's documents held at once
+    max_changed_chars: int = 100_000  # between two consecutive versions, around a cursor
 
 
-def refine_session(events: list[dict], settings: RefineSettings = RefineSettings()) -> list[dict]:
-    """`events`: one session's rows of raw_sessions in session order. One row per completion shown."""
+def refine_session(events: list[dict], settings: RefineSettings = RefineSettings(), *,
+                   too_large: bool = False) -> list[dict]:
+    """`events`: one session's rows of raw_sessions in session order. One row per completion shown.
+    `too_large`: the caller dropped the session's documents, which exceeded max_session_bytes."""
     shown = [e for e in events if e["event"] == "completion_shown"]
+    if too_large:
+        return [{**_base_row(s), "reason": "session_too_large"} for s in shown]
     decisions = {e["completion_id"]: e for e in events if e["event"] in ("completion_accepted", "completion_rejected")}
     snapshots = [e for e in events if e["event"] == "document_snapshot"]
     closed = any(e["event"] == "document_closed" or e.get("trigger") == "close" for e in events)
-    chain = _Chain(snapshots)
+    chain = _Chain(snapshots, settings.max_changed_chars)
     return [_refine(s, decisions.get(s["completion_id"]), chain, closed, settings) for s in shown]
 
 
 class _Chain:
     """The session's snapshots and the diffs between consecutive ones, each computed once."""
 
-    def __init__(self, snapshots: list[dict]):
+    def __init__(self, snapshots: list[dict], max_changed_chars: int):
         self.snapshots = snapshots
+        self.max_changed_chars = max_changed_chars
         self._diffs: dict[int, Diff] = {}
 
     def diff(self, i: int) -> Diff:  # snapshot i -> i + 1
         if i not in self._diffs:
-            self._diffs[i] = Diff(self.snapshots[i]["document"], self.snapshots[i + 1]["document"])
+            self._diffs[i] = Diff(self.snapshots[i]["document"], self.snapshots[i + 1]["document"],
+                                  self.max_changed_chars)
         return self._diffs[i]
 
     def first_after(self, ts: datetime) -> int | None:
@@ -58,14 +67,18 @@ class _Chain:
         return saved[-1] if saved else len(self.snapshots) - 1
 
 
-def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, settings: RefineSettings) -> dict:
-    row = {
+def _base_row(shown: dict) -> dict:
+    return {
         "completion_id": shown["completion_id"], "session_id": shown["session_id"], "user_id": shown["user_id"],
         "tenant_id": shown["tenant_id"], "repo": shown["repo"], "path": shown["path"],
         "language": shown["language"], "model": shown["model"], "shown_ts": shown["ts"],
         "proposal": shown["proposal"], "decision": None, "accepted_text": None, "source_kind": None,
         "prefix": None, "suffix": None, "target": None, "es": None, "survived": None, "reason": None,
     }
+
+
+def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, settings: RefineSettings) -> dict:
+    row = _base_row(shown)
     if decision is None:
         return {**row, "reason": "no_decision"}
     accepted = decision["event"] == "completion_accepted"
@@ -78,13 +91,15 @@ def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, set
         return {**row, "reason": "session_abandoned"}
     final = chain.final_from(first)
     cursor = len(shown["prefix"])
-    entry = Diff(shown["prefix"] + shown["suffix"], chain.snapshots[first]["document"])
-    steps = [entry] + [chain.diff(i) for i in range(first, final)]
+    entry = Diff(shown["prefix"] + shown["suffix"], chain.snapshots[first]["document"], settings.max_changed_chars)
     left = right = cursor
-    for step in steps:
+    for step in [entry] + [chain.diff(i) for i in range(first, final)]:
         if step.unchanged_share < MIN_UNCHANGED_SHARE:
             return {**row, "reason": "document_replaced"}
-        left, right = step.map(left, right=False), step.map(right, right=True)
+        try:
+            left, right = step.map(left, right=False), step.map(right, right=True)
+        except AlignmentTooCostly:
+            return {**row, "reason": "alignment_too_costly"}
     document = chain.snapshots[final]["document"]
     region = document[left:right]
     if not region.strip():
