@@ -62,13 +62,13 @@ def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | Non
             return "".join(lines)
         errors = sum(1 for s, e in spans if e > start or (s == e and s >= start))
         if language == "python":
-            errors += not _compiles(prefix + candidate)  # tree-sitter misses indentation errors
+            errors += not compiles(prefix + candidate)  # tree-sitter misses indentation errors
         if best_errors is None or errors <= best_errors:
             best, best_errors = candidate, errors
     return best
 
 
-def _compiles(code: str) -> bool:
+def compiles(code: str) -> bool:
     try:
         compile(code, "<code>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, RecursionError, MemoryError):

@@ -76,7 +76,7 @@ def find(text: str, language: str, *, ner: bool = True) -> list[Finding]:
 
     if not text:
         return []
-    patterns, ner_engine = _engines()
+    patterns, _ = _engines()
     no_nlp = NlpArtifacts([], [], [], [], None, "en")  # pattern recognizers need no NLP pass
     found = [Finding(r.start, r.end, r.entity_type)
              for r in patterns.analyze(text=text, language="en", entities=list(_PATTERN_ENTITIES),
@@ -86,10 +86,16 @@ def find(text: str, language: str, *, ner: bool = True) -> list[Finding]:
             found.append(Finding(m.start("value"), m.end("value"), "SECRET"))
     if ner:
         for start, end in prose_spans(text, language):
-            for r in ner_engine.analyze(text=text[start:end], language="en", entities=["PERSON"],
-                                        score_threshold=0.6):
-                found.append(Finding(start + r.start, start + r.end, "PERSON"))
+            found += [Finding(start + s, start + e, "PERSON") for s, e in _persons(text[start:end])]
     return _merge(found)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _persons(prose: str) -> tuple[tuple[int, int], ...]:
+    # Cached: the same comments recur in every example cut from one file.
+    _, ner_engine = _engines()
+    return tuple((r.start, r.end) for r in ner_engine.analyze(text=prose, language="en", entities=["PERSON"],
+                                                              score_threshold=0.6))
 
 
 def scrub(text: str, language: str, *, ner: bool = True) -> tuple[str, Counter]:

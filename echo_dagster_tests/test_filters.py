@@ -1,0 +1,80 @@
+"""The filter pipeline: every reason code, the eval routing, de-identified output."""
+
+import pytest
+
+from echo_dagster.filters.pipeline import FilterState, filter_row, split_of
+
+PREFIX = "import math\n\n\ndef area(r):\n    "
+SUFFIX = "\n\n\nprint(area(2))\n"
+
+
+def train_path(n: int = 0) -> str:
+    return next(f"src/geo_{i}.py" for i in range(n, 10_000) if split_of("repo", f"src/geo_{i}.py") == "train")
+
+
+def eval_path() -> str:
+    return next(f"src/geo_{i}.py" for i in range(10_000) if split_of("repo", f"src/geo_{i}.py") == "eval")
+
+
+def row(target="return math.pi * r ** 2\n", **fields) -> dict:
+    base = {"completion_id": "c", "session_id": "s", "user_id": "u1", "tenant_id": "t1", "repo": "repo",
+            "path": train_path(), "language": "python", "model": "m", "proposal": "return 0\n",
+            "decision": "rejected", "accepted_text": None, "source_kind": "rejected_rewritten", "prefix": PREFIX,
+            "suffix": SUFFIX, "target": target, "es": 0.4, "survived": None, "reason": None}
+    return base | fields
+
+
+@pytest.fixture
+def state():
+    return FilterState(opted_out_users=frozenset({"gone"}), opted_out_tenants=frozenset({"t-gone"}))
+
+
+def test_a_clean_row_is_kept_with_its_key(state):
+    out = filter_row(row(), state)
+    assert out["drop_reason"] is None and out["split"] == "train" and len(out["dedup_key"]) == 64
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ({"user_id": "gone"}, "opted_out"),
+    ({"tenant_id": "t-gone"}, "opted_out"),
+    ({"target": None, "reason": "no_final_snapshot"}, "no_final_snapshot"),
+    ({"target": "return math.pi * (r ** 2\n"}, "syntax_error"),
+    ({"target": "x = 1\n      return x\n"}, "syntax_error"),  # bad indentation: compile() sees it
+    ({"target": 'return "AKIAQWERTYUIOPASDFGH"\n'}, "mostly_pii"),
+    ({"target": "pass  # ;\n", "prefix": PREFIX}, None),
+    ({"target": ")\n", "prefix": "x = (1,\n    ", "suffix": "\n"}, "trivial"),
+    ({"target": "return (\n" + "        1 +\n" * 12 + "        1)\n"}, "too_long"),
+    ({"decision": "accepted", "accepted_text": "return 0\n", "es": 0.1}, "rewrite"),
+])
+def test_each_reason(state, fields, reason):
+    out = filter_row(row(**fields), state)
+    assert out["drop_reason"] == reason
+    if reason == "opted_out":
+        assert out["prefix"] is None and out["target"] is None and out["proposal"] is None
+
+
+def test_duplicates_and_near_duplicates_within_and_across_partitions(state):
+    assert filter_row(row(), state)["drop_reason"] is None
+    assert filter_row(row(completion_id="c2"), state)["drop_reason"] == "duplicate"
+    # The same code in another place (another context, so another key), a comment added.
+    longer = "r2 = r * r\n    area = math.pi * r2\n    half = area / 2\n    return area, half\n"
+    assert filter_row(row(target=longer, completion_id="c5"), state)["drop_reason"] is None
+    near = row(target=longer.replace("half = area / 2", "half = area / 2  # half"), completion_id="c3",
+               prefix="import math\n\n\ndef circle_area(r):\n    ")
+    assert filter_row(near, state)["drop_reason"] == "near_duplicate"
+    later = FilterState(seen_keys=set(state.seen_keys))  # a later partition starts from the earlier keys
+    assert filter_row(row(completion_id="c4"), later)["drop_reason"] == "duplicate"
+
+
+def test_eval_rows_are_routed_and_never_trained_on(state):
+    routed = filter_row(row(path=eval_path()), state)
+    assert routed["split"] == "eval" and routed["drop_reason"] is None
+    leaked = filter_row(row(path=train_path(), prefix="import math\n\n\ndef disc(r):\n    "), state)
+    assert leaked["drop_reason"] == "eval_overlap"
+
+
+def test_kept_rows_are_de_identified(state):
+    prefix = "# maintainer: jane.doe@example.org\nimport math\n\n\ndef area(r):\n    "
+    out = filter_row(row(prefix=prefix), state)
+    assert out["drop_reason"] is None and "jane.doe" not in out["prefix"] and "<EMAIL>" in out["prefix"]
+    assert state.pii_found["EMAIL_ADDRESS"] == 1
