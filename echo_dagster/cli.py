@@ -125,6 +125,15 @@ def _print_summary(con, days: tuple[date, ...]) -> None:
         {"first": days[0], "last": days[-1]},
     ).fetchall()
     _print_table("refined_targets", ("day", "completions", "targets", "accepted", "no target", "mean ES"), rows)
+    rows = con.execute(
+        """
+        SELECT partition_date, count(*), count(*) FILTER (WHERE drop_reason IS NULL AND split = 'train'),
+               count(*) FILTER (WHERE drop_reason IS NULL AND split = 'eval'), count(drop_reason)
+        FROM filtered_dataset WHERE partition_date BETWEEN $first AND $last GROUP BY ALL ORDER BY 1
+        """,
+        {"first": days[0], "last": days[-1]},
+    ).fetchall()
+    _print_table("filtered_dataset", ("day", "rows", "training", "eval", "dropped"), rows)
 
 
 def _print_table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -48,6 +49,23 @@ class Warehouse(dg.ConfigurableResource):
             yield con
 
 
+class OptOutList(dg.ConfigurableResource):
+    """Users and tenants who opted out: a text file, one `user:<id>` or `tenant:<id>` a line
+    (a missing file is an empty list)."""
+
+    path: str
+
+    def load(self) -> tuple[frozenset, frozenset]:
+        file = Path(self.path)
+        lines = file.read_text().split() if file.is_file() else []
+        users = frozenset(line[5:] for line in lines if line.startswith("user:"))
+        tenants = frozenset(line[7:] for line in lines if line.startswith("tenant:"))
+        unknown = [line for line in lines if not line.startswith(("user:", "tenant:"))]
+        if unknown:
+            raise ValueError(f"{file}: expected lines 'user:<id>' or 'tenant:<id>', got {unknown[:3]}")
+        return users, tenants
+
+
 def s3_resource() -> S3Resource:
     # Secrets only from the environment; without them boto3's default chain applies.
     secrets = {
@@ -67,4 +85,5 @@ def default_resources() -> dict:
     return {
         "landing": LandingZone(url=home.landing_url(), s3=s3_resource()),
         "warehouse": Warehouse(path=str(home.warehouse_path())),
+        "opt_out": OptOutList(path=os.environ.get("ECHO_OPT_OUT") or str(home.echo_home() / "opt_out.txt")),
     }

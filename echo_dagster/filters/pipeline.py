@@ -93,7 +93,7 @@ def filter_row(row: dict, state: FilterState) -> dict:
         return {**out, "drop_reason": "rewrite"}
     key = _dedup_key(prefix, target, s.context_chars)
     out["dedup_key"] = key
-    signature = _minhash(target)
+    signature = minhash(target)
     if out["split"] == "eval":
         state.eval_keys.add(_normalized(target))
         if key not in state.eval_targets:
@@ -150,7 +150,7 @@ def _dedup_key(prefix: str, target: str, context_chars: int) -> str:
 _LINE_COMMENT = re.compile(r"(?:#|//)[^\n]*")
 
 
-def _minhash(text: str) -> MinHash:
+def minhash(text: str) -> MinHash:
     """MinHash of the code's 3-token shingles, comments left out: the same code commented
     differently is the same example."""
     tokens = re.findall(r"\w+|[^\w\s]", _LINE_COMMENT.sub("", text))

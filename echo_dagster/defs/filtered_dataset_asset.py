@@ -1,0 +1,63 @@
+import dagster as dg
+
+from echo_dagster.defs.partitions import daily_partitions
+from echo_dagster.defs.refined_targets_asset import refined_targets
+from echo_dagster.defs.resources import OptOutList, Warehouse
+from echo_dagster.filters.partition import filter_partition, leaks
+from echo_dagster.filters.pipeline import REASONS
+
+ACCOUNTING_CHECK = "accounting_check"
+NO_PII_CHECK = "no_pii_check"
+NO_DUPLICATES_CHECK = "no_duplicates_check"
+NO_OPT_OUT_CHECK = "no_opt_out_check"
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=[refined_targets],
+    group_name="harvest",
+    kinds={"duckdb", "python"},
+    owners=["team:echo"],
+    check_specs=[
+        dg.AssetCheckSpec(ACCOUNTING_CHECK, asset="filtered_dataset", blocking=True,
+                          description="rows in = kept + dropped, per reason"),
+        dg.AssetCheckSpec(NO_PII_CHECK, asset="filtered_dataset", blocking=True,
+                          description="a re-scan of kept rows finds no email, phone, card, IP or key pattern"),
+        dg.AssetCheckSpec(NO_DUPLICATES_CHECK, asset="filtered_dataset", blocking=True,
+                          description="no dedup key twice among training examples"),
+        dg.AssetCheckSpec(NO_OPT_OUT_CHECK, asset="filtered_dataset", blocking=True,
+                          description="no opted-out user or tenant among kept rows"),
+    ],
+)
+def filtered_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse, opt_out: OptOutList):
+    """The day's refined targets through the filters (opt-out, syntax, de-identification, noise,
+    dedup, decontamination): every row with its `split` and, when dropped, its `drop_reason`.
+    Views: `training_examples` (kept train rows) and `eval_set` (kept eval rows)."""
+    day = context.partition_time_window.start.date()
+    users, tenants = opt_out.load()
+    with warehouse.connect() as con:
+        result = filter_partition(con, day, opted_out_users=users, opted_out_tenants=tenants)
+        found = leaks(con, day)
+        stored, in_rows = con.execute(
+            "SELECT (SELECT count(*) FROM filtered_dataset WHERE partition_date = $d), "
+            "(SELECT count(*) FROM refined_targets WHERE partition_date = $d)", {"d": day}).fetchone()
+        repeated = con.execute("SELECT count(*) - count(DISTINCT dedup_key) FROM training_examples").fetchone()[0]
+        kept_opted = con.execute(
+            "SELECT count(*) FROM filtered_dataset WHERE partition_date = $d AND drop_reason IS NULL "
+            "AND (list_contains($users, user_id) OR list_contains($tenants, tenant_id))",
+            {"d": day, "users": sorted(users), "tenants": sorted(tenants)}).fetchone()[0]
+    metadata = {"dagster/row_count": result.kept_train, "rows_in": result.rows_in,
+                "kept_train": result.kept_train, "kept_eval": result.kept_eval}
+    metadata |= {f"dropped/{r}": result.dropped.get(r, 0) for r in REASONS}
+    metadata |= {f"dropped/{r}": n for r, n in result.dropped.items() if r not in REASONS}  # refine reasons
+    metadata |= {f"pii/{e}": n for e, n in result.pii_found.items()}
+    yield dg.MaterializeResult(metadata=metadata)
+    accounted = result.kept_train + result.kept_eval + sum(result.dropped.values())
+    yield dg.AssetCheckResult(check_name=ACCOUNTING_CHECK, passed=in_rows == stored == accounted,
+                              description=f"{in_rows} refined rows, {stored} stored, {accounted} kept or dropped")
+    yield dg.AssetCheckResult(check_name=NO_PII_CHECK, passed=not found,
+                              description=f"{len(found)} findings in kept rows", metadata={"found": len(found)})
+    yield dg.AssetCheckResult(check_name=NO_DUPLICATES_CHECK, passed=repeated == 0,
+                              description=f"{repeated} repeated dedup keys among training examples")
+    yield dg.AssetCheckResult(check_name=NO_OPT_OUT_CHECK, passed=kept_opted == 0,
+                              description=f"{kept_opted} kept rows of opted-out users or tenants")

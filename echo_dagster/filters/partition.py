@@ -1,0 +1,97 @@
+"""Build one daily partition of `filtered_dataset` from `refined_targets`.
+
+Every refined row lands in `filtered_dataset` with its `split` and, when it does not go further,
+its `drop_reason`: the training examples are the kept train rows (view `training_examples`), the
+eval set the kept eval rows (view `eval_set`). Dedup and decontamination look at earlier
+partitions only, so a partition's result does not depend on when later ones ran.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import duckdb
+import pyarrow as pa
+
+from echo_dagster.filters.deidentify import find
+from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row, minhash
+
+_COLUMNS = (
+    ("completion_id", "VARCHAR"), ("session_id", "VARCHAR"), ("user_id", "VARCHAR"), ("tenant_id", "VARCHAR"),
+    ("repo", "VARCHAR"), ("path", "VARCHAR"), ("language", "VARCHAR"), ("model", "VARCHAR"),
+    ("source_kind", "VARCHAR"), ("decision", "VARCHAR"), ("proposal", "VARCHAR"), ("accepted_text", "VARCHAR"),
+    ("prefix", "VARCHAR"), ("suffix", "VARCHAR"), ("target", "VARCHAR"), ("es", "DOUBLE"), ("survived", "DOUBLE"),
+    ("split", "VARCHAR"), ("drop_reason", "VARCHAR"), ("dedup_key", "VARCHAR"),
+)
+DDL = [
+    "CREATE TABLE IF NOT EXISTS filtered_dataset (partition_date DATE NOT NULL, "
+    + ", ".join(f'"{n}" {t}' for n, t in _COLUMNS) + ")",
+    "CREATE OR REPLACE VIEW training_examples AS SELECT * FROM filtered_dataset "
+    "WHERE drop_reason IS NULL AND split = 'train'",
+    "CREATE OR REPLACE VIEW eval_set AS SELECT * FROM filtered_dataset WHERE drop_reason IS NULL AND split = 'eval'",
+]
+_ARROW = {"VARCHAR": pa.string(), "DOUBLE": pa.float64()}
+_SCHEMA = pa.schema([(n, _ARROW[t]) for n, t in _COLUMNS])
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    rows_in: int
+    kept_train: int
+    kept_eval: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    pii_found: dict[str, int] = field(default_factory=dict)
+
+
+def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_users=frozenset(),
+                     opted_out_tenants=frozenset(), settings: FilterSettings = FilterSettings(),
+                     dedup_window_days: int = 30, batch_rows: int = 1_000) -> FilterResult:
+    for statement in DDL:
+        con.execute(statement)
+    state = FilterState(frozenset(opted_out_users), frozenset(opted_out_tenants), settings=settings)
+    earlier = con.execute(
+        "SELECT dedup_key, target, split FROM filtered_dataset WHERE drop_reason IS NULL "
+        "AND partition_date < $day AND (split = 'eval' OR partition_date >= $since)",
+        {"day": day, "since": day - timedelta(days=dedup_window_days)},
+    ).fetchall()
+    for key, target, split in earlier:
+        lsh = state.eval_targets if split == "eval" else state.seen
+        if split == "eval":
+            state.eval_keys.add(" ".join(target.split()))
+        else:
+            state.seen_keys.add(key)
+        if key not in lsh:
+            lsh.insert(key, minhash(target))
+    con.execute("CREATE OR REPLACE TEMP TABLE new_filtered AS SELECT * FROM filtered_dataset LIMIT 0")
+    # A cursor of its own streams the day's rows while `con` writes.
+    rows = con.cursor().sql(
+        "SELECT * EXCLUDE (partition_date, shown_ts) FROM refined_targets "
+        "WHERE partition_date = $day ORDER BY shown_ts, completion_id",
+        params={"day": day},
+    )
+    dropped, kept, rows_in = Counter(), Counter(), 0
+    for chunk in rows.to_arrow_reader(batch_rows):
+        out = [filter_row(row, state) for row in chunk.to_pylist()]
+        rows_in += len(out)
+        dropped.update(r["drop_reason"] for r in out if r["drop_reason"])
+        kept.update(r["split"] for r in out if not r["drop_reason"])
+        batch = pa.Table.from_pylist([{n: r.get(n) for n in _SCHEMA.names} for r in out], schema=_SCHEMA)
+        con.register("batch", batch)
+        con.execute("INSERT INTO new_filtered SELECT $day, * FROM batch", {"day": day})
+        con.unregister("batch")
+    con.execute("BEGIN TRANSACTION")
+    con.execute("DELETE FROM filtered_dataset WHERE partition_date = $day", {"day": day})
+    con.execute("INSERT INTO filtered_dataset SELECT * FROM new_filtered")
+    con.execute("COMMIT")
+    return FilterResult(rows_in, kept["train"], kept["eval"], dict(sorted(dropped.items())),
+                        dict(sorted(state.pii_found.items())))
+
+
+def leaks(con: duckdb.DuckDBPyConnection, day: date) -> list[tuple[str, str]]:
+    """(completion_id, entity) of pattern-detectable PII or secrets left in kept rows."""
+    rows = con.execute("SELECT completion_id, language, prefix, target, suffix FROM filtered_dataset "
+                       "WHERE partition_date = $day AND drop_reason IS NULL", {"day": day}).fetchall()
+    return [(cid, f.entity) for cid, language, *texts in rows for text in texts
+            for f in find(text or "", language or "", ner=False)]
