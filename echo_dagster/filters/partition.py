@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from echo_dagster.filters.deidentify import find
-from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row, minhash
+from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row
 
 _COLUMNS = (
     ("completion_id", "VARCHAR"), ("session_id", "VARCHAR"), ("user_id", "VARCHAR"), ("tenant_id", "VARCHAR"),
@@ -57,13 +57,7 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
         {"day": day, "since": day - timedelta(days=dedup_window_days)},
     ).fetchall()
     for key, target, split in earlier:
-        lsh = state.eval_targets if split == "eval" else state.seen
-        if split == "eval":
-            state.eval_keys.add(" ".join(target.split()))
-        else:
-            state.seen_keys.add(key)
-        if key not in lsh:
-            lsh.insert(key, minhash(target))
+        state.remember(key, target, split)
     con.execute("CREATE OR REPLACE TEMP TABLE new_filtered AS SELECT * FROM filtered_dataset LIMIT 0")
     # A cursor of its own streams the day's rows while `con` writes.
     rows = con.cursor().sql(

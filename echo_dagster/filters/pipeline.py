@@ -58,6 +58,16 @@ class FilterState:
         self.seen = self.seen or MinHashLSH(threshold=threshold, num_perm=64)
         self.eval_targets = self.eval_targets or MinHashLSH(threshold=threshold, num_perm=64)
 
+    def remember(self, key: str, target: str, split: str, signature: MinHash | None = None) -> None:
+        """A kept row, that later rows are compared with."""
+        if split == "eval":
+            self.eval_keys.add(_normalized(target))
+        else:
+            self.seen_keys.add(key)
+        lsh = self.eval_targets if split == "eval" else self.seen
+        if key not in lsh:
+            lsh.insert(key, signature or minhash(target))
+
 
 def split_of(repo: str | None, path: str | None) -> str:
     digest = hashlib.sha256(f"{repo}/{path}".encode()).digest()
@@ -95,9 +105,7 @@ def filter_row(row: dict, state: FilterState) -> dict:
     out["dedup_key"] = key
     signature = minhash(target)
     if out["split"] == "eval":
-        state.eval_keys.add(_normalized(target))
-        if key not in state.eval_targets:
-            state.eval_targets.insert(key, signature)
+        state.remember(key, target, "eval", signature)
         return out
     if key in state.seen_keys:
         return {**out, "drop_reason": "duplicate"}
@@ -105,8 +113,7 @@ def filter_row(row: dict, state: FilterState) -> dict:
         return {**out, "drop_reason": "near_duplicate"}
     if _normalized(target) in state.eval_keys or state.eval_targets.query(signature):
         return {**out, "drop_reason": "eval_overlap"}
-    state.seen_keys.add(key)
-    state.seen.insert(key, signature)
+    state.remember(key, target, "train", signature)
     return out
 
 
