@@ -73,3 +73,9 @@ def test_ner_runs_only_on_comments_and_strings():
     clean, counts = scrub(code, "python")
     assert clean.startswith("Alice = 1") and "Alice Smith" not in clean and "Bob Jones" not in clean
     assert counts["PERSON"] == 2
+
+
+def test_words_the_ner_calls_people_in_comments_are_left_alone():
+    code = ('# TODO: Fall back to Columnar storage. Overridden by @record.\n'
+            'def pack(value):\n    """Pass the value; Add it to DEPLOYMENT_ENV_VAR_NAME."""\n    return value\n')
+    assert [f for f in find(code, "python") if f.entity == "PERSON"] == []

@@ -90,12 +90,17 @@ def find(text: str, language: str, *, ner: bool = True) -> list[Finding]:
     return _merge(found)
 
 
+# What the NER calls a person in code comments is often a word ("Fall", "TODO", "Columnar") or
+# code; a finding counts only when it is shaped like a full name.
+_NAME_SHAPE = re.compile(r"[A-Z][a-z]+(?:[ '-][A-Z][a-z]+){1,2}")
+
+
 @functools.lru_cache(maxsize=65_536)
 def _persons(prose: str) -> tuple[tuple[int, int], ...]:
     # Cached: the same comments recur in every example cut from one file.
     _, ner_engine = _engines()
-    return tuple((r.start, r.end) for r in ner_engine.analyze(text=prose, language="en", entities=["PERSON"],
-                                                              score_threshold=0.6))
+    results = ner_engine.analyze(text=prose, language="en", entities=["PERSON"], score_threshold=0.6)
+    return tuple((r.start, r.end) for r in results if _NAME_SHAPE.fullmatch(prose[r.start : r.end]))
 
 
 def scrub(text: str, language: str, *, ner: bool = True) -> tuple[str, Counter]:
