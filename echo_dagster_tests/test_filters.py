@@ -2,18 +2,19 @@
 
 import pytest
 
-from echo_dagster.filters.pipeline import FilterState, filter_row, split_of
+from echo_dagster.filters.pipeline import FilterState, filter_row
+from echo_dagster.splits import file_split
 
 PREFIX = "import math\n\n\ndef area(r):\n    "
 SUFFIX = "\n\n\nprint(area(2))\n"
 
 
 def train_path(n: int = 0) -> str:
-    return next(f"src/geo_{i}.py" for i in range(n, 10_000) if split_of("repo", f"src/geo_{i}.py") == "train")
+    return next(f"src/geo_{i}.py" for i in range(n, 10_000) if file_split("repo", f"src/geo_{i}.py") == "train")
 
 
 def eval_path() -> str:
-    return next(f"src/geo_{i}.py" for i in range(10_000) if split_of("repo", f"src/geo_{i}.py") == "eval")
+    return next(f"src/geo_{i}.py" for i in range(10_000) if file_split("repo", f"src/geo_{i}.py") == "eval")
 
 
 def row(target="return math.pi * r ** 2\n", **fields) -> dict:

@@ -1,7 +1,7 @@
 """The filters between refined targets and training data, in a fixed order, each with a reason code.
 
     opted_out → (no target: the refine reason) → syntax_error → mostly_pii → trivial → too_long →
-    rewrite → [eval split: routed to the eval set] → duplicate → near_duplicate → eval_overlap
+    rewrite → [eval split: routed to the eval set, splits.py] → duplicate → near_duplicate → eval_overlap
 
 Opt-out comes first so that nothing reads the code of someone who opted out. De-identification
 replaces PII and secrets with placeholders in prefix, suffix and target of every row that passes
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datasketch import MinHash, MinHashLSH
 
 from echo_dagster.filters.deidentify import PLACEHOLDERS, scrub
+from echo_dagster.splits import file_split
 from echo_dagster.syntax import compiles, error_spans
 
 REASONS = ("opted_out", "syntax_error", "mostly_pii", "trivial", "too_long", "rewrite", "duplicate",
            "near_duplicate", "eval_overlap")
-EVAL_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,11 @@ class FilterState:
             lsh.insert(key, signature or minhash(target))
 
 
-def split_of(repo: str | None, path: str | None) -> str:
-    digest = hashlib.sha256(f"{repo}/{path}".encode()).digest()
-    return "eval" if digest[0] < 256 * EVAL_SHARE else "train"
-
-
 def filter_row(row: dict, state: FilterState) -> dict:
     """The row with `split` (train or eval), `drop_reason` (None when kept), de-identified text and
     its `dedup_key`."""
     s = state.settings
-    out = {**row, "split": split_of(row["repo"], row["path"]), "drop_reason": None, "dedup_key": None}
+    out = {**row, "split": file_split(row["repo"], row["path"]), "drop_reason": None, "dedup_key": None}
     if row["user_id"] in state.opted_out_users or row["tenant_id"] in state.opted_out_tenants:
         # Nothing of an opted-out user's code goes further, not even to a log.
         return {**out, "prefix": None, "suffix": None, "target": None, "proposal": None, "accepted_text": None,

@@ -9,7 +9,6 @@ The same seed gives byte-identical files.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import random
 from collections import Counter, defaultdict
@@ -22,8 +21,7 @@ from echo_dagster.model.generation import CompletionRequest
 from echo_dagster.simulate.sessions import NoiseConfig, plan_session, session_events
 from echo_dagster.simulate.sources import SourceFile, scan_source
 from echo_dagster.simulate.users import make_personas
-
-EVAL_SHARE = 0.2
+from echo_dagster.splits import file_split, repo_of, user_split
 
 Proposer = Callable[[list[CompletionRequest]], list[str]]
 
@@ -68,18 +66,13 @@ class SimulationSummary:
                 "events": self.events, "noise": dict(sorted(self.noise.items()))}
 
 
-def split_of(key: str, seed: int) -> str:
-    """Deterministic train/eval assignment of a file or a user."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return "eval" if digest[0] < 256 * EVAL_SHARE else "train"
-
-
 def simulate(spec: SimulationSpec, landing: LandingStore, truth: LandingStore, propose: Proposer,
              model_name: str) -> SimulationSummary:
     scan = scan_source(spec.source)
     personas = make_personas(spec.users, spec.seed)
-    files = {"train": [f for f in scan.files if split_of(f.path, spec.seed) == "train"],
-             "eval": [f for f in scan.files if split_of(f.path, spec.seed) == "eval"]}
+    split_of = {f.path: file_split(repo_of(f.path), f.path) for f in scan.files}
+    files = {"train": [f for f in scan.files if split_of[f.path] == "train"],
+             "eval": [f for f in scan.files if split_of[f.path] == "eval"]}
     if not files["eval"]:  # a tiny source: still hold one file out
         files["eval"], files["train"] = scan.files[-1:], scan.files[:-1] or scan.files[-1:]
     rng = random.Random(spec.seed)
@@ -87,7 +80,7 @@ def simulate(spec: SimulationSpec, landing: LandingStore, truth: LandingStore, p
     for d in range(spec.days):
         day = spec.start + timedelta(days=d)
         for persona in personas:
-            split = split_of(persona.user_id, spec.seed)
+            split = user_split(persona.user_id)
             for n in range(spec.sessions_per_user_day):
                 file: SourceFile = rng.choice(files[split])
                 # Work hours, so sessions end the same day; late delivery is the only way across days.
@@ -120,8 +113,8 @@ def simulate(spec: SimulationSpec, landing: LandingStore, truth: LandingStore, p
         summary.events += len(lines)
     for day, rows in sorted(truths.items()):
         truth.write(f"{day_folder(day)}/sim-{spec.seed}.jsonl", b"".join(rows))
-    split = {"seed": spec.seed, "files": {f.path: split_of(f.path, spec.seed) for f in scan.files},
-             "users": {p.user_id: split_of(p.user_id, spec.seed) for p in personas}, "source": str(scan.root)}
+    split = {"seed": spec.seed, "files": split_of, "users": {p.user_id: user_split(p.user_id) for p in personas},
+             "source": str(scan.root)}
     truth.write(f"split-{spec.seed}.json", json.dumps(split, indent=1, sort_keys=True).encode())
     truth.write(f"summary-{spec.seed}.json", json.dumps(summary.as_dict(), indent=1).encode())
     return summary

@@ -19,6 +19,7 @@ from echo_dagster.evaluation.metrics import edit_similarity, first_lines, simula
 from echo_dagster.model.generation import CompletionRequest
 from echo_dagster.simulate.sources import SourceFile
 from echo_dagster.simulate.users import Persona
+from echo_dagster.splits import repo_of
 
 SNAPSHOT_DELAYS_S = (30, 120, 300, 600)  # after each decision, as the clients take them
 
@@ -159,7 +160,7 @@ def session_events(plan: SessionPlan, proposals: list[str], model_name: str, rng
     p = plan.persona
     a, b = plan.region
     common = {"schema_version": 1, "session_id": plan.session_id, "user_id": p.user_id, "tenant_id": p.tenant_id,
-              "repo": plan.file.path.split("/", 1)[0], "path": plan.file.path, "language": plan.file.language,
+              "repo": repo_of(plan.file.path), "path": plan.file.path, "language": plan.file.language,
               "client": p.client}
     events: list[tuple[datetime, dict]] = []
     truth: list[dict] = []
