@@ -13,12 +13,10 @@ benchmarks/out/generation.json.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
-from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+from report import report
 
 
 def main() -> None:
@@ -88,12 +86,8 @@ def main() -> None:
         "single_proposals_per_s": round(len(prompts) / single_s, 3),
         "complete_proposals_per_s": round(len(prompts) / complete_s, 3),
         "proposals_per_s_ratio": round(single_s / complete_s, 2),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    print(json.dumps(record, indent=2))
-    OUT.mkdir(exist_ok=True)
-    with (OUT / "generation.json").open("a") as log:
-        log.write(json.dumps(record) + "\n")
+    report("generation", record)
 
 
 if __name__ == "__main__":

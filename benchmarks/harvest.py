@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import resource
 import shutil
 import statistics
@@ -22,7 +21,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+from report import report
+
 DAY = date(2026, 11, 2)
 
 
@@ -76,12 +76,8 @@ def main() -> None:
         "completions_per_s_per_core": round(result.completions / median),
         "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "simulated_events": summary.events,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    print(json.dumps(record, indent=2))
-    OUT.mkdir(exist_ok=True)
-    with (OUT / "harvest.json").open("a") as log:
-        log.write(json.dumps(record) + "\n")
+    report("harvest", record)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "out"
+from report import OUT, report
+
 DAY = date(2026, 11, 2)
 EVENTS_PER_SESSION = 13  # 3 completions x (shown, decision, 2 snapshots) + close
 CHUNK_SESSIONS = 10_000  # the generator holds one chunk in memory at a time
@@ -130,11 +131,8 @@ def main() -> None:
     ours = summary["raw_sessions"]["lines_per_s"]
     record = {"events": lines, "size_mb": round(size_mb), "runs": args.runs,
               "ratio": round(ours / summary["duckdb_read_json"]["lines_per_s"], 3),
-              "ratio_to_file": round(ours / summary["duckdb_read_json_to_file"]["lines_per_s"], 3), **summary,
-              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    print(json.dumps(record, indent=2))
-    with (OUT / "ingest.json").open("a") as log:
-        log.write(json.dumps(record) + "\n")
+              "ratio_to_file": round(ours / summary["duckdb_read_json_to_file"]["lines_per_s"], 3), **summary}
+    report("ingest", record)
 
 
 if __name__ == "__main__":
