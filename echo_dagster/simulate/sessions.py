@@ -164,8 +164,9 @@ def session_events(plan: SessionPlan, proposals: list[str], model_name: str, rng
               "client": p.client}
     events: list[tuple[datetime, dict]] = []
     truth: list[dict] = []
-    out = SessionOutput(events=[], truth=truth, noise={"typo": 0, "unrelated_edit": 0, "paste": 0, "abandoned": 0,
-                                                        "pii": len(plan.planted)})
+    out = SessionOutput(events=[], truth=truth, noise={
+        "typo": 0, "unrelated_edit": int(plan.unrelated_edit is not None), "paste": int(plan.paste is not None),
+        "abandoned": int(plan.abandoned), "pii": len(plan.planted)})
     edit_time = None
 
     def clock(pos: int) -> datetime:
@@ -180,9 +181,6 @@ def session_events(plan: SessionPlan, proposals: list[str], model_name: str, rng
         # After the last proposal, so that every prompt shows the document as it stood.
         last = clock(plan.triggers[-1].pos) if plan.triggers else plan.start
         edit_time = last + (end_time - last) / 2
-        out.noise["unrelated_edit"] = 1
-    out.noise["paste"] = int(plan.paste is not None)
-    out.noise["abandoned"] = int(plan.abandoned)
 
     def document(at: datetime, typo: bool = False) -> str:
         # The furthest position typed by `at`: the clock grows with the position, so search it.
