@@ -28,13 +28,19 @@ def parser_for(language: str):
     return Parser(Language(grammar.language()))
 
 
-def error_spans(code: bytes, language: str) -> list[tuple[int, int]] | None:
-    """Byte spans of ERROR and MISSING nodes, or None without a grammar."""
+def parse(code: bytes, language: str):
+    """The tree-sitter tree, or None without a grammar."""
     parser = parser_for(language)
-    if parser is None:
+    return None if parser is None else parser.parse(code)
+
+
+def error_spans(code: bytes, language: str, tree=None) -> list[tuple[int, int]] | None:
+    """Byte spans of ERROR and MISSING nodes, or None without a grammar. `tree`: `code` parsed already."""
+    tree = tree or parse(code, language)
+    if tree is None:
         return None
     spans = []
-    stack = [parser.parse(code).root_node]
+    stack = [tree.root_node]
     while stack:
         node = stack.pop()
         if node.is_error or node.is_missing:

@@ -79,3 +79,23 @@ def test_words_the_ner_calls_people_in_comments_are_left_alone():
     code = ('# TODO: Fall back to Columnar storage. Overridden by @record.\n'
             'def pack(value):\n    """Pass the value; Add it to DEPLOYMENT_ENV_VAR_NAME."""\n    return value\n')
     assert [f for f in find(code, "python") if f.entity == "PERSON"] == []
+
+
+def test_the_line_prefilter_finds_what_presidio_finds_in_the_whole_text():
+    import importlib.util
+    from pathlib import Path
+
+    from echo_dagster.filters.deidentify import _PATTERN_ENTITIES, Finding, _engines, _merge, _pattern_findings
+
+    root = Path(next(iter(importlib.util.find_spec("dagster").submodule_search_locations)))
+    texts = [p.read_text() for p in sorted(root.rglob("*.py"))[::40][:25]]
+    rng = random.Random(2)
+    texts.append("".join(PLANTED))
+    texts.append("".join(f"    x{n} = {rng.randrange(10**rng.randrange(1, 12))}  # {template}\n"
+                         for n, (_, template) in enumerate(_PII * 3)))
+    patterns, _, no_nlp = _engines()
+    for text in texts:
+        whole = [Finding(r.start, r.end, r.entity_type)
+                 for r in patterns.analyze(text=text, language="en", entities=list(_PATTERN_ENTITIES),
+                                           nlp_artifacts=no_nlp, score_threshold=0.4)]
+        assert [(f.start, f.end) for f in _merge(_pattern_findings(text))] == [(f.start, f.end) for f in _merge(whole)]

@@ -46,3 +46,20 @@ def test_the_harvest_chain_filters_the_simulators_logs(tmp_path):
     assert rows == refined and training > 0
     assert opted[0] > 0 and opted[1:] == (0, 0)
     assert "AKIA" not in text and "ghp_" not in text and "@example.org" not in text
+
+
+def test_the_pii_re_scan_finds_what_slipped_into_kept_rows(tmp_path):
+    from echo_dagster.filters.partition import DDL, leaks
+
+    day = date(2026, 11, 2)
+    with warehouse.connect(tmp_path / "wh.duckdb") as con:
+        for statement in DDL:
+            con.execute(statement)
+        rows = [("clean", "x = 1\n", "y = 2\n", None), ("mail", "a = 1\n", "# ask jane.doe@example.org\n", None),
+                ("key", 'K = """-----BEGIN RSA PRIVATE KEY-----\n', "MIIEow\n-----END RSA PRIVATE KEY-----\n", None),
+                ("dropped", "", "db = '10.20.30.40'\n", "trivial")]
+        for cid, prefix, target, reason in rows:
+            con.execute("INSERT INTO filtered_dataset (partition_date, completion_id, prefix, target, suffix, "
+                        "drop_reason) VALUES ($d, $c, $p, $t, '', $r)", {"d": day, "c": cid, "p": prefix, "t": target,
+                                                                       "r": reason})
+        assert sorted(leaks(con, day, batch_rows=2)) == [("key", "PRIVATE_KEY"), ("mail", "EMAIL_ADDRESS")]

@@ -9,13 +9,15 @@ recognizer uses, is pointed at its bundled suffix list.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import math
 import re
 from collections import Counter
 from dataclasses import dataclass
 
-from echo_dagster.syntax import parser_for
+from echo_dagster.syntax import parse, parser_for
 
 PLACEHOLDERS = {
     "EMAIL_ADDRESS": "<EMAIL>", "PHONE_NUMBER": "<PHONE>", "IP_ADDRESS": "<IP>", "CREDIT_CARD": "<CARD>",
@@ -30,11 +32,11 @@ _KEY_PATTERNS = {
     "SLACK_TOKEN": r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b",
     "PRIVATE_KEY": r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.|\n)*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
 }
-# A literal assigned to a name that says it is secret, when the literal looks random.
-_SECRET_ASSIGNMENT = re.compile(
-    r"""(?i)\b[\w.]*(?:password|passwd|secret|token|api_?key|access_?key|private_?key)\w*["']?\s*[:=]\s*"""
-    r"""(?P<quote>["'])(?P<value>[^"'\s]{8,})(?P=quote)"""
-)
+# A literal assigned to a name that says it is secret, when the literal looks random. Looked for
+# from the assignment back to the name: assignments of long literals are rare, names holding
+# "key" or "token" are not.
+_ASSIGNED_LITERAL = re.compile(r"""[:=]\s*(?P<quote>["'])(?P<value>[^"'\s]{8,})(?P=quote)""")
+_SECRET_NAME = re.compile(r"""(?i)(?:password|passwd|secret|token|api_?key|access_?key|private_?key)\w*["']?\s*\Z""")
 _MIN_SCORE = 0.4
 _MIN_ENTROPY = 3.0  # bits a character: above words and paths, below random keys
 
@@ -51,7 +53,7 @@ def _engines():
     import tldextract
     import tldextract.tldextract
     from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import NlpEngineProvider
+    from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngineProvider
     from presidio_analyzer.predefined_recognizers import (
         CreditCardRecognizer, EmailRecognizer, IpRecognizer, PhoneRecognizer,
     )
@@ -65,70 +67,151 @@ def _engines():
         registry.add_recognizer(recognizer)
     for entity, regex in _KEY_PATTERNS.items():
         registry.add_recognizer(PatternRecognizer(supported_entity=entity, patterns=[Pattern(entity, regex, 0.9)]))
+    # Only the NER runs on this pipeline; it has a tok2vec of its own.
+    nlp.nlp["en"].select_pipes(enable=["ner"])
     patterns = AnalyzerEngine(registry=registry, nlp_engine=nlp, supported_languages=["en"])
     ner = AnalyzerEngine(nlp_engine=nlp, supported_languages=["en"])
-    return patterns, ner
+    no_nlp = NlpArtifacts([], [], [], [], None, "en")  # pattern recognizers need no NLP pass
+    return patterns, ner, no_nlp
 
 
-def find(text: str, language: str, *, ner: bool = True) -> list[Finding]:
-    """Spans of PII and secrets in a piece of code, overlapping spans merged."""
-    from presidio_analyzer.nlp_engine import NlpArtifacts
-
+def find(text: str, language: str, *, ner: bool = True, tree=None) -> list[Finding]:
+    """Spans of PII and secrets in a piece of code, overlapping spans merged. `tree`: the text's
+    tree-sitter tree, when the caller parsed it already."""
     if not text:
         return []
-    patterns, _ = _engines()
-    no_nlp = NlpArtifacts([], [], [], [], None, "en")  # pattern recognizers need no NLP pass
-    found = [Finding(r.start, r.end, r.entity_type)
-             for r in patterns.analyze(text=text, language="en", entities=list(_PATTERN_ENTITIES),
-                                       nlp_artifacts=no_nlp, score_threshold=_MIN_SCORE)]
-    for m in _SECRET_ASSIGNMENT.finditer(text):
-        if _entropy(m["value"]) >= _MIN_ENTROPY:
+    found = _pattern_findings(text)
+    for m in _ASSIGNED_LITERAL.finditer(text):
+        if _SECRET_NAME.search(text, max(0, m.start() - 80), m.start()) and _entropy(m["value"]) >= _MIN_ENTROPY:
             found.append(Finding(m.start("value"), m.end("value"), "SECRET"))
     if ner:
-        for start, end in prose_spans(text, language):
-            found += [Finding(start + s, start + e, "PERSON") for s, e in _persons(text[start:end])]
+        found += _person_findings(text, prose_spans(text, language, tree))
     return _merge(found)
 
 
+# Patterns that run line by line can only match on a line holding one of these (emails hold `@`,
+# phone numbers, IPv4 addresses and cards four digits or more, IPv6 addresses `::` or digits, keys
+# their prefix);
+# most lines of code hold none, and a line's findings do not depend on its neighbours, so they are
+# cached per line: the same lines recur in every document of a file. Private key blocks span lines
+# and are looked for in the whole text.
+# Presidio matches case-insensitively; the prefixes are spelled out so that the scan is not (twice
+# as fast).
+_CANDIDATE_LINE = re.compile(r"@|\d(?:[^\d\n]*\d){3}|::|[aA][kKsS][iI][aA]|[gG][hH][pPoOuUsSrR]_|"
+                             r"[gG][iI][tT][hH][uU][bB]_[pP][aA][tT]_|[xX][oO][xX][aAbBpPoOsSrR]-")
+_LINE_ENTITIES = [e for e in _PATTERN_ENTITIES if e != "PRIVATE_KEY"]
+_CACHE_LIMIT = 200_000
+_line_findings: dict[str, tuple[tuple[int, int, str], ...]] = {}
+
+
+def _pattern_findings(text: str) -> list[Finding]:
+    patterns, _, no_nlp = _engines()
+    lines, pos = [], 0
+    while m := _CANDIDATE_LINE.search(text, pos):
+        start = text.rfind("\n", 0, m.start()) + 1
+        pos = text.find("\n", m.end())
+        pos = len(text) if pos < 0 else pos
+        lines.append((start, text[start:pos]))
+        pos += 1
+    pending = list(dict.fromkeys(line for _, line in lines if line not in _line_findings))
+    if pending:
+        if len(_line_findings) + len(pending) > _CACHE_LIMIT:
+            _line_findings.clear()
+        # One call for all new lines: the engine's cost is mostly per call.
+        joined = "\n".join(pending)
+        starts = list(itertools.accumulate((len(line) + 1 for line in pending[:-1]), initial=0))
+        per_line = {line: [] for line in pending}
+        for r in patterns.analyze(text=joined, language="en", entities=_LINE_ENTITIES, nlp_artifacts=no_nlp,
+                                  score_threshold=_MIN_SCORE):
+            i = bisect.bisect_right(starts, r.start) - 1
+            per_line[pending[i]].append((r.start - starts[i], min(r.end - starts[i], len(pending[i])), r.entity_type))
+        _line_findings.update((line, tuple(found)) for line, found in per_line.items())
+    found = [Finding(offset + s, offset + e, entity) for offset, line in lines for s, e, entity in _line_findings[line]]
+    if "-----BEGIN" in text:
+        found += [Finding(r.start, r.end, r.entity_type)
+                  for r in patterns.analyze(text=text, language="en", entities=["PRIVATE_KEY"],
+                                            nlp_artifacts=no_nlp, score_threshold=_MIN_SCORE)]
+    return found
+
+
 # What the NER calls a person in code comments is often a word ("Fall", "TODO", "Columnar") or
-# code; a finding counts only when it is shaped like a full name.
+# code; a finding counts only when it is shaped like a full name. So only the lines of prose that
+# hold two capitalized words in a row go through the NER, batched, and cached per line.
 _NAME_SHAPE = re.compile(r"[A-Z][a-z]+(?:[ '-][A-Z][a-z]+){1,2}")
+_NAME_PAIR = re.compile(r"[A-Z][a-z]+[ '-][A-Z][a-z]+")
+_line_persons: dict[str, tuple[tuple[int, int], ...]] = {}
 
 
-@functools.lru_cache(maxsize=65_536)
-def _persons(prose: str) -> tuple[tuple[int, int], ...]:
-    # Cached: the same comments recur in every example cut from one file.
-    _, ner_engine = _engines()
-    results = ner_engine.analyze(text=prose, language="en", entities=["PERSON"], score_threshold=0.6)
-    return tuple((r.start, r.end) for r in results if _NAME_SHAPE.fullmatch(prose[r.start : r.end]))
+def _person_findings(text: str, spans: list[tuple[int, int]]) -> list[Finding]:
+    units = []
+    for start, end in spans:
+        offset = start
+        for line in text[start:end].split("\n"):
+            if _NAME_PAIR.search(line):
+                units.append((offset, line))
+            offset += len(line) + 1
+    pending = list(dict.fromkeys(line for _, line in units if line not in _line_persons))
+    if pending:
+        if len(_line_persons) + len(pending) > _CACHE_LIMIT:
+            _line_persons.clear()
+        _, ner_engine, _ = _engines()
+        for line, artifacts in ner_engine.nlp_engine.process_batch(pending, "en", batch_size=64):
+            results = ner_engine.analyze(text=line, language="en", entities=["PERSON"], nlp_artifacts=artifacts,
+                                         score_threshold=0.6)
+            _line_persons[line] = tuple((r.start, r.end) for r in results
+                                        if _NAME_SHAPE.fullmatch(line[r.start : r.end]))
+    return [Finding(offset + s, offset + e, "PERSON") for offset, line in units for s, e in _line_persons[line]]
 
 
 def scrub(text: str, language: str, *, ner: bool = True) -> tuple[str, Counter]:
     """The text with every finding replaced by its placeholder, and the counts per entity."""
     findings = find(text, language, ner=ner)
-    out, last = [], 0
-    for f in findings:
-        out += [text[last : f.start], PLACEHOLDERS[f.entity]]
-        last = f.end
-    out.append(text[last:])
-    return "".join(out), Counter(f.entity for f in findings)
+    return redact(text, findings, 0, len(text)), Counter(f.entity for f in findings)
 
 
-def prose_spans(text: str, language: str) -> list[tuple[int, int]]:
+def redact(text: str, findings: list[Finding], start: int, end: int) -> str:
+    """text[start:end] with the findings (sorted, not overlapping) replaced by placeholders; a finding
+    cut by the window's edge is replaced too."""
+    out, last = [], start
+    for f in findings[max(0, bisect.bisect_left(findings, Finding(start, start, "")) - 1) :]:
+        if f.start >= end:
+            break
+        if f.end <= start:
+            continue
+        out += [text[last : max(f.start, start)], PLACEHOLDERS[f.entity]]
+        last = min(f.end, end)
+    out.append(text[last:end])
+    return "".join(out)
+
+
+def prose_spans(text: str, language: str, tree=None) -> list[tuple[int, int]]:
     """Character spans of comments and string literals, where people write prose."""
-    parser = parser_for(language)
-    if parser is None:
-        return [(0, len(text))]
     data = text.encode()
-    spans, stack = [], [parser.parse(data).root_node]
-    while stack:
-        node = stack.pop()
-        if "comment" in node.type or node.type in ("string", "string_literal", "template_string"):
-            spans.append((node.start_byte, node.end_byte))
-        else:
-            stack.extend(node.children)
-    # Byte offsets to character offsets (the text may hold non-ASCII characters).
-    return sorted((len(data[:s].decode(errors="ignore")), len(data[:e].decode(errors="ignore"))) for s, e in spans)
+    tree = tree or parse(data, language)
+    if tree is None:
+        return [(0, len(text))]
+    from tree_sitter import QueryCursor
+
+    spans = []
+    # A string inside a string (an f-string's interpolation) is part of the outer one.
+    for start, end in sorted((n.start_byte, n.end_byte) for nodes in QueryCursor(_prose_query(language))
+                             .captures(tree.root_node).values() for n in nodes):
+        if not spans or start >= spans[-1][1]:
+            spans.append((start, end))
+    if len(data) != len(text):  # byte offsets to character offsets
+        spans = [(len(data[:s].decode(errors="ignore")), len(data[:e].decode(errors="ignore"))) for s, e in spans]
+    return spans
+
+
+@functools.cache
+def _prose_query(language: str):
+    from tree_sitter import Query
+
+    grammar = parser_for(language).language
+    kinds = {grammar.node_kind_for_id(i) for i in range(grammar.node_kind_count)
+             if grammar.node_kind_is_named(i) and grammar.node_kind_is_visible(i)}
+    prose = sorted(k for k in kinds if "comment" in k or k in ("string", "string_literal", "template_string"))
+    return Query(grammar, "[" + " ".join(f"({k})" for k in prose) + "] @prose")
 
 
 def _entropy(value: str) -> float:

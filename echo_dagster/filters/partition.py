@@ -8,6 +8,8 @@ partitions only, so a partition's result does not depend on when later ones ran.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -83,9 +85,26 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
                         dict(sorted(state.pii_found.items())))
 
 
-def leaks(con: duckdb.DuckDBPyConnection, day: date) -> list[tuple[str, str]]:
+def leaks(con: duckdb.DuckDBPyConnection, day: date, batch_rows: int = 2_000) -> list[tuple[str, str]]:
     """(completion_id, entity) of pattern-detectable PII or secrets left in kept rows."""
-    rows = con.execute("SELECT completion_id, language, prefix, target, suffix FROM filtered_dataset "
-                       "WHERE partition_date = $day AND drop_reason IS NULL", {"day": day}).fetchall()
-    return [(cid, f.entity) for cid, language, *texts in rows for text in texts
-            for f in find(text or "", language or "", ner=False)]
+    # The rows of one document share most of their lines: each distinct line is scanned once, the
+    # lines of a batch together (a private key block or an assignment spanning lines stays whole,
+    # since lines keep their order of first appearance).
+    reader = con.cursor().sql(
+        "SELECT completion_id, prefix, target, suffix FROM filtered_dataset "
+        "WHERE partition_date = $day AND drop_reason IS NULL", params={"day": day}).to_arrow_reader(batch_rows)
+    seen, found = set(), []
+    for batch in reader:
+        owner: dict[str, str] = {}
+        for completion_id, *texts in zip(*(batch.column(n).to_pylist() for n in batch.schema.names)):
+            for line in "\n".join(t or "" for t in texts).split("\n"):
+                if len(seen) > 2_000_000:  # a bound on memory; lines seen before are scanned again
+                    seen.clear()
+                if line not in seen:
+                    seen.add(line)
+                    owner[line] = completion_id
+        lines = list(owner)
+        starts = list(itertools.accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+        for f in find("\n".join(lines), "", ner=False):
+            found.append((owner[lines[bisect.bisect_right(starts, f.start) - 1]], f.entity))
+    return found

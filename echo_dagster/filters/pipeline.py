@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from datasketch import MinHash, MinHashLSH
 
-from echo_dagster.filters.deidentify import PLACEHOLDERS, scrub
+from echo_dagster.filters.deidentify import PLACEHOLDERS, Finding, find, redact
 from echo_dagster.splits import file_split
-from echo_dagster.syntax import compiles, error_spans
+from echo_dagster.syntax import compiles, error_spans, parse
 
 REASONS = ("opted_out", "syntax_error", "mostly_pii", "trivial", "too_long", "rewrite", "duplicate",
            "near_duplicate", "eval_overlap")
@@ -40,6 +41,27 @@ class FilterSettings:
     ner: bool = True
 
 
+class Clock:
+    """Seconds spent per filter, lap by lap."""
+
+    def __init__(self):
+        self.seconds: Counter = Counter()
+        self._last = time.perf_counter()
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] += now - self._last
+        self._last = now
+
+
+# Rows come in time order, and the rows of one final document (a session's) are spread over the
+# hours the session lasted; this many scans cover the sessions open at once on a busy day.
+_SCANS_KEPT = 4_096
+
+
 @dataclass
 class FilterState:
     """What earlier partitions contribute: their dedup keys and targets, and the eval targets."""
@@ -52,11 +74,24 @@ class FilterState:
     eval_targets: MinHashLSH | None = None
     settings: FilterSettings = FilterSettings()
     pii_found: Counter = field(default_factory=Counter)
+    clock: Clock = field(default_factory=lambda: Clock())
+    scans: OrderedDict = field(default_factory=OrderedDict)  # the latest documents' scans
 
     def __post_init__(self):
         threshold = self.settings.near_duplicate_jaccard
         self.seen = self.seen or MinHashLSH(threshold=threshold, num_perm=64)
         self.eval_targets = self.eval_targets or MinHashLSH(threshold=threshold, num_perm=64)
+
+    def scan(self, document: str, language: str) -> DocumentScan:
+        """The document's scan, from the cache when a row of the same final document came lately."""
+        key = hashlib.sha1(f"{language}\x00{document}".encode()).digest()
+        if key in self.scans:
+            self.scans.move_to_end(key)
+            return self.scans[key]
+        scan = self.scans[key] = scan_document(document, language, self.settings.ner, self.clock)
+        if len(self.scans) > _SCANS_KEPT:
+            self.scans.popitem(last=False)
+        return scan
 
     def remember(self, key: str, target: str, split: str, signature: MinHash | None = None) -> None:
         """A kept row, that later rows are compared with."""
@@ -72,7 +107,8 @@ class FilterState:
 def filter_row(row: dict, state: FilterState) -> dict:
     """The row with `split` (train or eval), `drop_reason` (None when kept), de-identified text and
     its `dedup_key`."""
-    s = state.settings
+    s, clock = state.settings, state.clock
+    clock.start()
     out = {**row, "split": file_split(row["repo"], row["path"]), "drop_reason": None, "dedup_key": None}
     if row["user_id"] in state.opted_out_users or row["tenant_id"] in state.opted_out_tenants:
         # Nothing of an opted-out user's code goes further, not even to a log.
@@ -80,15 +116,22 @@ def filter_row(row: dict, state: FilterState) -> dict:
                 "drop_reason": "opted_out"}
     if row["target"] is None:
         return {**out, "drop_reason": row["reason"]}
-    language = row["language"] or ""
-    if not _parses(row["prefix"], row["target"], row["suffix"], language):
+    clock.lap("opt_out")
+    document = row["prefix"] + row["target"] + row["suffix"]
+    scan = state.scan(document, row["language"] or "")
+    start, end = len(row["prefix"]), len(row["prefix"]) + len(row["target"])
+    parses = scan.parses(document, start, end)
+    clock.lap("syntax")
+    if not parses:
         return {**out, "drop_reason": "syntax_error"}
-    prefix, found_p = scrub(_tail(row["prefix"], s.prefix_window_chars), language, ner=s.ner)
-    suffix, found_s = scrub(row["suffix"][: s.suffix_window_chars], language, ner=s.ner)
-    target, found_t = scrub(row["target"], language, ner=s.ner)
-    state.pii_found.update(found_p + found_s + found_t)
+    window = _line_start(document, start - s.prefix_window_chars, start)
+    prefix, target = redact(document, scan.findings, window, start), redact(document, scan.findings, start, end)
+    suffix = redact(document, scan.findings, end, end + s.suffix_window_chars)
+    state.pii_found.update(f.entity for f in scan.findings if f.end > window and f.start < end + s.suffix_window_chars)
     out |= {"prefix": prefix, "suffix": suffix, "target": target}
-    if _pii_share(row["target"], target) > s.mostly_pii_share:
+    mostly_pii = _pii_share(row["target"], target) > s.mostly_pii_share
+    clock.lap("deidentify")
+    if mostly_pii:
         return {**out, "drop_reason": "mostly_pii"}
     if not re.search(r"\w", target):
         return {**out, "drop_reason": "trivial"}
@@ -96,41 +139,60 @@ def filter_row(row: dict, state: FilterState) -> dict:
         return {**out, "drop_reason": "too_long"}
     if row["decision"] == "accepted" and (row["es"] or 0.0) < s.rewrite_below_es:
         return {**out, "drop_reason": "rewrite"}
+    clock.lap("noise")
     key = _dedup_key(prefix, target, s.context_chars)
     out["dedup_key"] = key
     signature = minhash(target)
     if out["split"] == "eval":
         state.remember(key, target, "eval", signature)
+        clock.lap("dedup")
         return out
-    if key in state.seen_keys:
-        return {**out, "drop_reason": "duplicate"}
-    if state.seen.query(signature):
-        return {**out, "drop_reason": "near_duplicate"}
-    if _normalized(target) in state.eval_keys or state.eval_targets.query(signature):
-        return {**out, "drop_reason": "eval_overlap"}
-    state.remember(key, target, "train", signature)
-    return out
+    duplicate = "duplicate" if key in state.seen_keys else "near_duplicate" if state.seen.query(signature) else None
+    clock.lap("dedup")
+    if duplicate:
+        return {**out, "drop_reason": duplicate}
+    overlap = _normalized(target) in state.eval_keys or state.eval_targets.query(signature)
+    if not overlap:
+        state.remember(key, target, "train", signature)
+    clock.lap("decontamination")
+    return {**out, "drop_reason": "eval_overlap"} if overlap else out
 
 
-def _parses(prefix: str, target: str, suffix: str, language: str) -> bool:
-    document = prefix + target + suffix
-    start = len(prefix.encode())
-    end = start + len(target.encode())
-    spans = error_spans(document.encode(), language)
-    if spans is None:
-        return True  # no grammar: nothing to check with
-    if any(s < end and e > start or (s == e and start <= s <= end) for s, e in spans):
-        return False
-    # tree-sitter misses bad indentation; compile() does not, when the rest of the file is fine.
-    return language != "python" or bool(spans) or compiles(document)
+@dataclass(frozen=True)
+class DocumentScan:
+    """What the filters need to know of a final document, found once for all its rows: the syntax
+    errors (byte spans; None without a grammar), whether Python compiles it, its PII findings."""
+
+    error_spans: list[tuple[int, int]] | None
+    compiles: bool
+    findings: list[Finding]
+
+    def parses(self, document: str, start: int, end: int) -> bool:
+        """Whether document[start:end] holds no syntax error."""
+        if self.error_spans is None:
+            return True  # no grammar: nothing to check with
+        if self.error_spans:
+            start, end = len(document[:start].encode()), len(document[:end].encode())
+            return not any(s < end and e > start or (s == e and start <= s <= end) for s, e in self.error_spans)
+        return self.compiles  # tree-sitter misses bad indentation; compile() does not
 
 
-def _tail(text: str, chars: int) -> str:
-    """The last `chars` characters, from a line start."""
-    if len(text) <= chars:
-        return text
-    cut = text.find("\n", len(text) - chars)
-    return text[cut + 1 :] if cut >= 0 else text[-chars:]
+def scan_document(document: str, language: str, ner: bool, clock: Clock) -> DocumentScan:
+    tree = parse(document.encode(), language)
+    spans = error_spans(b"", language, tree) if tree else None
+    ok = language != "python" or bool(spans) or compiles(document)
+    clock.lap("syntax")
+    findings = find(document, language, ner=ner, tree=tree)
+    clock.lap("deidentify")
+    return DocumentScan(spans, ok, findings)
+
+
+def _line_start(text: str, at: int, limit: int) -> int:
+    """The start of the first whole line from `at` on, or `at` when no line starts before `limit`."""
+    if at <= 0:
+        return 0
+    cut = text.find("\n", at - 1, limit)
+    return cut + 1 if cut >= 0 else at
 
 
 def _pii_share(original: str, scrubbed: str) -> float:
@@ -152,11 +214,14 @@ def _dedup_key(prefix: str, target: str, context_chars: int) -> str:
 _LINE_COMMENT = re.compile(r"(?:#|//)[^\n]*")
 
 
+_TEMPLATE = MinHash(num_perm=64, seed=1)  # its permutations, made once, cost more than the hashing
+
+
 def minhash(text: str) -> MinHash:
     """MinHash of the code's 3-token shingles, comments left out: the same code commented
     differently is the same example."""
     tokens = re.findall(r"\w+|[^\w\s]", _LINE_COMMENT.sub("", text))
     shingles = {" ".join(tokens[i : i + 3]) for i in range(max(1, len(tokens) - 2))}
-    signature = MinHash(num_perm=64, seed=1)
+    signature = MinHash(num_perm=64, seed=1, permutations=_TEMPLATE.permutations, scheme=_TEMPLATE.scheme)
     signature.update_batch([s.encode() for s in shingles])
     return signature
