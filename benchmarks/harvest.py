@@ -1,21 +1,29 @@
-"""Harvest throughput: completions/s of `refined_targets` (alignment through snapshots + trimming).
+"""Harvest throughput: completions/s of `refined_targets` and of `filtered_dataset`, and what a day
+of 1M completions would take through both on this machine.
 
-    python benchmarks/harvest.py                          # ~2,000 completions on ~20 KB documents
-    python benchmarks/harvest.py --sessions 600 --runs 5
+    python benchmarks/harvest.py                              # 200 sessions, ~2,300 completions
+    python benchmarks/harvest.py --sessions 4500 --runs 3     # ~50k completions
 
-Simulates sessions on real files of 15–30 KB (from the installed `dagster` package) with a model-free
-proposer (the harvest does the same work whatever was proposed), ingests them with `raw_sessions`,
-then times `refine_partition` over the day, in this process (one core), median of several runs,
-with its peak memory. Appends the figures to benchmarks/out/harvest.json.
+Simulates one day of sessions on the 95 files of 15–30 KB of the installed `dagster` package (real
+code; documents of ~20 KB) with a model-free oracle proposer (the true code for every other
+request, nonsense for the rest, so that both decisions happen), ingests it with `raw_sessions`,
+then times each stage in a fresh process (peak memory is that process's, and its workers'):
+`refine_partition`; `filter_partition` in one process and with worker processes for the document
+scans; and the asset's PII re-scan (`leaks`). The NER and Presidio engines load before the timed
+part (their load time is reported on its own). Medians of the runs; the filter's time share per
+filter comes from its clock. Appends the figures to benchmarks/out/harvest.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
@@ -24,59 +32,154 @@ from pathlib import Path
 from report import report
 
 DAY = date(2026, 11, 2)
+DAY_OF_COMPLETIONS = 1_000_000
 
 
-def corpus(folder: Path, count: int) -> Path:
-    """Copies `count` files of 15–30 KB of the dagster package: real code, documents of ~20 KB."""
+def corpus(folder: Path) -> list[str]:
+    """Copies the files of 15–30 KB of the dagster package into `folder`; their texts."""
     root = Path(next(iter(importlib.util.find_spec("dagster").submodule_search_locations)))
-    picked = [p for p in sorted(root.rglob("*.py")) if 15_000 <= p.stat().st_size <= 30_000][:count]
+    picked = [p for p in sorted(root.rglob("*.py")) if 15_000 <= p.stat().st_size <= 30_000]
     for n, path in enumerate(picked):
         shutil.copy(path, folder / f"f{n:03d}_{path.name}")
-    return folder
+    return [p.read_text() for p in picked]
 
 
-def main() -> None:
+def oracle(texts: list[str]):
+    from echo_dagster.evaluation.metrics import first_lines
+    from echo_dagster.model.generation import is_mid_line
+
+    def propose(requests):
+        out = []
+        for i, r in enumerate(requests):
+            text = next((t for t in texts if t.startswith(r.prefix) and t.endswith(r.suffix)), None)
+            truth = text[len(r.prefix) : len(text) - len(r.suffix)] if text else ""
+            out.append("zzz" if i % 2 or not truth else
+                       first_lines(truth, 1) if is_mid_line(r.prefix) else first_lines(truth, 2) + "\n")
+        return out
+
+    return propose
+
+
+def stage(name: str, db: str, workers: int) -> dict:
+    """Runs one stage over the day in this process; its figures."""
     import duckdb
 
+    from echo_dagster.filters.deidentify import find
+    from echo_dagster.filters.partition import filter_partition, leaks
     from echo_dagster.harvest.partition import refine_partition
+
+    figures = {}
+    with duckdb.connect(db) as con:
+        if name == "refine":
+            start = time.perf_counter()
+            result = refine_partition(con, DAY)
+            figures |= {"seconds": time.perf_counter() - start, "completions": result.completions,
+                        "with_target": result.with_target, "by_reason": result.by_reason,
+                        "by_source_kind": result.by_source_kind}
+        else:
+            start = time.perf_counter()
+            find("x = 1  # Jane Doe\n", "python")  # loads Presidio and spaCy
+            figures["engine_load_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            result = filter_partition(con, DAY, workers=workers, parallel_min_rows=0)
+            figures |= {"seconds": time.perf_counter() - start, "completions": result.rows_in,
+                        "kept_train": result.kept_train, "kept_eval": result.kept_eval, "dropped": result.dropped,
+                        "filter_seconds": result.seconds}
+            start = time.perf_counter()
+            figures |= {"leaks": len(leaks(con, DAY)), "check_seconds": time.perf_counter() - start}
+    figures["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    figures["workers_peak_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    return figures
+
+
+def in_fresh_process(name: str, db: Path, workers: int = 1) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--stage", name, "--db", str(db), "--workers", str(workers)],
+                          check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def build_day(folder: Path, sessions: int) -> dict:
+    import duckdb
+
     from echo_dagster.ingest.raw_sessions import ingest_partition
     from echo_dagster.landing import LocalLandingStore
     from echo_dagster.simulate.run import SimulationSpec, simulate
 
+    (folder / "source").mkdir()
+    texts = corpus(folder / "source")
+    users = 10
+    spec = SimulationSpec(source=str(folder / "source"), start=DAY, days=1, users=users,
+                          sessions_per_user_day=-(-sessions // users), seed=1)
+    landing = LocalLandingStore(folder / "landing")
+    summary = simulate(spec, landing, LocalLandingStore(folder / "truth"), oracle(texts), "oracle")
+    ingest_partition(landing, DAY, folder / "wh.duckdb")
+    with duckdb.connect(str(folder / "wh.duckdb"), read_only=True) as con:
+        kb, snapshots = con.execute("SELECT avg(length(document)) / 1024, count(*) FROM raw_sessions "
+                                    "WHERE event = 'document_snapshot'").fetchone()
+    return {"files": len(texts), "sessions": users * spec.sessions_per_user_day, "events": summary.events,
+            "snapshots": snapshots, "document_kb_mean": round(kb, 1)}
+
+
+def main() -> None:
+    from echo_dagster.workers import DEFAULT_WORKERS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="for the parallel filter run")
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(stage(args.stage, args.db, args.workers)))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "source").mkdir()
-        source = corpus(tmp / "source", 60)
-        users = 10
-        spec = SimulationSpec(source=str(source), start=DAY, days=1, users=users,
-                              sessions_per_user_day=-(-args.sessions // users), seed=1)
-        landing = LocalLandingStore(tmp / "landing")
-        summary = simulate(spec, landing, LocalLandingStore(tmp / "truth"), lambda reqs: ["pass\n"] * len(reqs),
-                           "none")
+        start = time.perf_counter()
+        day = build_day(tmp, args.sessions)
+        day["build_s"] = round(time.perf_counter() - start)
         db = tmp / "wh.duckdb"
-        ingest_partition(landing, DAY, db)
-        with duckdb.connect(str(db)) as con:
-            doc_kb = con.execute("SELECT avg(length(document)) / 1024 FROM raw_sessions "
-                                 "WHERE event = 'document_snapshot'").fetchone()[0]
-            snapshots = con.execute("SELECT count(*) FROM raw_sessions WHERE event = 'document_snapshot'").fetchone()[0]
-            times = []
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                result = refine_partition(con, DAY)
-                times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    record = {
-        "completions": result.completions, "with_target": result.with_target, "snapshots": snapshots,
-        "document_kb_mean": round(doc_kb, 1), "runs": args.runs, "median_s": round(median, 3),
-        "completions_per_s_per_core": round(result.completions / median),
-        "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "simulated_events": summary.events,
-    }
+        runs = {"refine": [], "filter_1": [], f"filter_{args.workers}": []}
+        for _ in range(args.runs):
+            runs["refine"].append(in_fresh_process("refine", db))
+            runs["filter_1"].append(in_fresh_process("filter", db, 1))
+            if args.workers > 1:
+                runs[f"filter_{args.workers}"].append(in_fresh_process("filter", db, args.workers))
+        day["warehouse_mb"] = round(db.stat().st_size / 2**20)
+
+    def median(key: str, field: str = "seconds") -> float:
+        return statistics.median(r[field] for r in runs[key])
+
+    completions = runs["refine"][0]["completions"]
+    one = runs["filter_1"][len(runs["filter_1"]) // 2]
+    shares = {k: round(v / sum(one["filter_seconds"].values()), 3) for k, v in one["filter_seconds"].items()}
+    record = {**day, "completions": completions, "runs": args.runs, "workers": args.workers,
+              "refine": {"median_s": round(median("refine"), 2),
+                         "completions_per_s": round(completions / median("refine")),
+                         "peak_mb": max(r["peak_mb"] for r in runs["refine"]),
+                         "by_reason": runs["refine"][0]["by_reason"],
+                         "by_source_kind": runs["refine"][0]["by_source_kind"]},
+              "filter_1_process": {"median_s": round(median("filter_1"), 2),
+                                   "completions_per_s": round(completions / median("filter_1")),
+                                   "check_median_s": round(median("filter_1", "check_seconds"), 2),
+                                   "engine_load_s": round(median("filter_1", "engine_load_s"), 1),
+                                   "peak_mb": max(r["peak_mb"] for r in runs["filter_1"]),
+                                   "time_share": shares, "kept_train": one["kept_train"],
+                                   "kept_eval": one["kept_eval"], "dropped": one["dropped"], "leaks": one["leaks"]}}
+    best = "filter_1"
+    if args.workers > 1:
+        key = f"filter_{args.workers}"
+        record[f"filter_{args.workers}_workers"] = {
+            "median_s": round(median(key), 2), "completions_per_s": round(completions / median(key)),
+            "speedup": round(median("filter_1") / median(key), 2),
+            "peak_mb": max(r["peak_mb"] for r in runs[key]),
+            "workers_peak_mb": max(r["workers_peak_mb"] for r in runs[key])}
+        best = min(("filter_1", key), key=median)
+    # A day of 1M: both stages and the filter's PII re-scan, each at its measured rate.
+    per_completion = (median("refine") + median(best) + median(best, "check_seconds")) / completions
+    record["day_of_1M_minutes"] = round(DAY_OF_COMPLETIONS * per_completion / 60, 1)
+    record["day_of_1M_within_30_min"] = record["day_of_1M_minutes"] < 30
     report("harvest", record)
 
 

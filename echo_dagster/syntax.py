@@ -59,19 +59,30 @@ def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | Non
         lines = lines[:max_lines]
     if len(lines) <= 1:
         return "".join(lines)
-    start = len(prefix.encode())
+    data = prefix.encode()
+    tree = parse(data + "".join(lines).encode(), language)
+    if tree is None:
+        return "".join(lines)
+    # Errors after the cursor depend on the top-level statement the cursor is in, not on the rest
+    # of the file above it: each cut is parsed (and compiled) from that statement's line on.
+    head = data[_statement_line_start(tree, data, len(data)) :].decode()
+    start = len(head.encode())
     best, best_errors = "", None
     for n in range(1, len(lines) + 1):
         candidate = "".join(lines[:n])
-        spans = error_spans((prefix + candidate).encode(), language)
-        if spans is None:
-            return "".join(lines)
+        spans = error_spans((head + candidate).encode(), language)
         errors = sum(1 for s, e in spans if e > start or (s == e and s >= start))
         if language == "python":
-            errors += not compiles(prefix + candidate)  # tree-sitter misses indentation errors
+            errors += not compiles(head + candidate)  # tree-sitter misses indentation errors
         if best_errors is None or errors <= best_errors:
             best, best_errors = candidate, errors
     return best
+
+
+def _statement_line_start(tree, data: bytes, at: int) -> int:
+    """The byte offset of the line where the last top-level node that starts before `at` starts."""
+    starts = [child.start_byte for child in tree.root_node.children if child.start_byte < at]
+    return data.rfind(b"\n", 0, starts[-1]) + 1 if starts else 0
 
 
 def compiles(code: str) -> bool:

@@ -51,6 +51,7 @@ def filtered_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse, op
     metadata |= {f"dropped/{r}": result.dropped.get(r, 0) for r in REASONS}
     metadata |= {f"dropped/{r}": n for r, n in result.dropped.items() if r not in REASONS}  # refine reasons
     metadata |= {f"pii/{e}": n for e, n in result.pii_found.items()}
+    metadata |= {f"seconds/{step}": t for step, t in result.seconds.items()}
     yield dg.MaterializeResult(metadata=metadata)
     accounted = result.kept_train + result.kept_eval + sum(result.dropped.values())
     yield dg.AssetCheckResult(check_name=ACCOUNTING_CHECK, passed=in_rows == stored == accounted,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import Counter
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -18,7 +19,10 @@ import duckdb
 import pyarrow as pa
 
 from echo_dagster.filters.deidentify import find
-from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row
+from echo_dagster.filters.pipeline import (
+    Clock, DocumentScan, FilterSettings, FilterState, filter_row, row_document, scan_document, scan_key,
+)
+from echo_dagster.workers import DEFAULT_WORKERS, worker_pool
 
 _COLUMNS = (
     ("completion_id", "VARCHAR"), ("session_id", "VARCHAR"), ("user_id", "VARCHAR"), ("tenant_id", "VARCHAR"),
@@ -45,11 +49,13 @@ class FilterResult:
     kept_eval: int
     dropped: dict[str, int] = field(default_factory=dict)
     pii_found: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per filter, summed over processes
 
 
 def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_users=frozenset(),
                      opted_out_tenants=frozenset(), settings: FilterSettings = FilterSettings(),
-                     dedup_window_days: int = 30, batch_rows: int = 1_000) -> FilterResult:
+                     dedup_window_days: int = 30, batch_rows: int = 1_000, workers: int = DEFAULT_WORKERS,
+                     parallel_min_rows: int = 5_000) -> FilterResult:
     for statement in DDL:
         con.execute(statement)
     state = FilterState(frozenset(opted_out_users), frozenset(opted_out_tenants), settings=settings)
@@ -68,21 +74,65 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
         params={"day": day},
     )
     dropped, kept, rows_in = Counter(), Counter(), 0
-    for chunk in rows.to_arrow_reader(batch_rows):
-        out = [filter_row(row, state) for row in chunk.to_pylist()]
-        rows_in += len(out)
-        dropped.update(r["drop_reason"] for r in out if r["drop_reason"])
-        kept.update(r["split"] for r in out if not r["drop_reason"])
-        batch = pa.Table.from_pylist([{n: r.get(n) for n in _SCHEMA.names} for r in out], schema=_SCHEMA)
-        con.register("batch", batch)
-        con.execute("INSERT INTO new_filtered SELECT $day, * FROM batch", {"day": day})
-        con.unregister("batch")
+    parallel = workers > 1 and con.execute("SELECT count(*) FROM refined_targets WHERE partition_date = $day",
+                                           {"day": day}).fetchall()[0][0] >= parallel_min_rows
+    with worker_pool(workers, parallel) as pool:
+        # With workers, the documents of the next batch are scanned while this process filters the
+        # current one; without, filter_row scans each document when it first meets it.
+        prefetch = _Prefetch(pool, state) if parallel else None
+        batches = (chunk.to_pylist() for chunk in rows.to_arrow_reader(batch_rows))
+        current = next(batches, None)
+        pending = prefetch.submit(current or [], {}) if prefetch else {}
+        while current is not None:
+            following = next(batches, None)
+            upcoming = prefetch.submit(following or [], pending) if prefetch else {}
+            if prefetch:
+                prefetch.collect(pending)
+            out = [filter_row(row, state) for row in current]
+            rows_in += len(out)
+            dropped.update(r["drop_reason"] for r in out if r["drop_reason"])
+            kept.update(r["split"] for r in out if not r["drop_reason"])
+            batch = pa.Table.from_pylist([{n: r.get(n) for n in _SCHEMA.names} for r in out], schema=_SCHEMA)
+            con.register("batch", batch)
+            con.execute("INSERT INTO new_filtered SELECT $day, * FROM batch", {"day": day})
+            con.unregister("batch")
+            current, pending = following, upcoming
     con.execute("BEGIN TRANSACTION")
     con.execute("DELETE FROM filtered_dataset WHERE partition_date = $day", {"day": day})
     con.execute("INSERT INTO filtered_dataset SELECT * FROM new_filtered")
     con.execute("COMMIT")
     return FilterResult(rows_in, kept["train"], kept["eval"], dict(sorted(dropped.items())),
-                        dict(sorted(state.pii_found.items())))
+                        dict(sorted(state.pii_found.items())),
+                        {step: round(t, 3) for step, t in sorted(state.clock.seconds.items())})
+
+
+class _Prefetch:
+    """Scans of the documents of coming rows, in worker processes."""
+
+    def __init__(self, pool: Executor, state: FilterState):
+        self.pool, self.state = pool, state
+
+    def submit(self, rows: list[dict], pending: dict[bytes, Future]) -> dict[bytes, Future]:
+        jobs: dict[bytes, Future] = {}
+        for row in rows:
+            if row["target"] is None or self.state.opted_out(row):
+                continue
+            document, language = row_document(row), row["language"] or ""
+            key = scan_key(document, language)
+            if key not in self.state.scans and key not in pending and key not in jobs:
+                jobs[key] = self.pool.submit(_scan, document, language, self.state.settings.ner)
+        return jobs
+
+    def collect(self, jobs: dict[bytes, Future]) -> None:
+        for key, job in jobs.items():
+            scan, seconds = job.result()
+            self.state.add_scan(key, scan)
+            self.state.clock.seconds.update(seconds)
+
+
+def _scan(document: str, language: str, ner: bool) -> tuple[DocumentScan, dict[str, float]]:
+    clock = Clock()
+    return scan_document(document, language, ner, clock), dict(clock.seconds)
 
 
 def leaks(con: duckdb.DuckDBPyConnection, day: date, batch_rows: int = 2_000) -> list[tuple[str, str]]:

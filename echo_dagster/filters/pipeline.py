@@ -82,16 +82,23 @@ class FilterState:
         self.seen = self.seen or MinHashLSH(threshold=threshold, num_perm=64)
         self.eval_targets = self.eval_targets or MinHashLSH(threshold=threshold, num_perm=64)
 
+    def opted_out(self, row: dict) -> bool:
+        return row["user_id"] in self.opted_out_users or row["tenant_id"] in self.opted_out_tenants
+
     def scan(self, document: str, language: str) -> DocumentScan:
         """The document's scan, from the cache when a row of the same final document came lately."""
-        key = hashlib.sha1(f"{language}\x00{document}".encode()).digest()
+        key = scan_key(document, language)
         if key in self.scans:
             self.scans.move_to_end(key)
             return self.scans[key]
-        scan = self.scans[key] = scan_document(document, language, self.settings.ner, self.clock)
+        scan = scan_document(document, language, self.settings.ner, self.clock)
+        self.add_scan(key, scan)
+        return scan
+
+    def add_scan(self, key: bytes, scan: DocumentScan) -> None:
+        self.scans[key] = scan
         if len(self.scans) > _SCANS_KEPT:
             self.scans.popitem(last=False)
-        return scan
 
     def remember(self, key: str, target: str, split: str, signature: MinHash | None = None) -> None:
         """A kept row, that later rows are compared with."""
@@ -110,14 +117,14 @@ def filter_row(row: dict, state: FilterState) -> dict:
     s, clock = state.settings, state.clock
     clock.start()
     out = {**row, "split": file_split(row["repo"], row["path"]), "drop_reason": None, "dedup_key": None}
-    if row["user_id"] in state.opted_out_users or row["tenant_id"] in state.opted_out_tenants:
+    if state.opted_out(row):
         # Nothing of an opted-out user's code goes further, not even to a log.
         return {**out, "prefix": None, "suffix": None, "target": None, "proposal": None, "accepted_text": None,
                 "drop_reason": "opted_out"}
     if row["target"] is None:
         return {**out, "drop_reason": row["reason"]}
     clock.lap("opt_out")
-    document = row["prefix"] + row["target"] + row["suffix"]
+    document = row_document(row)
     scan = state.scan(document, row["language"] or "")
     start, end = len(row["prefix"]), len(row["prefix"]) + len(row["target"])
     parses = scan.parses(document, start, end)
@@ -175,6 +182,15 @@ class DocumentScan:
             start, end = len(document[:start].encode()), len(document[:end].encode())
             return not any(s < end and e > start or (s == e and start <= s <= end) for s, e in self.error_spans)
         return self.compiles  # tree-sitter misses bad indentation; compile() does not
+
+
+def row_document(row: dict) -> str:
+    """The final document a refined row was cut from."""
+    return row["prefix"] + row["target"] + row["suffix"]
+
+
+def scan_key(document: str, language: str) -> bytes:
+    return hashlib.sha1(f"{language}\x00{document}".encode()).digest()
 
 
 def scan_document(document: str, language: str, ner: bool, clock: Clock) -> DocumentScan:

@@ -25,10 +25,7 @@ for the final replace-the-partition transaction, which makes re-runs idempotent.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import tempfile
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -40,6 +37,7 @@ from echo_dagster.events import NULLABLE_FIELDS
 from echo_dagster.ingest.reader import KEY_COLUMNS
 from echo_dagster.ingest.staging import StagedFile, stage_file
 from echo_dagster.landing import LandingFile, LandingStore
+from echo_dagster.workers import DEFAULT_WORKERS, worker_pool
 
 # The event fields that DuckDB reads from the validated line when it writes the partition.
 _FROM_JSON = {name: t for name, t in warehouse.EVENT_COLUMNS if name not in KEY_COLUMNS.names}
@@ -56,7 +54,7 @@ class IngestSettings:
     preview_bytes: int = 1024
     block_bytes: int = 4 * 1024 * 1024
     # Files are validated in this many processes once the three folders reach `parallel_min_bytes`.
-    workers: int = min(os.cpu_count() or 1, 8)
+    workers: int = DEFAULT_WORKERS
     parallel_min_bytes: int = 32 * 1024 * 1024
     memory_limit: str = "512MB"  # DuckDB's; past it, DuckDB spills to disk
     lock_wait_s: float = 600.0
@@ -111,11 +109,8 @@ def ingest_partition(
 def _stage(store: LandingStore, inputs: list[_Input], spill: Path, settings: IngestSettings) -> list[StagedFile]:
     size = sum(i.file.size for i in inputs)
     parallel = settings.workers > 1 and len(inputs) > 1 and size >= settings.parallel_min_bytes
-    # spawn, not fork: a parent may run DuckDB's threads. Small days stay in this process, where
-    # starting workers would cost more than it saves.
-    pool = (ProcessPoolExecutor(settings.workers, mp_context=multiprocessing.get_context("spawn"))
-            if parallel else _InProcess())
-    with pool:
+    # Small days stay in this process, where starting workers would cost more than it saves.
+    with worker_pool(settings.workers, parallel) as pool:
         futures = [
             pool.submit(stage_file, store, i.file, file_no, spill, block_bytes=settings.block_bytes,
                         max_line_bytes=settings.max_line_bytes, preview_bytes=settings.preview_bytes,
@@ -123,13 +118,6 @@ def _stage(store: LandingStore, inputs: list[_Input], spill: Path, settings: Ing
             for file_no, i in enumerate(inputs)
         ]
         return [f.result() for f in futures]
-
-
-class _InProcess(Executor):
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        future: Future = Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
 
 
 def _load_stage(con: duckdb.DuckDBPyConnection, inputs: list[_Input], staged: list[StagedFile]) -> None:
