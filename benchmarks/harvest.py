@@ -62,14 +62,13 @@ def oracle(texts: list[str]):
 
 def stage(name: str, db: str, workers: int) -> dict:
     """Runs one stage over the day in this process; its figures."""
-    import duckdb
-
+    from echo_dagster import warehouse
     from echo_dagster.filters.deidentify import find
     from echo_dagster.filters.partition import filter_partition, leaks
     from echo_dagster.harvest.partition import refine_partition
 
     figures = {}
-    with duckdb.connect(db) as con:
+    with warehouse.connect(db) as con:  # as the assets open it
         if name == "refine":
             start = time.perf_counter()
             result = refine_partition(con, DAY)

@@ -8,6 +8,7 @@ deadline) while another process holds it.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -45,6 +46,8 @@ PROVENANCE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("source_file", "VARCHAR"),
     ("source_line", "BIGINT"),
 )
+
+MEMORY_LIMIT = "2GB"  # DuckDB's, per connection; ECHO_DUCKDB_MEMORY overrides it
 
 SCHEMA_DDL = f"""
 CREATE TABLE IF NOT EXISTS raw_sessions (
@@ -107,11 +110,29 @@ def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 600.0)
         path.parent.mkdir(parents=True, exist_ok=True)
     con = _wait_for_lock(lambda: duckdb.connect(str(path), read_only=read_only), path, wait_s)
     try:
+        # Beyond it DuckDB spills to its temp folder beside the file (a day's sort of documents is
+        # larger than memory at scale).
+        con.execute(f"SET memory_limit = '{os.environ.get('ECHO_DUCKDB_MEMORY', MEMORY_LIMIT)}'")
         if not read_only:
             con.execute(SCHEMA_DDL)
         yield con
     finally:
         con.close()
+
+
+@contextlib.contextmanager
+def replacing_partition(con: duckdb.DuckDBPyConnection, table: str, day) -> Iterator[None]:
+    """Replace partition `day` of `table` by what the block inserts, in one transaction: readers see
+    the old rows or all the new ones, and a failure leaves the old. DuckDB writes a large
+    transaction's rows to the file as they come, so memory does not grow with the partition."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {table} WHERE partition_date = $day", {"day": day})
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
 
 
 @contextlib.contextmanager

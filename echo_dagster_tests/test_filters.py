@@ -46,6 +46,8 @@ def test_a_clean_row_is_kept_with_its_key(state):
     ({"target": ")\n", "prefix": "x = (1,\n    ", "suffix": "\n"}, "trivial"),
     ({"target": "return (\n" + "        1 +\n" * 12 + "        1)\n"}, "too_long"),
     ({"decision": "accepted", "accepted_text": "return 0\n", "es": 0.1}, "rewrite"),
+    ({"pasted_share": 0.9}, "paste_dominated"),
+    ({"pasted_share": 0.2}, None),
 ])
 def test_each_reason(state, fields, reason):
     out = filter_row(row(**fields), state)

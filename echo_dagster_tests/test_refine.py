@@ -1,5 +1,6 @@
 """refined_targets: final-state alignment and trimming, on hand-made sessions and simulator logs."""
 
+import random
 from datetime import date, datetime, timedelta
 
 import dagster as dg
@@ -144,6 +145,32 @@ def test_a_huge_rewrite_around_the_cursor_ends_as_a_reason_in_bounded_time():
     assert row["reason"] == "alignment_too_costly" and time.monotonic() - start < 5
 
 
+def test_thousands_of_snapshots_end_as_targets_in_bounded_time():
+    import time
+
+    body = "total = sum(values)\n"
+    head = "".join(f"def helper_{n}(x):\n    return x * {n}\n\n\n" for n in range(600)) + PREFIX  # ~20 KB
+    events = []
+    for c in range(100):  # a completion shown every 30 snapshots, rejected, the user types on
+        events += [ev("completion_shown", c * 30, completion_id=f"c{c}", prefix=head, suffix=SUFFIX,
+                      proposal="pass\n"), ev("completion_rejected", c * 30 + 1, completion_id=f"c{c}")]
+    for n in range(3_000):  # one character a second, a snapshot each
+        events.append(snap(n + 2, head + body[: n % len(body) + 1] + SUFFIX, "interval"))
+    events += [snap(3_010, head + body + SUFFIX, "save"), ev("document_closed", 3_011)]
+    events.sort(key=lambda e: e["ts"])
+    start = time.monotonic()
+    rows = refine_session(events)
+    assert len(rows) == 100 and {r["target"].rstrip() for r in rows} == {body.rstrip()}
+    assert time.monotonic() - start < 60  # linear in snapshots × completions: a few seconds here
+
+
+def test_binary_content_ends_as_rows_not_a_crash():
+    junk = bytes(random.Random(4).randrange(256) for _ in range(20_000)).decode("latin-1")
+    for document in (PREFIX + junk + SUFFIX, junk):
+        row = session("return 1\n", "rejected", document)
+        assert row["reason"] is not None or row["target"]
+
+
 def test_a_session_beyond_the_memory_bound_ends_as_a_reason(tmp_path):
     from echo_dagster.harvest.partition import refine_partition
     from echo_dagster.harvest.refine import RefineSettings
@@ -157,3 +184,29 @@ def test_a_session_beyond_the_memory_bound_ends_as_a_reason(tmp_path):
         result = refine_partition(con, date(2026, 11, 2), RefineSettings(max_session_bytes=10_000))
     assert result.completions == summary.completions and result.with_target == 0
     assert result.by_reason == {"session_too_large": summary.completions}
+
+
+PASTED = "".join(f"    value_{n} = compute_{n}(r, scale={n})\n" for n in range(20))[4:]  # ~780 characters
+# A file long enough that 780 new characters are an edit, not a new document.
+LONG_PREFIX = "".join(f"def helper_{n}(x):\n    return x * {n} + math.sqrt(x)\n\n\n" for n in range(60)) + PREFIX
+
+
+def long_final(body: str) -> str:
+    return LONG_PREFIX + body + SUFFIX
+
+
+@pytest.mark.parametrize("bodies, decision, pasted", [
+    # Typed at a human pace: 23 characters in 30 s, then nothing new.
+    (["return math.pi * r ** 2\n"], "rejected", False),
+    # An accepted proposal appears at once: not a paste.
+    ([PASTED[:400]], "accepted", False),
+    # 780 characters 30 s after the decision: more than anyone types.
+    ([PASTED + "    return value_0\n"], "rejected", True),
+    # The same text over three minutes: typed.
+    ([PASTED[: 130 * (n + 1)] for n in range(6)] + [PASTED + "    return value_0\n"], "rejected", False),
+])
+def test_text_that_grew_faster_than_typing_is_marked_pasted(bodies, decision, pasted):
+    proposal = PASTED[:400] if decision == "accepted" else "pass\n"
+    row = session(proposal, decision, *map(long_final, bodies), prefix=LONG_PREFIX)
+    assert row["reason"] is None
+    assert (row["pasted_share"] > 0.5) == pasted, row["pasted_share"]

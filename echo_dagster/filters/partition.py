@@ -18,6 +18,7 @@ from datetime import date, timedelta
 import duckdb
 import pyarrow as pa
 
+from echo_dagster import warehouse
 from echo_dagster.filters.deidentify import find
 from echo_dagster.filters.pipeline import (
     Clock, DocumentScan, FilterSettings, FilterState, filter_row, row_document, scan_document, scan_key,
@@ -29,15 +30,22 @@ _COLUMNS = (
     ("repo", "VARCHAR"), ("path", "VARCHAR"), ("language", "VARCHAR"), ("model", "VARCHAR"),
     ("source_kind", "VARCHAR"), ("decision", "VARCHAR"), ("proposal", "VARCHAR"), ("accepted_text", "VARCHAR"),
     ("prefix", "VARCHAR"), ("suffix", "VARCHAR"), ("target", "VARCHAR"), ("es", "DOUBLE"), ("survived", "DOUBLE"),
-    ("split", "VARCHAR"), ("drop_reason", "VARCHAR"), ("dedup_key", "VARCHAR"),
+    ("split", "VARCHAR"), ("drop_reason", "VARCHAR"), ("dedup_key", "VARCHAR"), ("pasted_share", "DOUBLE"),
 )
-DDL = [
-    "CREATE TABLE IF NOT EXISTS filtered_dataset (partition_date DATE NOT NULL, "
-    + ", ".join(f'"{n}" {t}' for n, t in _COLUMNS) + ")",
-    "CREATE OR REPLACE VIEW training_examples AS SELECT * FROM filtered_dataset "
-    "WHERE drop_reason IS NULL AND split = 'train'",
-    "CREATE OR REPLACE VIEW eval_set AS SELECT * FROM filtered_dataset WHERE drop_reason IS NULL AND split = 'eval'",
-]
+
+
+def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """filtered_dataset (with any column added since the warehouse was made) and its views."""
+    con.execute("CREATE TABLE IF NOT EXISTS filtered_dataset (partition_date DATE NOT NULL, "
+                + ", ".join(f'"{n}" {t}' for n, t in _COLUMNS) + ")")
+    for name, kind in _COLUMNS:
+        con.execute(f'ALTER TABLE filtered_dataset ADD COLUMN IF NOT EXISTS "{name}" {kind}')
+    con.execute("CREATE OR REPLACE VIEW training_examples AS SELECT * FROM filtered_dataset "
+                "WHERE drop_reason IS NULL AND split = 'train'")
+    con.execute("CREATE OR REPLACE VIEW eval_set AS SELECT * FROM filtered_dataset "
+                "WHERE drop_reason IS NULL AND split = 'eval'")
+
+
 _ARROW = {"VARCHAR": pa.string(), "DOUBLE": pa.float64()}
 _SCHEMA = pa.schema([(n, _ARROW[t]) for n, t in _COLUMNS])
 
@@ -56,8 +64,7 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
                      opted_out_tenants=frozenset(), settings: FilterSettings = FilterSettings(),
                      dedup_window_days: int = 30, batch_rows: int = 1_000, workers: int = DEFAULT_WORKERS,
                      parallel_min_rows: int = 5_000) -> FilterResult:
-    for statement in DDL:
-        con.execute(statement)
+    create_tables(con)
     state = FilterState(frozenset(opted_out_users), frozenset(opted_out_tenants), settings=settings)
     earlier = con.execute(
         "SELECT dedup_key, target, split FROM filtered_dataset WHERE drop_reason IS NULL "
@@ -66,7 +73,6 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
     ).fetchall()
     for key, target, split in earlier:
         state.remember(key, target, split)
-    con.execute("CREATE OR REPLACE TEMP TABLE new_filtered AS SELECT * FROM filtered_dataset LIMIT 0")
     # A cursor of its own streams the day's rows while `con` writes.
     rows = con.cursor().sql(
         "SELECT * EXCLUDE (partition_date, shown_ts) FROM refined_targets "
@@ -76,7 +82,7 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
     dropped, kept, rows_in = Counter(), Counter(), 0
     parallel = workers > 1 and con.execute("SELECT count(*) FROM refined_targets WHERE partition_date = $day",
                                            {"day": day}).fetchall()[0][0] >= parallel_min_rows
-    with worker_pool(workers, parallel) as pool:
+    with worker_pool(workers, parallel) as pool, warehouse.replacing_partition(con, "filtered_dataset", day):
         # With workers, the documents of the next batch are scanned while this process filters the
         # current one; without, filter_row scans each document when it first meets it.
         prefetch = _Prefetch(pool, state) if parallel else None
@@ -94,13 +100,9 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
             kept.update(r["split"] for r in out if not r["drop_reason"])
             batch = pa.Table.from_pylist([{n: r.get(n) for n in _SCHEMA.names} for r in out], schema=_SCHEMA)
             con.register("batch", batch)
-            con.execute("INSERT INTO new_filtered SELECT $day, * FROM batch", {"day": day})
+            con.execute("INSERT INTO filtered_dataset SELECT $day, * FROM batch", {"day": day})
             con.unregister("batch")
             current, pending = following, upcoming
-    con.execute("BEGIN TRANSACTION")
-    con.execute("DELETE FROM filtered_dataset WHERE partition_date = $day", {"day": day})
-    con.execute("INSERT INTO filtered_dataset SELECT * FROM new_filtered")
-    con.execute("COMMIT")
     return FilterResult(rows_in, kept["train"], kept["eval"], dict(sorted(dropped.items())),
                         dict(sorted(state.pii_found.items())),
                         {step: round(t, 3) for step, t in sorted(state.clock.seconds.items())})

@@ -1,7 +1,8 @@
 """The filters between refined targets and training data, in a fixed order, each with a reason code.
 
     opted_out → (no target: the refine reason) → syntax_error → mostly_pii → trivial → too_long →
-    rewrite → [eval split: routed to the eval set, splits.py] → duplicate → near_duplicate → eval_overlap
+    rewrite → paste_dominated → [eval split: routed to the eval set, splits.py] → duplicate →
+    near_duplicate → eval_overlap
 
 Opt-out comes first so that nothing reads the code of someone who opted out. De-identification
 replaces PII and secrets with placeholders in prefix, suffix and target of every row that passes
@@ -23,8 +24,8 @@ from echo_dagster.filters.deidentify import PLACEHOLDERS, Finding, find, redact
 from echo_dagster.splits import file_split
 from echo_dagster.syntax import compiles, error_spans, parse
 
-REASONS = ("opted_out", "syntax_error", "mostly_pii", "trivial", "too_long", "rewrite", "duplicate",
-           "near_duplicate", "eval_overlap")
+REASONS = ("opted_out", "syntax_error", "mostly_pii", "trivial", "too_long", "rewrite", "paste_dominated",
+           "duplicate", "near_duplicate", "eval_overlap")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class FilterSettings:
     max_target_lines: int = 8
     rewrite_below_es: float = 0.3  # accepted, yet the kept code shares this little with the proposal
     mostly_pii_share: float = 0.5  # of the target's characters, after de-identification
+    paste_share: float = 0.5  # of the target's region that appeared faster than typing
     near_duplicate_jaccard: float = 0.85
     context_chars: int = 200  # of the prefix's tail, in the dedup key
     # The context a training example keeps around its target (a prompt takes a few hundred tokens).
@@ -146,6 +148,8 @@ def filter_row(row: dict, state: FilterState) -> dict:
         return {**out, "drop_reason": "too_long"}
     if row["decision"] == "accepted" and (row["es"] or 0.0) < s.rewrite_below_es:
         return {**out, "drop_reason": "rewrite"}
+    if (row.get("pasted_share") or 0.0) > s.paste_share:
+        return {**out, "drop_reason": "paste_dominated"}
     clock.lap("noise")
     key = _dedup_key(prefix, target, s.context_chars)
     out["dedup_key"] = key

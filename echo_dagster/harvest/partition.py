@@ -8,6 +8,7 @@ from datetime import date
 import duckdb
 import pyarrow as pa
 
+from echo_dagster import warehouse
 from echo_dagster.harvest.refine import RefineSettings, refine_session
 
 TARGET_COLUMNS = (
@@ -15,7 +16,7 @@ TARGET_COLUMNS = (
     ("repo", "VARCHAR"), ("path", "VARCHAR"), ("language", "VARCHAR"), ("model", "VARCHAR"),
     ("shown_ts", "TIMESTAMP"), ("proposal", "VARCHAR"), ("decision", "VARCHAR"), ("accepted_text", "VARCHAR"),
     ("source_kind", "VARCHAR"), ("prefix", "VARCHAR"), ("suffix", "VARCHAR"), ("target", "VARCHAR"),
-    ("es", "DOUBLE"), ("survived", "DOUBLE"), ("reason", "VARCHAR"),
+    ("es", "DOUBLE"), ("survived", "DOUBLE"), ("reason", "VARCHAR"), ("pasted_share", "DOUBLE"),
 )
 TARGETS_DDL = (
     "CREATE TABLE IF NOT EXISTS refined_targets (partition_date DATE NOT NULL, "
@@ -40,7 +41,8 @@ def refine_partition(con: duckdb.DuckDBPyConnection, day: date, settings: Refine
                      batch_rows: int = 2_000) -> RefineResult:
     """Replace partition `day` of refined_targets (in one transaction) from raw_sessions."""
     con.execute(TARGETS_DDL)
-    con.execute("CREATE OR REPLACE TEMP TABLE new_targets AS SELECT * FROM refined_targets LIMIT 0")
+    for name, kind in TARGET_COLUMNS:  # a warehouse made before a column was added gets it
+        con.execute(f'ALTER TABLE refined_targets ADD COLUMN IF NOT EXISTS "{name}" {kind}')
     reader = con.cursor()  # streams the sessions while `con` writes
     reader.execute(
         f"SELECT {', '.join(_EVENT_FIELDS)} FROM raw_sessions WHERE partition_date = $day "
@@ -50,25 +52,22 @@ def refine_partition(con: duckdb.DuckDBPyConnection, day: date, settings: Refine
     out: list[dict] = []
     session: list[dict] = []
     held = 0  # bytes of text the current session holds
-    while chunk := reader.fetchmany(batch_rows):
-        for values in chunk:
-            event = dict(zip(_EVENT_FIELDS, values))
-            if session and event["session_id"] != session[0]["session_id"]:
-                out += refine_session(session, settings, too_large=held > settings.max_session_bytes)
-                session, held = [], 0
-            held += sum(len(event[k] or "") for k in ("document", "prefix", "suffix"))
-            if held > settings.max_session_bytes:
-                event["document"] = None  # keep the events, not their documents: memory stays bounded
-            session.append(event)
-        if len(out) >= batch_rows:
-            _append(con, day, out)
-    if session:
-        out += refine_session(session, settings, too_large=held > settings.max_session_bytes)
-    _append(con, day, out)
-    con.execute("BEGIN TRANSACTION")
-    con.execute("DELETE FROM refined_targets WHERE partition_date = $day", {"day": day})
-    con.execute("INSERT INTO refined_targets SELECT * FROM new_targets")
-    con.execute("COMMIT")
+    with warehouse.replacing_partition(con, "refined_targets", day):
+        while chunk := reader.fetchmany(batch_rows):
+            for values in chunk:
+                event = dict(zip(_EVENT_FIELDS, values))
+                if session and event["session_id"] != session[0]["session_id"]:
+                    out += refine_session(session, settings, too_large=held > settings.max_session_bytes)
+                    session, held = [], 0
+                held += sum(len(event[k] or "") for k in ("document", "prefix", "suffix"))
+                if held > settings.max_session_bytes:
+                    event["document"] = None  # keep the events, not their documents: memory stays bounded
+                session.append(event)
+            if len(out) >= batch_rows:
+                _append(con, day, out)
+        if session:
+            out += refine_session(session, settings, too_large=held > settings.max_session_bytes)
+        _append(con, day, out)
     rows = con.execute(
         "SELECT count(*), count(target), avg(es) FROM refined_targets WHERE partition_date = $day", {"day": day}
     ).fetchone()
@@ -84,7 +83,7 @@ def _append(con: duckdb.DuckDBPyConnection, day: date, rows: list[dict]) -> None
         return
     batch = pa.Table.from_pylist(rows, schema=_SCHEMA)
     con.register("batch", batch)
-    con.execute("INSERT INTO new_targets SELECT $day, * FROM batch", {"day": day})
+    con.execute("INSERT INTO refined_targets SELECT $day, * FROM batch", {"day": day})
     con.unregister("batch")
     rows.clear()
 

@@ -29,6 +29,9 @@ class RefineSettings:
     # Bounds for pathological sessions: beyond them a completion gets a reason, not a crash.
     max_session_bytes: int = 256 * 1024 * 1024  # a session's documents held at once
     max_changed_chars: int = 100_000  # between two consecutive versions, around a cursor
+    # Faster than anyone types (80 words a minute is under 7 characters a second): text that grew
+    # faster than this, beyond an accepted proposal, was pasted.
+    typing_chars_per_s: float = 10.0
 
 
 def refine_session(events: list[dict], settings: RefineSettings = RefineSettings(), *,
@@ -74,6 +77,7 @@ def _base_row(shown: dict) -> dict:
         "language": shown["language"], "model": shown["model"], "shown_ts": shown["ts"],
         "proposal": shown["proposal"], "decision": None, "accepted_text": None, "source_kind": None,
         "prefix": None, "suffix": None, "target": None, "es": None, "survived": None, "reason": None,
+        "pasted_share": None,
     }
 
 
@@ -92,14 +96,21 @@ def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, set
     final = chain.final_from(first)
     cursor = len(shown["prefix"])
     entry = Diff(shown["prefix"] + shown["suffix"], chain.snapshots[first]["document"], settings.max_changed_chars)
+    snapshots = chain.snapshots
+    steps = [(entry, snapshots[first]["ts"] - shown["ts"], len(row["accepted_text"] or ""))]
+    steps += [(chain.diff(i), snapshots[i + 1]["ts"] - snapshots[i]["ts"], 0) for i in range(first, final)]
     left = right = cursor
-    for step in [entry] + [chain.diff(i) for i in range(first, final)]:
+    growth = []  # per step: the region's length before and after it, and what grew faster than typing
+    for step, elapsed, instant in steps:
         if step.unchanged_share < MIN_UNCHANGED_SHARE:
             return {**row, "reason": "document_replaced"}
         try:
+            before = right - left
             left, right = step.map(left, right=False), step.map(right, right=True)
         except AlignmentTooCostly:
             return {**row, "reason": "alignment_too_costly"}
+        typed = elapsed.total_seconds() * settings.typing_chars_per_s + instant
+        growth.append((before, right - left, max(0.0, right - left - before - typed)))
     document = chain.snapshots[final]["document"]
     region = document[left:right]
     if not region.strip():
@@ -111,7 +122,7 @@ def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, set
     if not target.strip():
         return {**row, "reason": "empty_target"}
     row |= {"prefix": document[:left], "suffix": document[left + len(target):], "target": target,
-            "es": edit_similarity(shown["proposal"], target)}
+            "es": edit_similarity(shown["proposal"], target), "pasted_share": _pasted_share(growth, len(target))}
     if accepted:
         text = decision["accepted_text"]
         row["survived"] = surviving_chars(text, target) / len(text) if text else 0.0
@@ -120,3 +131,14 @@ def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, set
     else:
         row["source_kind"] = "rejected_rewritten"
     return row
+
+
+def _pasted_share(growth: list[tuple[int, int, float]], target_chars: int) -> float:
+    """The share of the target that came faster than typing. Snapshots do not tell in which order
+    an interval's text came, so the target's part of what an interval added counts as fast in the
+    proportion that all of it was."""
+    pasted = 0.0
+    for before, after, fast in growth:
+        if after > before:
+            pasted += max(0, min(after, target_chars) - before) * fast / (after - before)
+    return min(1.0, pasted / target_chars) if target_chars else 0.0
