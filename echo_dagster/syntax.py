@@ -50,22 +50,27 @@ def error_spans(code: bytes, language: str, tree=None) -> list[tuple[int, int]] 
     return spans
 
 
-def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | None = None) -> str:
+def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | None = None, tree=None) -> str:
     """The longest whole-line cut of `text` (inserted after `prefix`) with the fewest syntax errors
     inside it: a block is not cut in the middle of a bracket or a statement when a shorter or longer
-    cut closes it. A single line is left as it is."""
+    cut closes it. A single line is left as it is. `tree`: a parse of a text that starts with
+    `prefix`, when the caller has one (the statement the cursor is in is found in it)."""
     lines = text.splitlines(keepends=True)
     if max_lines is not None:
         lines = lines[:max_lines]
     if len(lines) <= 1:
         return "".join(lines)
     data = prefix.encode()
-    tree = parse(data + "".join(lines).encode(), language)
+    tree = tree or parse(data + "".join(lines).encode(), language)
     if tree is None:
         return "".join(lines)
-    # Errors after the cursor depend on the top-level statement the cursor is in, not on the rest
-    # of the file above it: each cut is parsed (and compiled) from that statement's line on.
-    head = data[_statement_line_start(tree, data, len(data)) :].decode()
+    # Errors after the cursor depend on the statement around it, not on the rest of the file
+    # above: each cut is parsed (and compiled) from that statement's line on.
+    typed = prefix[prefix.rfind("\n") + 1 :]
+    indent = min((_indent(line) for line in [typed + lines[0]] + lines[1:] if line.strip()), default=0)
+    head = data[_window_start(tree, data, len(data), indent, language) :].decode()
+    if head[:1] in (" ", "\t"):
+        head = "if 1:\n" + head  # an indented definition is a block of its own
     start = len(head.encode())
     best, best_errors = "", None
     for n in range(1, len(lines) + 1):
@@ -79,10 +84,31 @@ def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | Non
     return best
 
 
-def _statement_line_start(tree, data: bytes, at: int) -> int:
-    """The byte offset of the line where the last top-level node that starts before `at` starts."""
-    starts = [child.start_byte for child in tree.root_node.children if child.start_byte < at]
-    return data.rfind(b"\n", 0, starts[-1]) + 1 if starts else 0
+# Python definitions parse and compile on their own, wherever they stand (a `return` or a `break`
+# needs the function or loop around it, and the definition holds those).
+_SELF_CONTAINED = {"python": {"function_definition", "class_definition", "decorated_definition"}}
+
+
+def _window_start(tree, data: bytes, at: int, indent: int, language: str) -> int:
+    """The byte offset of the line where the innermost self-contained node around `at` starts,
+    among those indented no deeper than the inserted lines (else the last top-level node that
+    starts before `at`)."""
+    kinds = _SELF_CONTAINED.get(language, set())
+    node, start = tree.root_node, 0
+    while True:
+        before = [child for child in node.children if child.start_byte < at]
+        if not before:
+            return start
+        node = before[-1]
+        line = data.rfind(b"\n", 0, node.start_byte) + 1
+        if node.parent == tree.root_node:
+            start = line
+        elif node.type in kinds and not data[line : node.start_byte].strip() and node.start_byte - line <= indent:
+            start = line
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
 
 
 def compiles(code: str) -> bool:

@@ -121,13 +121,14 @@ def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 600.0)
 
 
 @contextlib.contextmanager
-def replacing_partition(con: duckdb.DuckDBPyConnection, table: str, day) -> Iterator[None]:
-    """Replace partition `day` of `table` by what the block inserts, in one transaction: readers see
-    the old rows or all the new ones, and a failure leaves the old. DuckDB writes a large
+def replacing_partition(con: duckdb.DuckDBPyConnection, day, *tables: str) -> Iterator[None]:
+    """Replace partition `day` of the tables by what the block inserts, in one transaction: readers
+    see the old rows or all the new ones, and a failure leaves the old. DuckDB writes a large
     transaction's rows to the file as they come, so memory does not grow with the partition."""
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"DELETE FROM {table} WHERE partition_date = $day", {"day": day})
+        for table in tables:
+            con.execute(f"DELETE FROM {table} WHERE partition_date = $day", {"day": day})
         yield
     except BaseException:
         con.execute("ROLLBACK")

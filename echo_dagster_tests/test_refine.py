@@ -12,7 +12,7 @@ from echo_dagster.defs.raw_sessions_asset import raw_sessions
 from echo_dagster.defs.refined_targets_asset import refined_targets
 from echo_dagster.defs.resources import LandingZone, Warehouse
 from echo_dagster.harvest.align import Diff
-from echo_dagster.harvest.refine import REASONS, refine_session
+from echo_dagster.harvest.refine import REASONS, refine_session, split_document
 from echo_dagster.landing import LocalLandingStore
 from echo_dagster.simulate.run import SimulationSpec, simulate
 from echo_dagster_tests.test_simulate import SOURCE, half_right
@@ -69,7 +69,7 @@ def final(body: str) -> str:
 def test_each_source_kind(proposal, decision, body, accepted_text, kind, target):
     row = session(proposal, decision, final(body), accepted_text=accepted_text)
     assert (row["source_kind"], row["target"], row["reason"]) == (kind, target, None)
-    assert row["prefix"] == PREFIX and row["suffix"] == SUFFIX
+    assert split_document(row) == (PREFIX, SUFFIX)
     assert 0.0 <= row["es"] <= 1.0
 
 
@@ -78,7 +78,8 @@ def test_the_target_is_what_stands_at_the_cursor_after_edits_elsewhere_and_more_
     later = "# geometry helpers\n" + typed.replace("import math", "import math  # stdlib")
     row = session("return math.pi * r * r\n", "accepted", final("return math.pi * r * r\n"), typed, later)
     assert row["target"] == "return math.pi * r ** 2\n" and row["source_kind"] == "accepted_edited"
-    assert row["prefix"].startswith("# geometry helpers\n") and row["suffix"].startswith("\n\ndef perimeter")
+    prefix, suffix = split_document(row)
+    assert prefix.startswith("# geometry helpers\n") and suffix.startswith("\n\ndef perimeter")
     assert row["survived"] == pytest.approx(22 / 23)  # all but one "r" of the accepted text stands
 
 
@@ -122,11 +123,15 @@ def test_refined_targets_account_for_every_completion_of_the_simulators_logs(tmp
     with warehouse.connect(tmp_path / "wh.duckdb", read_only=True) as con:
         rows, with_target, kinds = con.execute(
             "SELECT count(*), count(target), count(DISTINCT source_kind) FROM refined_targets").fetchone()
+        examples = con.execute("SELECT count(*), count(prefix), count(DISTINCT session_id), "
+                               "(SELECT count(*) FROM final_documents) FROM refined_examples").fetchone()
         reasons = dict(con.execute("SELECT reason, count(*) FROM refined_targets WHERE reason IS NOT NULL "
                                    "GROUP BY ALL").fetchall())
         unaccounted = con.execute(
             "SELECT count(*) FROM refined_targets WHERE (target IS NULL) = (reason IS NULL)").fetchone()[0]
     assert rows == summary.completions and unaccounted == 0
+    # Each final document stored once, prefix' and suffix' read back through the view.
+    assert examples[:2] == (rows, with_target) and 0 < examples[3] <= examples[2]
     assert with_target > rows / 2 and kinds >= 2, reasons  # the corpus is this repository: it changes
     assert set(reasons) <= set(REASONS)
 

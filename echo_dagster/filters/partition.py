@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections import Counter
-from concurrent.futures import Executor, Future
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -20,10 +19,8 @@ import pyarrow as pa
 
 from echo_dagster import warehouse
 from echo_dagster.filters.deidentify import find
-from echo_dagster.filters.pipeline import (
-    Clock, DocumentScan, FilterSettings, FilterState, filter_row, row_document, scan_document, scan_key,
-)
-from echo_dagster.workers import DEFAULT_WORKERS, worker_pool
+from echo_dagster.harvest.refine import split_document
+from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row
 
 _COLUMNS = (
     ("completion_id", "VARCHAR"), ("session_id", "VARCHAR"), ("user_id", "VARCHAR"), ("tenant_id", "VARCHAR"),
@@ -57,13 +54,12 @@ class FilterResult:
     kept_eval: int
     dropped: dict[str, int] = field(default_factory=dict)
     pii_found: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)  # per filter, summed over processes
+    seconds: dict[str, float] = field(default_factory=dict)  # per filter
 
 
 def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_users=frozenset(),
                      opted_out_tenants=frozenset(), settings: FilterSettings = FilterSettings(),
-                     dedup_window_days: int = 30, batch_rows: int = 1_000, workers: int = DEFAULT_WORKERS,
-                     parallel_min_rows: int = 5_000) -> FilterResult:
+                     dedup_window_days: int = 30, batch_rows: int = 1_000) -> FilterResult:
     create_tables(con)
     state = FilterState(frozenset(opted_out_users), frozenset(opted_out_tenants), settings=settings)
     earlier = con.execute(
@@ -80,21 +76,10 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
         params={"day": day},
     )
     dropped, kept, rows_in = Counter(), Counter(), 0
-    parallel = workers > 1 and con.execute("SELECT count(*) FROM refined_targets WHERE partition_date = $day",
-                                           {"day": day}).fetchall()[0][0] >= parallel_min_rows
-    with worker_pool(workers, parallel) as pool, warehouse.replacing_partition(con, "filtered_dataset", day):
-        # With workers, the documents of the next batch are scanned while this process filters the
-        # current one; without, filter_row scans each document when it first meets it.
-        prefetch = _Prefetch(pool, state) if parallel else None
-        batches = (chunk.to_pylist() for chunk in rows.to_arrow_reader(batch_rows))
-        current = next(batches, None)
-        pending = prefetch.submit(current or [], {}) if prefetch else {}
-        while current is not None:
-            following = next(batches, None)
-            upcoming = prefetch.submit(following or [], pending) if prefetch else {}
-            if prefetch:
-                prefetch.collect(pending)
-            out = [filter_row(row, state) for row in current]
+    documents = _Documents(con.cursor(), day)
+    with warehouse.replacing_partition(con, day, "filtered_dataset"):
+        for chunk in rows.to_arrow_reader(batch_rows):
+            out = [filter_row(row, state) for row in documents.split(chunk.to_pylist())]
             rows_in += len(out)
             dropped.update(r["drop_reason"] for r in out if r["drop_reason"])
             kept.update(r["split"] for r in out if not r["drop_reason"])
@@ -102,39 +87,35 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
             con.register("batch", batch)
             con.execute("INSERT INTO filtered_dataset SELECT $day, * FROM batch", {"day": day})
             con.unregister("batch")
-            current, pending = following, upcoming
     return FilterResult(rows_in, kept["train"], kept["eval"], dict(sorted(dropped.items())),
                         dict(sorted(state.pii_found.items())),
                         {step: round(t, 3) for step, t in sorted(state.clock.seconds.items())})
 
 
-class _Prefetch:
-    """Scans of the documents of coming rows, in worker processes."""
+class _Documents:
+    """The final documents of the day's rows, fetched a batch of rows at a time, the latest kept."""
 
-    def __init__(self, pool: Executor, state: FilterState):
-        self.pool, self.state = pool, state
+    def __init__(self, con: duckdb.DuckDBPyConnection, day: date, kept: int = 4_096):
+        self.con, self.day, self.kept = con, day, kept
+        self.cache: OrderedDict[str, str] = OrderedDict()
 
-    def submit(self, rows: list[dict], pending: dict[bytes, Future]) -> dict[bytes, Future]:
-        jobs: dict[bytes, Future] = {}
+    def split(self, rows: list[dict]) -> list[dict]:
+        """The rows with prefix' and suffix' from their documents."""
+        missing = list({r["document_id"] for r in rows if r["document_id"] and r["document_id"] not in self.cache})
+        if missing:
+            self.cache.update(self.con.execute(
+                "SELECT document_id, document FROM final_documents WHERE partition_date = $day "
+                "AND list_contains($ids, document_id)", {"day": self.day, "ids": missing}).fetchall())
         for row in rows:
-            if row["target"] is None or self.state.opted_out(row):
-                continue
-            document, language = row_document(row), row["language"] or ""
-            key = scan_key(document, language)
-            if key not in self.state.scans and key not in pending and key not in jobs:
-                jobs[key] = self.pool.submit(_scan, document, language, self.state.settings.ner)
-        return jobs
-
-    def collect(self, jobs: dict[bytes, Future]) -> None:
-        for key, job in jobs.items():
-            scan, seconds = job.result()
-            self.state.add_scan(key, scan)
-            self.state.clock.seconds.update(seconds)
-
-
-def _scan(document: str, language: str, ner: bool) -> tuple[DocumentScan, dict[str, float]]:
-    clock = Clock()
-    return scan_document(document, language, ner, clock), dict(clock.seconds)
+            row["prefix"] = row["suffix"] = None
+            if row["document_id"]:
+                self.cache.move_to_end(row["document_id"])
+                row["document"] = self.cache[row["document_id"]]
+                row["prefix"], row["suffix"] = split_document(row)
+                del row["document"]
+        while len(self.cache) > self.kept:
+            self.cache.popitem(last=False)
+        return rows
 
 
 def leaks(con: duckdb.DuckDBPyConnection, day: date, batch_rows: int = 2_000) -> list[tuple[str, str]]:

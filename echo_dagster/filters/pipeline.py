@@ -89,18 +89,14 @@ class FilterState:
 
     def scan(self, document: str, language: str) -> DocumentScan:
         """The document's scan, from the cache when a row of the same final document came lately."""
-        key = scan_key(document, language)
+        key = hashlib.sha1(f"{language}\x00{document}".encode()).digest()
         if key in self.scans:
             self.scans.move_to_end(key)
             return self.scans[key]
-        scan = scan_document(document, language, self.settings.ner, self.clock)
-        self.add_scan(key, scan)
-        return scan
-
-    def add_scan(self, key: bytes, scan: DocumentScan) -> None:
-        self.scans[key] = scan
+        scan = self.scans[key] = scan_document(document, language, self.settings.ner, self.clock)
         if len(self.scans) > _SCANS_KEPT:
             self.scans.popitem(last=False)
+        return scan
 
     def remember(self, key: str, target: str, split: str, signature: MinHash | None = None) -> None:
         """A kept row, that later rows are compared with."""
@@ -126,7 +122,7 @@ def filter_row(row: dict, state: FilterState) -> dict:
     if row["target"] is None:
         return {**out, "drop_reason": row["reason"]}
     clock.lap("opt_out")
-    document = row_document(row)
+    document = row["prefix"] + row["target"] + row["suffix"]
     scan = state.scan(document, row["language"] or "")
     start, end = len(row["prefix"]), len(row["prefix"]) + len(row["target"])
     parses = scan.parses(document, start, end)
@@ -186,15 +182,6 @@ class DocumentScan:
             start, end = len(document[:start].encode()), len(document[:end].encode())
             return not any(s < end and e > start or (s == e and start <= s <= end) for s, e in self.error_spans)
         return self.compiles  # tree-sitter misses bad indentation; compile() does not
-
-
-def row_document(row: dict) -> str:
-    """The final document a refined row was cut from."""
-    return row["prefix"] + row["target"] + row["suffix"]
-
-
-def scan_key(document: str, language: str) -> bytes:
-    return hashlib.sha1(f"{language}\x00{document}".encode()).digest()
 
 
 def scan_document(document: str, language: str, ner: bool, clock: Clock) -> DocumentScan:

@@ -1,37 +1,15 @@
 """Carry positions in a document through its later versions.
 
-Consecutive snapshots differ in a small region, so the common prefix and suffix are found with
-C-speed slice comparisons and only the changed middle is aligned (rapidfuzz's Levenshtein
-opcodes, computed once per pair of versions): whole-document alignment would cost O(n·m).
+Consecutive snapshots differ in a small region, so the common prefix and suffix are found at C
+speed (rapidfuzz's Prefix and Postfix) and only the changed middle is aligned (rapidfuzz's
+Levenshtein opcodes, computed once per pair of versions): whole-document alignment would cost O(n·m).
 """
 
 from __future__ import annotations
 
 from functools import cached_property
 
-from rapidfuzz.distance import Levenshtein
-
-
-def _common_prefix(a: str, b: str) -> int:
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:  # the largest n with a[:n] == b[:n]; each test is one memcmp
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _common_suffix(a: str, b: str, limit: int) -> int:
-    lo, hi = 0, min(len(a), len(b), limit)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[len(a) - mid :] == b[len(b) - mid :]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+from rapidfuzz.distance import Levenshtein, Postfix, Prefix
 
 
 class AlignmentTooCostly(ValueError):
@@ -45,8 +23,8 @@ class Diff:
     def __init__(self, old: str, new: str, max_changed_chars: int = 100_000):
         self.old, self.new = old, new
         self.max_changed_chars = max_changed_chars
-        self.prefix = _common_prefix(old, new)
-        self.suffix = _common_suffix(old, new, min(len(old), len(new)) - self.prefix)
+        self.prefix = Prefix.similarity(old, new)
+        self.suffix = min(Postfix.similarity(old, new), min(len(old), len(new)) - self.prefix)
 
     @property
     def unchanged_share(self) -> float:

@@ -4,7 +4,8 @@ For every completion shown: its decision; the final state — the last save or c
 the decision, else the last snapshot; the cursor carried through every snapshot in between (left
 and right of it, so that what the user inserted there lies between the two); and that region cut
 to a syntactic unit by the rule that cuts proposals (`model.generation.postprocess`). The example
-is (prefix', suffix', target) taken from the final document. A completion with no usable final
+is (prefix', suffix', target) taken from the final document: the row holds the document and where
+the target starts in it (`split_document`). A completion with no usable final
 state keeps a row with its reason.
 """
 
@@ -16,6 +17,7 @@ from datetime import datetime
 from echo_dagster.evaluation.metrics import edit_similarity, surviving_chars
 from echo_dagster.harvest.align import AlignmentTooCostly, Diff
 from echo_dagster.model.generation import CompletionRequest, postprocess
+from echo_dagster.syntax import parse
 
 # Reasons a completion yields no target (refined_targets.reason).
 REASONS = ("no_decision", "no_final_snapshot", "session_abandoned", "document_replaced", "region_deleted",
@@ -55,12 +57,19 @@ class _Chain:
         self.snapshots = snapshots
         self.max_changed_chars = max_changed_chars
         self._diffs: dict[int, Diff] = {}
+        self._trees: dict[int, object] = {}
 
     def diff(self, i: int) -> Diff:  # snapshot i -> i + 1
         if i not in self._diffs:
             self._diffs[i] = Diff(self.snapshots[i]["document"], self.snapshots[i + 1]["document"],
                                   self.max_changed_chars)
         return self._diffs[i]
+
+    def tree(self, i: int, language: str):
+        """Snapshot i parsed, for trimming: the completions of a session share their final document."""
+        if i not in self._trees:
+            self._trees[i] = parse(self.snapshots[i]["document"].encode(), language)
+        return self._trees[i]
 
     def first_after(self, ts: datetime) -> int | None:
         return next((i for i, s in enumerate(self.snapshots) if s["ts"] >= ts), None)
@@ -76,7 +85,7 @@ def _base_row(shown: dict) -> dict:
         "tenant_id": shown["tenant_id"], "repo": shown["repo"], "path": shown["path"],
         "language": shown["language"], "model": shown["model"], "shown_ts": shown["ts"],
         "proposal": shown["proposal"], "decision": None, "accepted_text": None, "source_kind": None,
-        "prefix": None, "suffix": None, "target": None, "es": None, "survived": None, "reason": None,
+        "document": None, "target_start": None, "target": None, "es": None, "survived": None, "reason": None,
         "pasted_share": None,
     }
 
@@ -118,10 +127,10 @@ def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, set
     request = CompletionRequest(document[:left], document[right:], shown["language"] or "")
     # As long as the proposal was (what the user wrote in its place), within the line limit.
     lines = min(settings.max_lines, max(1, len(shown["proposal"].splitlines())))
-    target = postprocess(request, region, lines)
+    target = postprocess(request, region, lines, chain.tree(final, request.language))
     if not target.strip():
         return {**row, "reason": "empty_target"}
-    row |= {"prefix": document[:left], "suffix": document[left + len(target):], "target": target,
+    row |= {"document": document, "target_start": left, "target": target,
             "es": edit_similarity(shown["proposal"], target), "pasted_share": _pasted_share(growth, len(target))}
     if accepted:
         text = decision["accepted_text"]
@@ -142,3 +151,9 @@ def _pasted_share(growth: list[tuple[int, int, float]], target_chars: int) -> fl
         if after > before:
             pasted += max(0, min(after, target_chars) - before) * fast / (after - before)
     return min(1.0, pasted / target_chars) if target_chars else 0.0
+
+
+def split_document(row: dict) -> tuple[str, str]:
+    """(prefix', suffix') of a refined row: the final document before and after the target."""
+    start = row["target_start"]
+    return row["document"][:start], row["document"][start + len(row["target"]) :]

@@ -143,9 +143,9 @@ def _finished(request: CompletionRequest, text: str, max_lines: int) -> bool:
     return any(line.strip() and _indent(line) < indent for line in complete_lines[1:])
 
 
-def postprocess(request: CompletionRequest, text: str, max_lines: int) -> str:
+def postprocess(request: CompletionRequest, text: str, max_lines: int, tree=None) -> str:
     """The proposal to insert at the cursor: one line for a mid-line trigger, else the block's
-    lines up to a dedent, cut at a syntactic boundary."""
+    lines up to a dedent, cut at a syntactic boundary. `tree`: see `trim_to_boundary`."""
     if is_mid_line(request.prefix):
         return text.split("\n", 1)[0].rstrip()
     typed = request.prefix.rpartition("\n")[2]
@@ -166,7 +166,7 @@ def postprocess(request: CompletionRequest, text: str, max_lines: int) -> str:
         return ""
     kept[0] = kept[0][len(typed):] if kept[0].startswith(typed) else kept[0].lstrip()
     proposal = "\n".join(kept) + ("\n" if terminated else "")
-    return trim_to_boundary(request.prefix, proposal, request.language)
+    return trim_to_boundary(request.prefix, proposal, request.language, tree=tree)
 
 
 def _indent(line: str) -> int:
