@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import resource
 import shutil
 import statistics
 import subprocess
@@ -85,8 +84,15 @@ def stage(name: str, db: str) -> dict:
                         "filter_seconds": result.seconds}
             start = time.perf_counter()
             figures |= {"leaks": len(leaks(con, DAY)), "check_seconds": time.perf_counter() - start}
-    figures["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    figures["peak_mb"] = peak_mb()
     return figures
+
+
+def peak_mb() -> int:
+    """This process's peak resident memory. Not getrusage's ru_maxrss: Linux carries it across exec,
+    so a child would report its parent's peak."""
+    status = Path("/proc/self/status").read_text()
+    return round(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024)
 
 
 def in_fresh_process(name: str, db: Path) -> dict:

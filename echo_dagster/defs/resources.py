@@ -14,6 +14,7 @@ from dagster_aws.s3 import S3Resource
 
 from echo_dagster import home, warehouse
 from echo_dagster.landing import LandingStore, LocalLandingStore, S3LandingStore, parse_s3_url
+from echo_dagster.training.registry import Registry
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -66,6 +67,22 @@ class OptOutList(dg.ConfigurableResource):
         return users, tenants
 
 
+class ModelRegistry(dg.ConfigurableResource):
+    """Where checkpoints are kept and which one is the champion: a local folder or
+    `s3://bucket/prefix` (through dagster-aws' `S3Resource`; checkpoints are downloaded into
+    `cache_dir` to be loaded)."""
+
+    url: str
+    s3: S3Resource
+    cache_dir: str
+
+    def registry(self) -> Registry:
+        if self.url.startswith("s3://"):
+            bucket, prefix = parse_s3_url(self.url)
+            return Registry(s3_client=self.s3.get_client(), bucket=bucket, prefix=prefix, cache_dir=self.cache_dir)
+        return Registry(self.url)
+
+
 def s3_resource() -> S3Resource:
     # Secrets only from the environment; without them boto3's default chain applies.
     secrets = {
@@ -86,4 +103,6 @@ def default_resources() -> dict:
         "landing": LandingZone(url=home.landing_url(), s3=s3_resource()),
         "warehouse": Warehouse(path=str(home.warehouse_path())),
         "opt_out": OptOutList(path=os.environ.get("ECHO_OPT_OUT") or str(home.echo_home() / "opt_out.txt")),
+        "models": ModelRegistry(url=os.environ.get("ECHO_MODELS") or str(home.echo_home() / "registry"),
+                                s3=s3_resource(), cache_dir=str(home.echo_home() / "models")),
     }

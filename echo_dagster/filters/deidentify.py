@@ -158,8 +158,9 @@ def _person_findings(text: str, spans: list[tuple[int, int]]) -> list[Finding]:
         for line, artifacts in ner_engine.nlp_engine.process_batch(pending, "en", batch_size=64):
             results = ner_engine.analyze(text=line, language="en", entities=["PERSON"], nlp_artifacts=artifacts,
                                          score_threshold=0.6)
-            _line_persons[line] = tuple((r.start, r.end) for r in results
-                                        if _NAME_SHAPE.fullmatch(line[r.start : r.end]))
+            # The entity may take a neighbour with it ("TODO(Jane Doe"): the name-shaped part counts.
+            _line_persons[line] = tuple((r.start + m.start(), r.start + m.end()) for r in results
+                                        if (m := _NAME_SHAPE.search(line[r.start : r.end])))
     return [Finding(offset + s, offset + e, "PERSON") for offset, line in units for s, e in _line_persons[line]]
 
 

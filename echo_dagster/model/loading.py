@@ -41,7 +41,7 @@ def load_model(spec: str, models_dir: str | Path, *, device: str = "cpu") -> Loa
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base, adapter = _split(spec)
+    base, adapter = split_spec(spec)
     folder = resolve_folder(base, models_dir)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
@@ -55,7 +55,7 @@ def load_model(spec: str, models_dir: str | Path, *, device: str = "cpu") -> Loa
     return LoadedModel(spec, model, tokenizer)
 
 
-def _split(spec: str) -> tuple[str, Path | None]:
+def split_spec(spec: str) -> tuple[str, Path | None]:
     """(base spec, adapter folder or None)."""
     if "+" in spec and not Path(spec).exists():
         base, _, adapter = spec.partition("+")

@@ -1,0 +1,122 @@
+import json
+import subprocess
+import time
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+from tqdm import tqdm
+
+from echo_dagster import home
+from echo_dagster.defs.filtered_dataset_asset import filtered_dataset
+from echo_dagster.defs.resources import ModelRegistry, Warehouse
+from echo_dagster.model.loading import default_spec
+from echo_dagster.training import window
+from echo_dagster.training.trainer import Progress, TrainSettings, eta_text, train
+
+_DEFAULTS = TrainSettings()
+
+
+class TrainConfig(dg.Config):
+    days: int = Field(default=0, description="Train on the last N daily partitions that hold training examples "
+                                             "(0: all of them).")
+    max_examples: int = Field(default=0, description="At most this many examples, a stable random sample (0: all).")
+    replay_share: float = Field(default=0.0, description="Add older examples (before the window), as a share of "
+                                                         "the window's, to limit forgetting.")
+    min_examples: int = Field(default=16, description="Fewer examples than this: no training, a skip with counts.")
+    start_from: str = Field(default="base", description="'base': the base model; 'champion': the current champion "
+                                                        "(the base when there is none).")
+    base_model: str = Field(default_factory=default_spec, description="Model spec of the base (see README, "
+                                                                      "'The model runtime').")
+    method: str = Field(default=_DEFAULTS.method, description="'lora' (peft) or 'full' (every weight).")
+    lora_r: int = Field(default=_DEFAULTS.lora_r, description="LoRA rank.")
+    lora_alpha: int = Field(default=_DEFAULTS.lora_alpha, description="LoRA scaling (alpha / r multiplies the update).")
+    lora_dropout: float = Field(default=_DEFAULTS.lora_dropout, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(default=list(_DEFAULTS.target_modules),
+                                      description="Modules that get LoRA adapters (attention projections by default).")
+    learning_rate: float = Field(default=_DEFAULTS.learning_rate, description="Peak learning rate (linear decay).")
+    warmup_steps: int = Field(default=_DEFAULTS.warmup_steps, description="Steps of linear warmup.")
+    batch_size: int = Field(default=_DEFAULTS.batch_size, description="Examples a step.")
+    epochs: int = Field(default=_DEFAULTS.epochs, description="Passes over the examples.")
+    max_steps: int = Field(default=_DEFAULTS.max_steps, description="Stop after this many steps (0: no limit).")
+    context_tokens: int = Field(default=_DEFAULTS.context_tokens, description="Prompt budget, as in generation.")
+    max_target_tokens: int = Field(default=_DEFAULTS.max_target_tokens, description="Target tokens kept an example.")
+    seed: int = Field(default=_DEFAULTS.seed, description="Seeds the sample, the batch order and the weights.")
+    save_every: int = Field(default=_DEFAULTS.save_every, description="Save resumable state every K steps.")
+    gradient_checkpointing: bool = Field(default=False, description="Less memory, about 25% slower.")
+    mixed_precision: str = Field(default="no", description="'no' (fp32, CPU) or 'bf16' (a GPU that has it).")
+
+
+@dg.asset(
+    deps=[filtered_dataset],
+    group_name="training",
+    kinds={"pytorch", "python"},
+    owners=["team:echo"],
+    pool="gpu",
+    output_required=False,
+)
+def finetuned_checkpoint(context: dg.AssetExecutionContext, config: TrainConfig, warehouse: Warehouse,
+                         models: ModelRegistry):
+    """A model fine-tuned on the harvested training examples (view `training_examples`), registered
+    in the model registry with `echo_meta.json`: what it was trained on, how, and how training went.
+    Too few examples: a skip that states the counts."""
+    registry = models.registry()
+    with warehouse.connect(read_only=True) as con:
+        data = window.load(con, window.Window(config.days, config.max_examples, config.replay_share, config.seed))
+    if len(data.examples) < config.min_examples:
+        context.log.warning(f"Not training: {len(data.examples)} training examples in the window "
+                            f"(days={config.days}), fewer than min_examples={config.min_examples}.")
+        return
+    champion = registry.champion() if config.start_from == "champion" else None
+    base = str(registry.local(champion) / "merged") if champion else config.base_model
+    settings = TrainSettings(**{k: getattr(config, k) for k in asdict(_DEFAULTS) if k != "target_modules"},
+                             target_modules=tuple(config.target_modules))
+    name = f"echo-{data.cutoff.isoformat()}-{data.hash[:10]}"
+    work = home.echo_home() / "training" / name
+    context.log.info(f"Training {name} from {base} on {len(data.examples)} examples "
+                     f"({data.replayed} replayed) of {len(data.rows_per_partition)} partitions.")
+    bar = tqdm(desc=name, unit="step")
+    every = 1
+
+    def on_step(p: Progress) -> None:
+        nonlocal every
+        bar.total, every = p.total, max(1, p.total // 50)
+        bar.update(p.step - bar.n)
+        bar.set_postfix(loss=f"{p.loss:.3f}", tok_s=f"{p.tokens_per_s:.0f}")
+        if p.step % every == 0 or p.step == p.total:
+            context.log.info(f"step {p.step}/{p.total} loss {p.loss:.4f} {p.tokens_per_s:.0f} tokens/s "
+                             f"ETA {eta_text(p.eta_s)}")
+
+    result = train(base, home.echo_home() / "models", data.examples, work / "run", work / "checkpoint", settings,
+                   on_step)
+    bar.close()
+    meta = {
+        "name": name, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "base_model": base, "started_from": "champion" if champion else "base", "champion_at_start": champion,
+        "config": config.model_dump(), "data": {
+            "cutoff": data.cutoff.isoformat(), "examples": len(data.examples), "replayed": data.replayed,
+            "rows_per_partition": data.rows_per_partition, "hash": data.hash},
+        "code_version": _code_version(), "seed": config.seed,
+        "metrics": {"steps": result.steps, "resumed_from": result.resumed_from, "examples_encoded": result.examples,
+                    "tokens": result.tokens, "seconds": round(result.seconds, 1),
+                    "final_loss": result.final_loss, "first_loss": result.losses[0] if result.losses else None},
+    }
+    (work / "checkpoint" / "echo_meta.json").write_text(json.dumps(meta, indent=2))
+    address = registry.publish(work / "checkpoint", name)
+    yield dg.MaterializeResult(metadata={
+        "name": name, "address": address, "examples": len(data.examples), "data_cutoff": data.cutoff.isoformat(),
+        "steps": result.steps, "resumed_from": result.resumed_from, "final_loss": result.final_loss,
+        "tokens_per_s": round(result.tokens / result.seconds) if result.seconds else None,
+        "data_hash": data.hash,
+    })
+
+
+def _code_version() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
+                                capture_output=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"echo-dagster {version('echo-dagster')}" + (f" ({commit})" if commit else "")

@@ -1,0 +1,111 @@
+"""The model registry: checkpoints under a root (a local folder or an S3 prefix), and the pointer to
+the champion, the model that serves.
+
+    <root>/<name>/echo_meta.json     what it was trained on, how, and how it did
+    <root>/<name>/adapter/           the LoRA adapter (plain peft loads it)
+    <root>/<name>/merged/            the merged model and tokenizer (plain transformers loads it)
+    <root>/champion.json             {"name", "set_at", "reason", "previous"}
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+
+class Registry:
+    def __init__(self, root: str | Path | None = None, *, s3_client=None, bucket: str = "", prefix: str = "",
+                 cache_dir: str | Path | None = None):
+        """A local registry (`root`) or an S3 one (`s3_client`, `bucket`, `prefix`; checkpoints are
+        downloaded into `cache_dir` to be loaded)."""
+        self.root = Path(root) if root is not None else None
+        self.s3, self.bucket, self.prefix = s3_client, bucket, prefix.strip("/")
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+
+    # -- checkpoints
+
+    def publish(self, folder: str | Path, name: str) -> str:
+        """Copies a checkpoint folder (holding echo_meta.json) in under `name`; its address."""
+        folder = Path(folder)
+        if not (folder / "echo_meta.json").is_file():
+            raise ValueError(f"{folder} holds no echo_meta.json: not a checkpoint")
+        if self.s3 is None:
+            target = self.root / name
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(folder, target)
+            return str(target)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            self.s3.upload_file(str(path), self.bucket, self._key(name, path.relative_to(folder).as_posix()))
+        return f"s3://{self.bucket}/{self._key(name)}"
+
+    def names(self) -> list[str]:
+        if self.s3 is None:
+            return sorted(p.parent.name for p in self.root.glob("*/echo_meta.json")) if self.root.is_dir() else []
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(""))
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        return sorted({k.split("/")[-2] for k in keys if k.endswith("/echo_meta.json")})
+
+    def meta(self, name: str) -> dict:
+        return json.loads(self._read(f"{name}/echo_meta.json"))
+
+    def latest(self) -> dict | None:
+        """The meta of the checkpoint trained last."""
+        metas = [self.meta(n) for n in self.names()]
+        return max(metas, key=lambda m: m["created_at"]) if metas else None
+
+    def local(self, name: str) -> Path:
+        """A local folder holding the checkpoint (downloaded once from S3)."""
+        if self.s3 is None:
+            folder = self.root / name
+            if not (folder / "echo_meta.json").is_file():
+                raise ValueError(f"no checkpoint {name!r} in {self.root}")
+            return folder
+        folder = self.cache_dir / name
+        if not (folder / "echo_meta.json").is_file():
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(name, ""))
+            for obj in (o for page in pages for o in page.get("Contents", [])):
+                path = folder / obj["Key"][len(self._key(name, "")) :]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.s3.download_file(self.bucket, obj["Key"], str(path))
+        return folder
+
+    # -- the champion
+
+    def champion(self) -> str | None:
+        try:
+            return json.loads(self._read("champion.json"))["name"]
+        except FileNotFoundError:
+            return None
+
+    def set_champion(self, name: str, reason: str) -> None:
+        if name not in self.names():
+            raise ValueError(f"no checkpoint {name!r} to make champion")
+        pointer = {"name": name, "set_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": reason,
+                   "previous": self.champion()}
+        self._write("champion.json", json.dumps(pointer, indent=2))
+
+    # -- storage
+
+    def _key(self, *parts: str) -> str:
+        """The S3 key of a path under the root; a last part "" makes it a folder's prefix."""
+        return "/".join(([self.prefix] if self.prefix else []) + list(parts))
+
+    def _read(self, relative: str) -> str:
+        if self.s3 is None:
+            return (self.root / relative).read_text()
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self._key(relative))["Body"].read().decode()
+        except self.s3.exceptions.NoSuchKey as missing:
+            raise FileNotFoundError(relative) from missing
+
+    def _write(self, relative: str, text: str) -> None:
+        if self.s3 is None:
+            path = self.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)  # a reader sees the old pointer or the new one
+        else:
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(relative), Body=text.encode())

@@ -1,0 +1,197 @@
+"""Training: finetuned_checkpoint in train_job with a tiny random model, the registry, resuming after a
+kill, and retrain_sensor."""
+
+import json
+import subprocess
+import sys
+from datetime import date, timedelta
+
+import dagster as dg
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from echo_dagster import warehouse
+from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint
+from echo_dagster.defs.jobs import train_job
+from echo_dagster.defs.resources import ModelRegistry, Warehouse
+from echo_dagster.defs.sensors import retrain_sensor
+from echo_dagster.filters.partition import create_tables
+from echo_dagster.training.examples import IGNORE, encode
+from echo_dagster.training.registry import Registry
+
+DAY = date(2026, 11, 2)
+
+
+def add_examples(db, day: date, count: int, start: int = 0) -> None:
+    """Kept training rows of filtered_dataset for `day`."""
+    with warehouse.connect(db) as con:
+        create_tables(con)
+        for n in range(start, start + count):
+            con.execute("INSERT INTO filtered_dataset (partition_date, completion_id, language, prefix, suffix, "
+                        "target, split) VALUES ($d, $c, 'python', $p, '\n', $t, 'train')",
+                        {"d": day, "c": f"{day}-{n}", "p": f"def area_{n}(r):\n    ",
+                         "t": f"return {n} * r * r\n"})
+
+
+def resources(tmp_path):
+    return {"warehouse": Warehouse(path=str(tmp_path / "wh.duckdb")),
+            "models": ModelRegistry(url=str(tmp_path / "registry"), s3=S3Resource(), cache_dir=str(tmp_path / "c"))}
+
+
+def run_config(model_dir, **overrides):
+    config = {"base_model": str(model_dir), "batch_size": 4, "max_steps": 6, "save_every": 2, "lora_r": 4,
+              "lora_alpha": 8, "min_examples": 8, "context_tokens": 64} | overrides
+    return dg.RunConfig(ops={"finetuned_checkpoint": {"config": config}})
+
+
+def test_targets_carry_the_loss_and_prompts_are_generations(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    encoded = encode(tokenizer, "def f(x):\n    ", "", "return x\n", "python", context_tokens=32,
+                     max_target_tokens=16)
+    prompt = [i for i, label in zip(encoded.input_ids, encoded.labels) if label == IGNORE]
+    target = [label for label in encoded.labels if label != IGNORE]
+    # The typed indentation is the model's to write, as when it proposes.
+    assert tokenizer.decode(target[:-1]) == "    return x\n" and target[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(prompt) == "def f(x):\n"
+
+
+def test_train_job_registers_a_checkpoint_plain_libraries_load(tmp_path, tiny_model_dir, monkeypatch):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("ECHO_HOME", str(tmp_path / "home"))
+    add_examples(tmp_path / "wh.duckdb", DAY, 12)
+    add_examples(tmp_path / "wh.duckdb", DAY + timedelta(days=1), 12, start=100)
+    defs = dg.Definitions(assets=[finetuned_checkpoint], jobs=[train_job], resources=resources(tmp_path))
+    result = defs.resolve_job_def("train_job").execute_in_process(run_config=run_config(tiny_model_dir),
+                                                             instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("finetuned_checkpoint")
+    name = materialization.metadata["name"].value
+    registry = Registry(tmp_path / "registry")
+    meta = registry.meta(name)
+    assert meta["data"]["examples"] == 24 and meta["data"]["cutoff"] == (DAY + timedelta(days=1)).isoformat()
+    assert meta["data"]["rows_per_partition"] == {DAY.isoformat(): 12, (DAY + timedelta(days=1)).isoformat(): 12}
+    assert meta["metrics"]["steps"] == 6 and meta["metrics"]["final_loss"] > 0 and len(meta["data"]["hash"]) == 64
+    assert meta["config"]["lora_r"] == 4 and meta["seed"] == 0 and meta["code_version"].startswith("echo-dagster")
+    folder = registry.local(name)
+    tokenizer = AutoTokenizer.from_pretrained(folder / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(folder / "merged")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapted = PeftModel.from_pretrained(base, folder / "adapter")
+    ids = tokenizer("def area(r):\n    ", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(merged(**ids).logits, adapted(**ids).logits, atol=1e-4)
+        out = merged.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_too_few_examples_is_a_skip_that_says_how_many(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("ECHO_HOME", str(tmp_path / "home"))
+    add_examples(tmp_path / "wh.duckdb", DAY, 3)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([finetuned_checkpoint], resources=resources(tmp_path),
+                            run_config=run_config(tiny_model_dir), instance=instance)
+    assert result.success and result.asset_materializations_for_node("finetuned_checkpoint") == []
+    logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("3 training examples" in m and "min_examples=8" in m for m in logs)
+    assert Registry(tmp_path / "registry").names() == []
+
+
+TRAIN_SCRIPT = """
+import json, sys
+from echo_dagster.training.trainer import TrainSettings, train
+examples = [{"prefix": f"def area_{n}(r):\\n    ", "suffix": "", "target": f"return {n} * r * r\\n",
+             "language": "python"} for n in range(40)]
+settings = TrainSettings(batch_size=4, save_every=2, lora_r=4, lora_alpha=8, context_tokens=64, lora_dropout=0.0)
+result = train(sys.argv[1], sys.argv[2], examples, sys.argv[3], sys.argv[4], settings,
+               lambda p: print(json.dumps({"step": p.step, "loss": p.loss}), flush=True))
+print(json.dumps({"resumed_from": result.resumed_from, "steps": result.steps}), flush=True)
+"""
+
+
+def test_a_killed_training_resumes_from_its_last_saved_step(tmp_path, tiny_model_dir):
+    def launch(work, out):
+        return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(tiny_model_dir), str(tmp_path / "m"),
+                                 str(work), str(out)], stdout=subprocess.PIPE, text=True)
+
+    def losses(lines):
+        return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+    whole = launch(tmp_path / "whole", tmp_path / "whole-out")
+    reference = losses(whole.communicate(timeout=300)[0].splitlines())
+    assert whole.returncode == 0 and len(reference) == 10
+
+    killed = launch(tmp_path / "work", tmp_path / "out")
+    seen = []
+    for line in killed.stdout:  # kill it once a state is saved and a step beyond it has run
+        seen.append(line)
+        if (tmp_path / "work" / "state" / "step.json").is_file() and len(seen) >= 5:
+            killed.kill()
+            break
+    killed.wait(timeout=60)
+    saved = json.loads((tmp_path / "work" / "state" / "step.json").read_text())["step"]
+    assert 0 < saved < 10 and not (tmp_path / "out" / "merged").exists()
+
+    again = launch(tmp_path / "work", tmp_path / "out")
+    lines = again.communicate(timeout=300)[0].splitlines()
+    assert again.returncode == 0 and json.loads(lines[-1])["resumed_from"] == saved
+    resumed = losses(lines)
+    assert sorted(resumed) == list(range(saved + 1, 11))
+    # The same batches and the same weights: the resumed steps' losses are the uninterrupted run's.
+    assert all(resumed[s] == pytest.approx(reference[s], rel=1e-4) for s in resumed)
+    assert (tmp_path / "out" / "merged" / "config.json").is_file()
+
+
+def test_retrain_sensor_counts_examples_after_the_latest_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECHO_RETRAIN_THRESHOLD", "20")
+    db = tmp_path / "wh.duckdb"
+    add_examples(db, DAY, 12)
+    instance = dg.DagsterInstance.ephemeral()
+
+    def evaluate():
+        with dg.build_sensor_context(instance=instance, resources=resources(tmp_path)) as context:
+            return retrain_sensor(context), context.cursor
+
+    skip, cursor = evaluate()  # below the threshold
+    assert isinstance(skip, dg.SkipReason) and "12 training examples" in skip.skip_message and "20" in skip.skip_message
+    assert json.loads(cursor)["new_rows"] == 12
+    add_examples(db, DAY + timedelta(days=1), 8, start=100)
+    request, _ = evaluate()  # at the threshold
+    assert isinstance(request, dg.RunRequest) and request.run_key == "after-start"
+    again, _ = evaluate()  # nothing new trained yet: the same key, which Dagster runs once
+    assert again.run_key == request.run_key
+
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "echo_meta.json").write_text(json.dumps({
+        "name": "c1", "created_at": "2026-11-04T00:00:00Z", "data": {"cutoff": (DAY + timedelta(days=1)).isoformat()}}))
+    Registry(tmp_path / "registry").publish(checkpoint, "c1")
+    skip, _ = evaluate()  # a checkpoint took them all
+    assert isinstance(skip, dg.SkipReason) and skip.skip_message.startswith("0 training examples")
+    add_examples(db, DAY + timedelta(days=2), 25, start=200)
+    request, _ = evaluate()  # new partitions after the checkpoint's cutoff
+    assert request.run_key == f"after-{(DAY + timedelta(days=1)).isoformat()}"
+
+
+def test_an_s3_registry_publishes_and_fetches(tmp_path, s3_endpoint):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    client.create_bucket(Bucket="models")
+    folder = tmp_path / "ckpt"
+    (folder / "merged").mkdir(parents=True)
+    (folder / "merged" / "config.json").write_text("{}")
+    (folder / "echo_meta.json").write_text(json.dumps({"name": "c1", "created_at": "2026-11-04T00:00:00Z"}))
+    registry = Registry(s3_client=client, bucket="models", prefix="echo/registry", cache_dir=tmp_path / "cache")
+    assert registry.publish(folder, "c1") == "s3://models/echo/registry/c1"
+    assert registry.names() == ["c1"] and registry.champion() is None
+    registry.set_champion("c1", "first")
+    assert registry.champion() == "c1" and registry.latest()["name"] == "c1"
+    assert (registry.local("c1") / "merged" / "config.json").read_text() == "{}"
+    with pytest.raises(ValueError, match="no checkpoint"):
+        registry.set_champion("c2", "missing")
