@@ -9,10 +9,10 @@ import sys
 from datetime import date, datetime, timedelta, timezone
 
 from echo_dagster import home
+from echo_dagster.simulate.sources import DEFAULT_CORPUS
 
 # Real code that installs with the project and is newer than the base model's training data
 # (dagster-shared was split out of dagster in 2025).
-DEFAULT_CORPUS = "dagster_shared"
 
 
 def main(argv: list[str] | None = None) -> int:

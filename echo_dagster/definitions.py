@@ -1,8 +1,8 @@
 import dagster as dg
 
 from echo_dagster.defs.filtered_dataset_asset import filtered_dataset
-from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint
-from echo_dagster.defs.jobs import harvest_job, train_job
+from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint, repository_checkpoint
+from echo_dagster.defs.jobs import baseline_job, harvest_job, train_job
 from echo_dagster.defs.raw_sessions_asset import raw_sessions
 from echo_dagster.defs.refined_targets_asset import refined_targets
 from echo_dagster.defs.resources import default_resources
@@ -10,8 +10,8 @@ from echo_dagster.defs.schedules import harvest_schedule
 from echo_dagster.defs.sensors import retrain_sensor
 
 defs = dg.Definitions(
-    assets=[raw_sessions, refined_targets, filtered_dataset, finetuned_checkpoint],
-    jobs=[harvest_job, train_job],
+    assets=[raw_sessions, refined_targets, filtered_dataset, finetuned_checkpoint, repository_checkpoint],
+    jobs=[harvest_job, train_job, baseline_job],
     schedules=[harvest_schedule],
     sensors=[retrain_sensor],
     resources=default_resources(),

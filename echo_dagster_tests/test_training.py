@@ -195,3 +195,92 @@ def test_an_s3_registry_publishes_and_fetches(tmp_path, s3_endpoint):
     assert (registry.local("c1") / "merged" / "config.json").read_text() == "{}"
     with pytest.raises(ValueError, match="no checkpoint"):
         registry.set_champion("c2", "missing")
+
+
+def test_the_repository_baseline_trains_on_training_split_files_with_the_echo_budget(tmp_path, tiny_model_dir,
+                                                                                   monkeypatch):
+    from echo_dagster.defs.finetuned_checkpoint_asset import repository_checkpoint
+    from echo_dagster.splits import file_split, repo_of
+    from echo_dagster.training.repository import repository_examples
+    from echo_dagster_tests.test_simulate import SOURCE
+
+    examples = repository_examples(SOURCE, 50, seed=1)
+    assert len(examples) == 50 and all(file_split(repo_of(e["completion_id"].split(":")[0]),
+                                                  e["completion_id"].split(":")[0]) == "train" for e in examples)
+    monkeypatch.setenv("ECHO_HOME", str(tmp_path / "home"))
+    add_examples(tmp_path / "wh.duckdb", DAY, 16)
+    instance = dg.DagsterInstance.ephemeral()
+    skipped = dg.materialize([repository_checkpoint], resources=resources(tmp_path), instance=instance,
+                             run_config=dg.RunConfig(ops={"repository_checkpoint": {"config": {
+                                 "base_model": str(tiny_model_dir), "source": SOURCE}}}))
+    assert skipped.success and skipped.asset_materializations_for_node("repository_checkpoint") == []
+    dg.materialize([finetuned_checkpoint], resources=resources(tmp_path), run_config=run_config(tiny_model_dir),
+                   instance=instance)
+    echo = Registry(tmp_path / "registry").latest("echo")
+    result = dg.materialize([repository_checkpoint], resources=resources(tmp_path), instance=instance,
+                            run_config=dg.RunConfig(ops={"repository_checkpoint": {"config": {
+                                "base_model": str(tiny_model_dir), "source": SOURCE, "examples": 64,
+                                "batch_size": 4, "context_tokens": 64, "lora_r": 4, "lora_alpha": 8}}}))
+    assert result.success
+    baseline = Registry(tmp_path / "registry").latest("repository")
+    assert baseline["kind"] == "repository" and baseline["data"]["token_budget"] == echo["metrics"]["tokens"]
+    # Stops at the first step that reaches the budget.
+    assert echo["metrics"]["tokens"] <= baseline["metrics"]["tokens"] < echo["metrics"]["tokens"] + 4 * 200
+
+
+def test_a_broken_base_model_is_named_in_the_error(tmp_path, tiny_model_dir):
+    import shutil
+
+    from echo_dagster.training.trainer import train
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    example = {"prefix": "x = ", "suffix": "", "target": "1\n", "language": "python"}
+    with pytest.raises(ValueError, match=f"{broken}.*could not be loaded"):
+        train(str(broken), tmp_path / "m", [example], tmp_path / "w", tmp_path / "o")
+    with pytest.raises(ValueError, match="expected 'smollm2-135m' or a folder holding config.json"):
+        train(str(tmp_path / "missing"), tmp_path / "m", [example], tmp_path / "w", tmp_path / "o")
+
+
+RUN_TRAINING = """
+import sys
+import dagster as dg
+from echo_dagster_tests.test_training import resources, run_config
+from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint
+from echo_dagster.defs.jobs import train_job
+from pathlib import Path
+job = dg.Definitions(assets=[finetuned_checkpoint], jobs=[train_job],
+                     resources=resources(Path(sys.argv[1]))).resolve_job_def("train_job")
+result = job.execute_in_process(run_config=run_config(sys.argv[2], seed=int(sys.argv[3])), instance=dg.DagsterInstance.get())
+print(result.run_id)
+"""
+
+
+def test_two_trainings_requested_together_run_one_after_the_other(tmp_path, tiny_model_dir):
+    import os
+    import shutil
+
+    from echo_dagster_tests.conftest import REPO
+
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")  # pool "gpu": one slot
+    add_examples(tmp_path / "wh.duckdb", DAY, 16)
+    env = os.environ | {"DAGSTER_HOME": str(dagster_home), "ECHO_HOME": str(tmp_path / "home"),
+                        "PYTHONPATH": str(REPO)}
+    runs = [subprocess.Popen([sys.executable, "-c", RUN_TRAINING, str(tmp_path), str(tiny_model_dir), str(seed)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err[-2000:] for _, err in outputs]
+    run_ids = [out.split()[-1] for out, _ in outputs]
+    assert all(run.returncode == 0 for run in runs)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:  # the runs' storage, read back
+        spans = []
+        for run_id in run_ids:
+            events = [e for e in instance.all_logs(run_id) if e.dagster_event]
+            start = next(e.timestamp for e in events if e.dagster_event.event_type_value == "STEP_START")
+            end = next(e.timestamp for e in events if e.dagster_event.event_type_value == "STEP_SUCCESS")
+            spans.append((start, end))
+    first, second = sorted(spans)
+    assert first[1] <= second[0], spans  # the second training started once the first had ended

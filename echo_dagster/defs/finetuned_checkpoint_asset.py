@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import time
 from dataclasses import asdict
@@ -13,7 +14,10 @@ from echo_dagster import home
 from echo_dagster.defs.filtered_dataset_asset import filtered_dataset
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
 from echo_dagster.model.loading import default_spec
+from echo_dagster.simulate.sources import DEFAULT_CORPUS
 from echo_dagster.training import window
+from echo_dagster.training.examples import data_hash
+from echo_dagster.training.repository import repository_examples
 from echo_dagster.training.trainer import Progress, TrainSettings, eta_text, train
 
 _DEFAULTS = TrainSettings()
@@ -69,48 +73,89 @@ def finetuned_checkpoint(context: dg.AssetExecutionContext, config: TrainConfig,
         context.log.warning(f"Not training: {len(data.examples)} training examples in the window "
                             f"(days={config.days}), fewer than min_examples={config.min_examples}.")
         return
+    name = f"echo-{data.cutoff.isoformat()}"
+    context.log.info(f"Training {name} on {len(data.examples)} examples ({data.replayed} replayed) of "
+                     f"{len(data.rows_per_partition)} partitions.")
+    data_meta = {"cutoff": data.cutoff.isoformat(), "examples": len(data.examples), "replayed": data.replayed,
+                 "rows_per_partition": data.rows_per_partition, "hash": data.hash}
+    yield train_and_register(context, config, registry, data.examples, "echo", name, data_meta)
+
+
+class RepositoryTrainConfig(TrainConfig):
+    source: str = Field(default=DEFAULT_CORPUS, description="A folder of code or an installed package: its "
+                                                            "training-split files are the examples.")
+    examples: int = Field(default=2_000, description="Examples cut from the files.")
+    token_budget: int = Field(default=0, description="Tokens to train on (0: as many as the latest Echo "
+                                                     "checkpoint trained on).")
+
+
+@dg.asset(
+    deps=[finetuned_checkpoint],
+    group_name="baseline",
+    kinds={"pytorch", "python"},
+    owners=["team:echo"],
+    pool="gpu",
+    output_required=False,
+)
+def repository_checkpoint(context: dg.AssetExecutionContext, config: RepositoryTrainConfig, models: ModelRegistry):
+    """The comparison arm: the same trainer on plain repository files of the training split, with
+    the token budget of the latest Echo checkpoint — what experience data adds over static code."""
+    registry = models.registry()
+    budget = config.token_budget
+    if not budget:
+        latest = registry.latest("echo")
+        if latest is None:
+            context.log.warning("Not training: no Echo checkpoint yet to take the token budget from "
+                                "(set token_budget).")
+            return
+        budget = latest["metrics"]["tokens"]
+    examples = repository_examples(config.source, config.examples, config.seed)
+    digest = data_hash([(e["completion_id"], e["target"]) for e in examples])
+    name = f"repo-{time.strftime('%Y-%m-%d')}"
+    context.log.info(f"Training {name} on {len(examples)} examples of {config.source}, {budget} tokens.")
+    data_meta = {"source": config.source, "examples": len(examples), "token_budget": budget, "hash": digest}
+    yield train_and_register(context, config, registry, examples, "repository", name, data_meta, max_tokens=budget)
+
+
+def train_and_register(context: dg.AssetExecutionContext, config: TrainConfig, registry, examples: list[dict],
+                       kind: str, name: str, data_meta: dict, max_tokens: int = 0) -> dg.MaterializeResult:
+    """Trains (resuming a killed run of the same data and config), writes echo_meta.json, publishes
+    under `name` and a hash of the data and the config: the same training has the same name."""
     champion = registry.champion() if config.start_from == "champion" else None
     base = str(registry.local(champion) / "merged") if champion else config.base_model
-    settings = TrainSettings(**{k: getattr(config, k) for k in asdict(_DEFAULTS) if k != "target_modules"},
-                             target_modules=tuple(config.target_modules))
-    name = f"echo-{data.cutoff.isoformat()}-{data.hash[:10]}"
+    settings = TrainSettings(**{k: getattr(config, k) for k in asdict(_DEFAULTS) if hasattr(config, k)}
+                             | {"target_modules": tuple(config.target_modules), "max_tokens": max_tokens})
+    name = f"{name}-{data_hash([(data_meta['hash'], base, json.dumps(asdict(settings), sort_keys=True))])[:10]}"
     work = home.echo_home() / "training" / name
-    context.log.info(f"Training {name} from {base} on {len(data.examples)} examples "
-                     f"({data.replayed} replayed) of {len(data.rows_per_partition)} partitions.")
     bar = tqdm(desc=name, unit="step")
-    every = 1
 
     def on_step(p: Progress) -> None:
-        nonlocal every
-        bar.total, every = p.total, max(1, p.total // 50)
+        bar.total = p.total
         bar.update(p.step - bar.n)
         bar.set_postfix(loss=f"{p.loss:.3f}", tok_s=f"{p.tokens_per_s:.0f}")
-        if p.step % every == 0 or p.step == p.total:
+        if p.step % max(1, p.total // 50) == 0 or p.step == p.total:
             context.log.info(f"step {p.step}/{p.total} loss {p.loss:.4f} {p.tokens_per_s:.0f} tokens/s "
                              f"ETA {eta_text(p.eta_s)}")
 
-    result = train(base, home.echo_home() / "models", data.examples, work / "run", work / "checkpoint", settings,
-                   on_step)
+    context.log.info(f"Checkpoint {name} from {base}.")
+    result = train(base, home.echo_home() / "models", examples, work / "run", work / "checkpoint", settings, on_step)
     bar.close()
     meta = {
-        "name": name, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "name": name, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base_model": base, "started_from": "champion" if champion else "base", "champion_at_start": champion,
-        "config": config.model_dump(), "data": {
-            "cutoff": data.cutoff.isoformat(), "examples": len(data.examples), "replayed": data.replayed,
-            "rows_per_partition": data.rows_per_partition, "hash": data.hash},
-        "code_version": _code_version(), "seed": config.seed,
+        "config": config.model_dump(), "data": data_meta, "code_version": _code_version(), "seed": config.seed,
         "metrics": {"steps": result.steps, "resumed_from": result.resumed_from, "examples_encoded": result.examples,
-                    "tokens": result.tokens, "seconds": round(result.seconds, 1),
-                    "final_loss": result.final_loss, "first_loss": result.losses[0] if result.losses else None},
+                    "tokens": result.tokens, "seconds": round(result.seconds, 1), "final_loss": result.final_loss,
+                    "first_loss": result.losses[0] if result.losses else None},
     }
     (work / "checkpoint" / "echo_meta.json").write_text(json.dumps(meta, indent=2))
     address = registry.publish(work / "checkpoint", name)
-    yield dg.MaterializeResult(metadata={
-        "name": name, "address": address, "examples": len(data.examples), "data_cutoff": data.cutoff.isoformat(),
-        "steps": result.steps, "resumed_from": result.resumed_from, "final_loss": result.final_loss,
+    shutil.rmtree(work, ignore_errors=True)  # published; the resumable state is no longer needed
+    return dg.MaterializeResult(metadata={
+        "name": name, "address": address, "examples": len(examples), "steps": result.steps,
+        "resumed_from": result.resumed_from, "final_loss": result.final_loss, "tokens": result.tokens,
         "tokens_per_s": round(result.tokens / result.seconds) if result.seconds else None,
-        "data_hash": data.hash,
-    })
+        "data_hash": data_meta["hash"]} | ({"data_cutoff": data_meta["cutoff"]} if "cutoff" in data_meta else {}))
 
 
 def _code_version() -> str:

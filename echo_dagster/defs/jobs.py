@@ -34,3 +34,10 @@ train_job = dg.define_asset_job(
     executor_def=train_executor(),
     description="Fine-tune on the harvested training examples and register the checkpoint.",
 )
+
+baseline_job = dg.define_asset_job(
+    "baseline_job",
+    selection=dg.AssetSelection.groups("baseline"),
+    executor_def=train_executor(),
+    description="Fine-tune on plain repository files with the latest Echo checkpoint's token budget.",
+)

@@ -10,6 +10,9 @@ from pathlib import Path
 from echo_dagster.syntax import EXTENSIONS, error_spans, parser_for
 
 
+DEFAULT_CORPUS = "dagster_shared"  # an installed package the demo replays
+
+
 @dataclass(frozen=True)
 class SourceFile:
     path: str  # relative to the source root

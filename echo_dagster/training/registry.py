@@ -50,9 +50,9 @@ class Registry:
     def meta(self, name: str) -> dict:
         return json.loads(self._read(f"{name}/echo_meta.json"))
 
-    def latest(self) -> dict | None:
-        """The meta of the checkpoint trained last."""
-        metas = [self.meta(n) for n in self.names()]
+    def latest(self, kind: str = "echo") -> dict | None:
+        """The meta of the checkpoint of this kind (`echo`, `repository`) trained last."""
+        metas = [m for m in map(self.meta, self.names()) if m.get("kind", "echo") == kind]
         return max(metas, key=lambda m: m["created_at"]) if metas else None
 
     def local(self, name: str) -> Path:

@@ -33,6 +33,7 @@ class TrainSettings:
     batch_size: int = 8
     epochs: int = 1
     max_steps: int = 0  # 0: every batch of every epoch
+    max_tokens: int = 0  # stop once this many tokens are trained on (0: no limit); a budget to compare runs
     context_tokens: int = 192  # the prompt budget generation uses
     max_target_tokens: int = 64
     seed: int = 0
@@ -79,7 +80,12 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
         raise ValueError(f"method {settings.method!r}: expected 'lora' or 'full'")
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available())
     set_seed(settings.seed)
-    loaded = load_model(base_spec, models_dir, device="cpu")
+    try:
+        loaded = load_model(base_spec, models_dir, device="cpu")
+    except ValueError:
+        raise  # a spec that names no model: its message says what was expected
+    except Exception as error:
+        raise ValueError(f"base model {base_spec} could not be loaded: {type(error).__name__}: {error}") from error
     model, tokenizer = loaded.model, loaded.tokenizer
     if settings.method == "lora":
         from peft import LoraConfig, get_peft_model
@@ -124,6 +130,9 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
         if on_step:
             rate = result.tokens / result.seconds if result.seconds else 0.0
             on_step(Progress(step + 1, total, result.losses[-1], rate, result.seconds / done * (total - step - 1)))
+        if settings.max_tokens and result.tokens >= settings.max_tokens:
+            result.steps = step + 1
+            break
         if (step + 1) % settings.save_every == 0 and step + 1 < total:
             _save_state(accelerator, work, step + 1, settings)
     model = accelerator.unwrap_model(model)
