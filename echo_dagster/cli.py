@@ -18,9 +18,11 @@ from echo_dagster.simulate.sources import DEFAULT_CORPUS
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="echo-dagster", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="simulate a few days of experience with the base model, then run "
-                                            "harvest_job on them")
+    demo = commands.add_parser("demo", help="simulate a few days of experience with the base model, run "
+                                            "harvest_job on them, then train_job")
     demo.add_argument("--days", type=int, default=3, help="how many days, ending yesterday (UTC)")
+    demo.add_argument("--train-steps", type=int, default=12, help="LoRA steps of the demo's training (0: none); "
+                                                                  "about 8 s a step on 2 CPU cores")
     _simulation_options(demo, users=3, sessions=2, max_completions=96)  # about 2 minutes on 2 CPU cores
     sim = commands.add_parser("simulate", help="replay real code as developers working with the assistant")
     sim.add_argument("--start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
@@ -82,6 +84,7 @@ def run_demo(args) -> int:
 
     from echo_dagster import warehouse
     from echo_dagster.definitions import defs
+    from echo_dagster.model.loading import default_spec
 
     yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
     demo_days = tuple(yesterday - timedelta(days=n) for n in reversed(range(args.days)))
@@ -100,8 +103,28 @@ def run_demo(args) -> int:
         print(f"harvest_job[{day}]: {'success' if result.success else 'FAILED'} (run {result.run_id})")
     with warehouse.connect(home.warehouse_path(), read_only=True) as con:
         _print_summary(con, demo_days)
+    if args.train_steps and not failed:
+        failed += not _demo_training(dg, defs, instance, args.model or default_spec(), args.train_steps)
     print("\nSee it in the UI: make ui, then open http://127.0.0.1:3000")
     return 1 if failed else 0
+
+
+def _demo_training(dg, defs, instance, model: str, steps: int) -> bool:
+    """train_job on what the demo harvested: a short LoRA run of the demo's model, registered like
+    any checkpoint."""
+    config = {"base_model": model, "min_examples": 8, "max_steps": steps, "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
+    result = defs.resolve_job_def("train_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"finetuned_checkpoint": {"config": config}},
+                    "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    print(f"train_job: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+    for m in result.asset_materializations_for_node("finetuned_checkpoint"):
+        meta = {k: v.value for k, v in m.metadata.items()}
+        _print_table("finetuned_checkpoint", ("examples", "steps", "final loss", "tokens/s", "name"),
+                     [(meta["examples"], meta["steps"], round(meta["final_loss"], 3), meta["tokens_per_s"],
+                       meta["name"])])
+        print(f"registered at {meta['address']}")
+    return result.success
 
 
 def _print_summary(con, days: tuple[date, ...]) -> None:

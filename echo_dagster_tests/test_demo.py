@@ -25,6 +25,7 @@ def test_demo_simulates_experience_and_materializes_raw_sessions(echo_home, tiny
     days = {(yesterday - timedelta(days=n)).isoformat() for n in range(2)}
     for day in days:
         assert f"harvest_job[{day}]: success" in done.stdout
+    assert "train_job: success" in done.stdout
     assert (echo_home / "echo.duckdb").is_file() and (echo_home / "landing-truth").is_dir()
 
     instance = dg.DagsterInstance.from_config(str(echo_home / "dagster"))

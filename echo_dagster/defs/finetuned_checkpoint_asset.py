@@ -43,6 +43,7 @@ class TrainConfig(dg.Config):
     learning_rate: float = Field(default=_DEFAULTS.learning_rate, description="Peak learning rate (linear decay).")
     warmup_steps: int = Field(default=_DEFAULTS.warmup_steps, description="Steps of linear warmup.")
     batch_size: int = Field(default=_DEFAULTS.batch_size, description="Examples a step.")
+    bucket_by_length: bool = Field(default=True, description="Batch examples of similar lengths (less padding).")
     epochs: int = Field(default=_DEFAULTS.epochs, description="Passes over the examples.")
     max_steps: int = Field(default=_DEFAULTS.max_steps, description="Stop after this many steps (0: no limit).")
     context_tokens: int = Field(default=_DEFAULTS.context_tokens, description="Prompt budget, as in generation.")

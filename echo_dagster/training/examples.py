@@ -36,16 +36,17 @@ def encode(tokenizer, prefix: str, suffix: str, target: str, language: str, *, c
     return Encoded(prompt + target_ids, [IGNORE] * len(prompt) + target_ids)
 
 
-def batches(examples: list[Encoded], batch_size: int, seed: int) -> list[list[Encoded]]:
-    """Batches of similar lengths (less padding), in a seeded random order: buckets of 16 batches
-    are sorted by length, cut into batches, and the batches shuffled."""
+def batches(examples: list[Encoded], batch_size: int, seed: int, by_length: bool = True) -> list[list[Encoded]]:
+    """Batches in a seeded random order; `by_length`: of similar lengths (less padding) — buckets of
+    16 batches are sorted by length, cut into batches, and the batches shuffled."""
     rng = random.Random(seed)
     order = examples[:]
     rng.shuffle(order)
     out = []
-    bucket = batch_size * 16
+    bucket = batch_size * 16 if by_length else batch_size
     for start in range(0, len(order), bucket):
-        chunk = sorted(order[start : start + bucket], key=lambda e: len(e.input_ids))
+        chunk = sorted(order[start : start + bucket], key=lambda e: len(e.input_ids)) if by_length else \
+            order[start : start + bucket]
         out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(out)
     return out

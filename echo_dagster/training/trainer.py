@@ -31,6 +31,7 @@ class TrainSettings:
     learning_rate: float = 3e-4
     warmup_steps: int = 2
     batch_size: int = 8
+    bucket_by_length: bool = True  # batches of similar lengths: less padding
     epochs: int = 1
     max_steps: int = 0  # 0: every batch of every epoch
     max_tokens: int = 0  # stop once this many tokens are trained on (0: no limit); a budget to compare runs
@@ -103,7 +104,8 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
                                   max_target_tokens=settings.max_target_tokens) for x in examples) if e]
     if not encoded:
         raise ValueError("no training example holds a target token")
-    plan = [b for epoch in range(settings.epochs) for b in batches(encoded, settings.batch_size, settings.seed + epoch)]
+    plan = [b for epoch in range(settings.epochs)
+            for b in batches(encoded, settings.batch_size, settings.seed + epoch, settings.bucket_by_length)]
     total = min(len(plan), settings.max_steps) if settings.max_steps else len(plan)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
