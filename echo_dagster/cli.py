@@ -112,7 +112,8 @@ def run_demo(args) -> int:
 def _demo_training(dg, defs, instance, model: str, steps: int) -> bool:
     """train_job on what the demo harvested: a short LoRA run of the demo's model, registered like
     any checkpoint."""
-    config = {"base_model": model, "min_examples": 8, "max_steps": steps, "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
+    config = {"base_model": model, "min_examples": 8, "epochs": 10, "max_steps": steps, "batch_size": 8,
+              "context_tokens": 128, "max_target_tokens": 48}
     result = defs.resolve_job_def("train_job").execute_in_process(
         instance=instance, raise_on_error=False,
         run_config={"ops": {"finetuned_checkpoint": {"config": config}},
