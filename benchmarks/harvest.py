@@ -42,22 +42,6 @@ def corpus(folder: Path) -> list[str]:
     return [p.read_text() for p in picked]
 
 
-def oracle(texts: list[str]):
-    from echo_dagster.evaluation.metrics import first_lines
-    from echo_dagster.model.generation import is_mid_line
-
-    def propose(requests):
-        out = []
-        for i, r in enumerate(requests):
-            text = next((t for t in texts if t.startswith(r.prefix) and t.endswith(r.suffix)), None)
-            truth = text[len(r.prefix) : len(text) - len(r.suffix)] if text else ""
-            out.append("zzz" if i % 2 or not truth else
-                       first_lines(truth, 1) if is_mid_line(r.prefix) else first_lines(truth, 2) + "\n")
-        return out
-
-    return propose
-
-
 def stage(name: str, db: str) -> dict:
     """Runs one stage over the day in this process; its figures."""
     from echo_dagster import warehouse
@@ -106,6 +90,7 @@ def build_day(folder: Path, sessions: int) -> dict:
 
     from echo_dagster.ingest.raw_sessions import ingest_partition
     from echo_dagster.landing import LocalLandingStore
+    from echo_dagster.simulate.oracle import half_right
     from echo_dagster.simulate.run import SimulationSpec, simulate
 
     (folder / "source").mkdir()
@@ -114,7 +99,7 @@ def build_day(folder: Path, sessions: int) -> dict:
     spec = SimulationSpec(source=str(folder / "source"), start=DAY, days=1, users=users,
                           sessions_per_user_day=-(-sessions // users), seed=1)
     landing = LocalLandingStore(folder / "landing")
-    summary = simulate(spec, landing, LocalLandingStore(folder / "truth"), oracle(texts), "oracle")
+    summary = simulate(spec, landing, LocalLandingStore(folder / "truth"), half_right(texts), "oracle")
     ingest_partition(landing, DAY, folder / "wh.duckdb")
     with duckdb.connect(str(folder / "wh.duckdb"), read_only=True) as con:
         kb, snapshots = con.execute("SELECT avg(length(document)) / 1024, count(*) FROM raw_sessions "

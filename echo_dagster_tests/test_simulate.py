@@ -11,7 +11,7 @@ from echo_dagster.evaluation.metrics import edit_similarity, exact_match, first_
 from echo_dagster.events import parse_event
 from echo_dagster.ingest.raw_sessions import ingest_partition
 from echo_dagster.landing import LocalLandingStore
-from echo_dagster.model.generation import is_mid_line
+from echo_dagster.simulate import oracle
 from echo_dagster.simulate.run import SimulationSpec, simulate
 from echo_dagster.simulate.sessions import NoiseConfig
 from echo_dagster.simulate.sources import scan_source
@@ -39,16 +39,8 @@ def truth_rows(root, kind):
 
 
 def half_right(requests):
-    """Proposes the true code (read from the source files) for every other request, nonsense for
-    the rest: both decisions, partial accepts and refinements happen."""
-    texts = [f.text for f in scan_source(SOURCE).files]
-    out = []
-    for i, r in enumerate(requests):
-        text = next((t for t in texts if t.startswith(r.prefix) and t.endswith(r.suffix)), None)
-        truth = text[len(r.prefix) : len(text) - len(r.suffix)] if text else ""
-        out.append("zzz" if i % 2 or not truth else
-                   first_lines(truth, 1) if is_mid_line(r.prefix) else first_lines(truth, 2) + "\n")
-    return out
+    """The oracle proposer over the test corpus (see simulate/oracle.py)."""
+    return oracle.half_right([f.text for f in scan_source(SOURCE).files])(requests)
 
 
 def test_the_acceptance_rule_on_hand_made_cases():

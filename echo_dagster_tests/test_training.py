@@ -88,6 +88,15 @@ def test_train_job_registers_a_checkpoint_plain_libraries_load(tmp_path, tiny_mo
         out = merged.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert out.shape[1] > ids["input_ids"].shape[1]
 
+    # The next training can start from the champion, the merged model of the last one.
+    registry.set_champion(name, "test")
+    again = defs.resolve_job_def("train_job").execute_in_process(
+        run_config=run_config(tiny_model_dir, start_from="champion", max_steps=2), instance=dg.DagsterInstance.ephemeral())
+    (second,) = again.asset_materializations_for_node("finetuned_checkpoint")
+    meta = registry.meta(second.metadata["name"].value)
+    assert meta["started_from"] == "champion" and meta["champion_at_start"] == name
+    assert meta["base_model"] == str(folder / "merged")
+
 
 def test_too_few_examples_is_a_skip_that_says_how_many(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("ECHO_HOME", str(tmp_path / "home"))
@@ -284,3 +293,22 @@ def test_two_trainings_requested_together_run_one_after_the_other(tmp_path, tiny
             spans.append((start, end))
     first, second = sorted(spans)
     assert first[1] <= second[0], spans  # the second training started once the first had ended
+
+
+def test_the_window_takes_the_last_days_a_cap_and_a_replay_of_older_days(tmp_path):
+    from echo_dagster.training.window import Window, load
+
+    db = tmp_path / "wh.duckdb"
+    for offset in range(3):
+        add_examples(db, DAY + timedelta(days=offset), 10, start=100 * offset)
+    with warehouse.connect(db, read_only=True) as con:
+        everything = load(con, Window())
+        last = load(con, Window(days=1))
+        capped = load(con, Window(days=2, max_examples=5, seed=3))
+        replayed = load(con, Window(days=1, replay_share=0.5))
+        assert load(con, Window(days=1)).hash == last.hash  # the same window, the same data
+    assert len(everything.examples) == 30 and everything.cutoff == DAY + timedelta(days=2)
+    assert last.rows_per_partition == {(DAY + timedelta(days=2)).isoformat(): 10}
+    assert len(capped.examples) == 5 and set(capped.rows_per_partition) <= {
+        (DAY + timedelta(days=1)).isoformat(), (DAY + timedelta(days=2)).isoformat()}
+    assert replayed.replayed == 5 and len(replayed.examples) == 15 and len(replayed.rows_per_partition) >= 2
