@@ -79,7 +79,7 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
     documents = _Documents(con.cursor(), day)
     with warehouse.replacing_partition(con, day, "filtered_dataset"):
         for chunk in rows.to_arrow_reader(batch_rows):
-            out = [filter_row(row, state) for row in documents.split(chunk.to_pylist())]
+            out = [filter_row(row, state) for row in documents.split(chunk.to_pylist(), state.opted_out)]
             rows_in += len(out)
             dropped.update(r["drop_reason"] for r in out if r["drop_reason"])
             kept.update(r["split"] for r in out if not r["drop_reason"])
@@ -99,20 +99,20 @@ class _Documents:
         self.con, self.day, self.kept = con, day, kept
         self.cache: OrderedDict[str, str] = OrderedDict()
 
-    def split(self, rows: list[dict]) -> list[dict]:
-        """The rows with prefix' and suffix' from their documents."""
-        missing = list({r["document_id"] for r in rows if r["document_id"] and r["document_id"] not in self.cache})
+    def split(self, rows: list[dict], opted_out) -> list[dict]:
+        """The rows with prefix' and suffix' from their documents; the documents of opted-out users'
+        rows are not read."""
+        wanted = [r for r in rows if r["document_id"] and not opted_out(r)]
+        missing = list({r["document_id"] for r in wanted if r["document_id"] not in self.cache})
         if missing:
             self.cache.update(self.con.execute(
                 "SELECT document_id, document FROM final_documents WHERE partition_date = $day "
                 "AND list_contains($ids, document_id)", {"day": self.day, "ids": missing}).fetchall())
         for row in rows:
             row["prefix"] = row["suffix"] = None
-            if row["document_id"]:
-                self.cache.move_to_end(row["document_id"])
-                row["document"] = self.cache[row["document_id"]]
-                row["prefix"], row["suffix"] = split_document(row)
-                del row["document"]
+        for row in wanted:
+            self.cache.move_to_end(row["document_id"])
+            row["prefix"], row["suffix"] = split_document(row | {"document": self.cache[row["document_id"]]})
         while len(self.cache) > self.kept:
             self.cache.popitem(last=False)
         return rows
