@@ -40,6 +40,15 @@ def score(rows: list[dict], proposals: list[str], tau: float = DEFAULT_TAU) -> l
     return out
 
 
+def evaluate(loaded, rows: list[dict], config=None, tau: float = DEFAULT_TAU) -> list[Scored]:
+    """A loaded model's proposals for held-out rows (prefix, suffix, language, target, ...), scored.
+    The prompts are built as when the model serves (`model.generation.complete`)."""
+    from echo_dagster.model.generation import CompletionRequest, GenerationConfig, complete
+
+    requests = [CompletionRequest(r["prefix"], r["suffix"] or "", r["language"] or "") for r in rows]
+    return score(rows, complete(loaded, requests, config or GenerationConfig()), tau)
+
+
 def summarize(results: list[Scored], resamples: int = 1_000, seed: int = 0) -> dict:
     """Each metric with its 95% bootstrap interval: {"acceptance": (value, low, high), ...}."""
     import numpy as np
