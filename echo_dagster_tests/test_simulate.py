@@ -102,10 +102,12 @@ def test_noise_reaches_the_landing_zone_as_configured(tmp_path):
     swapped = sum(p1 == p2 and a["session_id"] == b["session_id"] and a["ts"] > b["ts"]
                   for (p1, a), (p2, b) in zip(events, events[1:]))
     assert swapped > 0 and summary.noise["out_of_order"] > 0
-    planted = [p for row in truth_rows(tmp_path, "session") for p in row["planted"]]
-    assert len(planted) == summary.sessions
+    sessions = truth_rows(tmp_path, "session")
+    assert sum(len(row["planted"]) for row in sessions) == summary.sessions
+    # An abandoned session may stop before the line its value was planted in.
+    planted = [p for row in sessions if not row["abandoned"] for p in row["planted"]]
     documents = "\n".join(e.get("document", "") for _, e in events)
-    assert all(p["value"].split('"')[0].strip("# ") in documents for p in planted)
+    assert planted and all(p["value"].split('"')[0].strip("# ") in documents for p in planted)
 
 
 def test_the_split_holds_files_and_users_out_and_sessions_respect_it(tmp_path):
