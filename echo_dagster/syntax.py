@@ -67,7 +67,7 @@ def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | Non
     # Errors after the cursor depend on the statement around it, not on the rest of the file
     # above: each cut is parsed (and compiled) from that statement's line on.
     typed = prefix[prefix.rfind("\n") + 1 :]
-    indent = min((_indent(line) for line in [typed + lines[0]] + lines[1:] if line.strip()), default=0)
+    indent = min((indent_of(line) for line in [typed + lines[0]] + lines[1:] if line.strip()), default=0)
     head = data[_window_start(tree, data, len(data), indent, language) :].decode()
     if head[:1] in (" ", "\t"):
         head = "if 1:\n" + head  # an indented definition is a block of its own
@@ -107,7 +107,8 @@ def _window_start(tree, data: bytes, at: int, indent: int, language: str) -> int
             start = line
 
 
-def _indent(line: str) -> int:
+def indent_of(line: str) -> int:
+    """Columns of leading spaces and tabs."""
     return len(line) - len(line.lstrip(" \t"))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from echo_dagster.syntax import trim_to_boundary
+from echo_dagster.syntax import indent_of, trim_to_boundary
 
 # FIM token spellings in common code models, (prefix, suffix, middle); prompts are built PSM.
 _FIM_SPELLINGS = (
@@ -139,8 +139,8 @@ def _finished(request: CompletionRequest, text: str, max_lines: int) -> bool:
     complete_lines = lines[:-1]
     if len(complete_lines) >= max_lines:
         return True
-    indent = _indent(request.prefix.rpartition("\n")[2])
-    return any(line.strip() and _indent(line) < indent for line in complete_lines[1:])
+    indent = indent_of(request.prefix.rpartition("\n")[2])
+    return any(line.strip() and indent_of(line) < indent for line in complete_lines[1:])
 
 
 def postprocess(request: CompletionRequest, text: str, max_lines: int, tree=None) -> str:
@@ -149,7 +149,7 @@ def postprocess(request: CompletionRequest, text: str, max_lines: int, tree=None
     if is_mid_line(request.prefix):
         return text.split("\n", 1)[0].rstrip()
     typed = request.prefix.rpartition("\n")[2]
-    indent = _indent(typed)
+    indent = indent_of(typed)
     parts = text.split("\n")
     terminated = len(parts) > 1
     lines = parts[:-1] if terminated else parts  # a last line without its newline was cut short
@@ -157,7 +157,7 @@ def postprocess(request: CompletionRequest, text: str, max_lines: int, tree=None
         lines = lines[1:]  # a proposal does not open with blank lines
     kept = []
     for n, line in enumerate(lines[:max_lines]):
-        if n and line.strip() and _indent(line) < indent:
+        if n and line.strip() and indent_of(line) < indent:
             break
         kept.append(line.rstrip())
     while kept and not kept[-1].strip():
@@ -168,6 +168,3 @@ def postprocess(request: CompletionRequest, text: str, max_lines: int, tree=None
     proposal = "\n".join(kept) + ("\n" if terminated else "")
     return trim_to_boundary(request.prefix, proposal, request.language, tree=tree)
 
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" \t"))
