@@ -18,12 +18,16 @@ from echo_dagster.simulate.sources import DEFAULT_CORPUS
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="echo-dagster", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="simulate a few days of experience with the base model, run "
-                                            "harvest_job on them, then train_job")
+    demo = commands.add_parser("demo", help="the whole loop: simulate a few days of experience with the base "
+                                            "model, harvest_job on each, train_job when retrain_sensor's rule "
+                                            "says so, baseline_job, eval_job")
     demo.add_argument("--days", type=int, default=3, help="how many days, ending yesterday (UTC)")
-    demo.add_argument("--train-steps", type=int, default=12, help="LoRA steps of the demo's training (0: none); "
-                                                                  "about 8 s a step on 2 CPU cores")
-    _simulation_options(demo, users=3, sessions=2, max_completions=96)  # about 2 minutes on 2 CPU cores
+    demo.add_argument("--train-steps", type=int, default=20, help="LoRA steps of each demo training (0: no "
+                                                                  "training); about 8 s a step on 2 CPU cores")
+    demo.add_argument("--eval-rows", type=int, default=60, help="held-out rows eval_report scores")
+    demo.add_argument("--replay-completions", type=int, default=48, help="completions of the replay A/B")
+    demo.add_argument("--humaneval-problems", type=int, default=20, help="HumanEval problems of the forgetting guard")
+    _simulation_options(demo, users=5, sessions=2, max_completions=192)  # about 2.5 minutes on 2 CPU cores
     sim = commands.add_parser("simulate", help="replay real code as developers working with the assistant")
     sim.add_argument("--start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
     sim.add_argument("--days", type=int, default=3)
@@ -84,7 +88,6 @@ def run_demo(args) -> int:
 
     from echo_dagster import warehouse
     from echo_dagster.definitions import defs
-    from echo_dagster.model.loading import default_spec
 
     yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
     demo_days = tuple(yesterday - timedelta(days=n) for n in reversed(range(args.days)))
@@ -104,28 +107,65 @@ def run_demo(args) -> int:
     with warehouse.connect(home.warehouse_path(), read_only=True) as con:
         _print_summary(con, demo_days)
     if args.train_steps and not failed:
-        failed += not _demo_training(dg, defs, instance, args.model or default_spec(), args.train_steps)
+        failed += not _demo_loop(dg, defs, instance, args)
     print("\nSee it in the UI: make ui, then open http://127.0.0.1:3000")
     return 1 if failed else 0
 
 
-def _demo_training(dg, defs, instance, model: str, steps: int) -> bool:
-    """train_job on what the demo harvested: a short LoRA run of the demo's model, registered like
-    any checkpoint."""
-    config = {"base_model": model, "min_examples": 8, "epochs": 10, "max_steps": steps, "batch_size": 8,
-              "context_tokens": 128, "max_target_tokens": 48}
-    result = defs.resolve_job_def("train_job").execute_in_process(
-        instance=instance, raise_on_error=False,
-        run_config={"ops": {"finetuned_checkpoint": {"config": config}},
-                    "loggers": {"console": {"config": {"log_level": "INFO"}}}})
-    print(f"train_job: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-    for m in result.asset_materializations_for_node("finetuned_checkpoint"):
-        meta = {k: v.value for k, v in m.metadata.items()}
-        _print_table("finetuned_checkpoint", ("examples", "steps", "final loss", "tokens/s", "name"),
+DEMO_RETRAIN_THRESHOLD = 20  # training examples; a deployment's default is 5,000
+
+
+def _demo_loop(dg, defs, instance, args) -> bool:
+    """What the daemon would do after the harvest: retrain_sensor's rule, train_job, then the
+    repository baseline (baseline_job) and evaluate_sensor's eval_job, each a real run."""
+    from echo_dagster.defs.sensors import retrain_sensor
+    from echo_dagster.model.loading import default_spec
+
+    os.environ.setdefault("ECHO_RETRAIN_THRESHOLD", str(DEMO_RETRAIN_THRESHOLD))
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        tick = retrain_sensor(context)
+    if isinstance(tick, dg.SkipReason):
+        print(f"\nretrain_sensor: skip, {tick.skip_message}")
+        return True
+    print(f"\nretrain_sensor: requests train_job ({tick.tags['echo/new_rows']} new training examples)")
+    train = {"base_model": args.model or default_spec(), "min_examples": 8, "epochs": 10,
+             "max_steps": args.train_steps, "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
+    evaluate = {"base_model": train["base_model"], "max_rows": args.eval_rows, "replay_source": args.source,
+                "replay_completions": args.replay_completions, "humaneval_problems": args.humaneval_problems}
+    runs = {"train_job": ("finetuned_checkpoint", train),
+            "baseline_job": ("repository_checkpoint", {**train, "source": args.source}),
+            "eval_job": ("eval_report", evaluate)}
+    for job, (asset, config) in runs.items():
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={"ops": {asset: {"config": config}}, "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+        print(f"{job}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+        if not result.success:
+            return False
+        for m in result.asset_materializations_for_node(asset):
+            _print_materialization(asset, {k: v.value for k, v in m.metadata.items()})
+    return True
+
+
+def _print_materialization(asset: str, meta: dict) -> None:
+    if asset != "eval_report":
+        _print_table(asset, ("examples", "steps", "final loss", "tokens/s", "name"),
                      [(meta["examples"], meta["steps"], round(meta["final_loss"], 3), meta["tokens_per_s"],
                        meta["name"])])
-        print(f"registered at {meta['address']}")
-    return result.success
+        return
+    rows = []
+    for model in meta["figures"]["models"]:
+        s = model["eval_set"]
+        rows.append((model["name"][:24], "+".join(model["roles"]), s["n"],
+                     *(f"{s[k][0]:.1%}" for k in ("acceptance", "generation_rate", "exact_match", "edit_similarity")),
+                     f"{model['replay']['acceptance_rate']:.1%}" if model["replay"] else "-",
+                     f"{model['humaneval_pass_at_1']:.1%}" if model["humaneval_pass_at_1"] is not None else "-"))
+    _print_table("eval_report (held-out eval set; replay A/B acceptance; HumanEval line pass@1)",
+                 ("model", "roles", "rows", "acceptance", "gen. rate", "exact", "ES", "replay acc.", "HumanEval"),
+                 rows)
+    gate = meta["figures"]["gate"]
+    print(f"promotion gate: {'PROMOTED' if gate['promote'] else 'not promoted'}: {'; '.join(gate['reasons'])}")
+    print(f"report: {meta['report']}")
 
 
 def _print_summary(con, days: tuple[date, ...]) -> None:

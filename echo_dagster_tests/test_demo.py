@@ -1,9 +1,11 @@
 """The command line end to end: a real landing zone, a real Dagster instance, real runs."""
 
+import json
 import os
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,17 +17,28 @@ def cli(*args, env, timeout=600):
                           timeout=timeout)
 
 
-def test_demo_simulates_experience_and_materializes_raw_sessions(echo_home, tiny_model_dir):
-    env = {**os.environ, "ECHO_HOME": str(echo_home), "DAGSTER_HOME": str(echo_home / "dagster")}
-    done = cli("demo", "--days", "2", "--users", "2", "--sessions-per-user-day", "1", "--model", str(tiny_model_dir),
-               "--source", str(REPO / "echo_dagster"), env=env)
+def test_the_demo_materializes_the_whole_graph_end_to_end(echo_home, tiny_model_dir):
+    env = {**os.environ, "ECHO_HOME": str(echo_home), "DAGSTER_HOME": str(echo_home / "dagster"),
+           "ECHO_RETRAIN_THRESHOLD": "8"}  # this small demo harvests a dozen or so training examples
+    done = cli("demo", "--days", "2", "--users", "3", "--sessions-per-user-day", "1", "--model", str(tiny_model_dir),
+               "--source", str(REPO / "echo_dagster"), "--train-steps", "3", "--eval-rows", "8",
+               "--replay-completions", "6", "--humaneval-problems", "2", env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert '"completions":' in done.stdout and "ground truth:" in done.stdout
     yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
     days = {(yesterday - timedelta(days=n)).isoformat() for n in range(2)}
     for day in days:
         assert f"harvest_job[{day}]: success" in done.stdout
-    assert "train_job: success" in done.stdout
+    assert "retrain_sensor: requests train_job" in done.stdout, done.stdout[-1500:]
+    for job in ("train_job", "baseline_job", "eval_job"):
+        assert f"{job}: success" in done.stdout
+    assert "promotion gate: " in done.stdout
+    report = Path(done.stdout.split("report: ", 1)[1].split()[0])
+    assert report.is_file() and report.is_relative_to(echo_home / "reports")
+    registry = echo_home / "registry"
+    decisions = [json.loads(p.read_text()) for p in (registry / "decisions").glob("*.json")]
+    assert len(decisions) == 1 and decisions[0]["champion"] == str(tiny_model_dir)
+    assert (registry / "champion.json").is_file() == decisions[0]["promoted"]
     assert (echo_home / "echo.duckdb").is_file() and (echo_home / "landing-truth").is_dir()
 
     instance = dg.DagsterInstance.from_config(str(echo_home / "dagster"))
@@ -36,6 +49,23 @@ def test_demo_simulates_experience_and_materializes_raw_sessions(echo_home, tiny
         record = instance.get_latest_materialization_event(dg.AssetKey("raw_sessions"))
         metadata = record.asset_materialization.metadata
         assert metadata["events_kept"].value > 0 and metadata["quarantined"].value == 0
+        for asset in ("finetuned_checkpoint", "repository_checkpoint", "eval_report"):
+            assert instance.get_latest_materialization_event(dg.AssetKey(asset)) is not None, asset
+        report_meta = instance.get_latest_materialization_event(dg.AssetKey("eval_report")).asset_materialization.metadata
+        roles = {role for m in report_meta["figures"].value["models"] for role in m["roles"]}
+        assert roles == {"base", "champion", "challenger", "repository"}
+        assert "| model | roles |" in report_meta["models"].value and "data:image/png" in report_meta["chart"].value
+        check = instance.get_latest_asset_check_evaluation_record(
+            dg.AssetCheckKey(dg.AssetKey("eval_report"), "promotion_gate"))
+        evaluation = check.event.dagster_event.event_specific_data
+        assert evaluation.passed == decisions[0]["promoted"]
+        # The next step a daemon would take: evaluate_sensor asks to evaluate the new checkpoint once.
+        from echo_dagster.defs.sensors import evaluate_sensor
+
+        with dg.build_sensor_context(instance=instance) as context:
+            requests = list(evaluate_sensor(context))
+        checkpoint = instance.get_latest_materialization_event(dg.AssetKey("finetuned_checkpoint"))
+        assert len(requests) == 1 and requests[0].run_key == f"evaluate-{checkpoint.asset_materialization.metadata['name'].value}"
     finally:
         instance.dispose()
 

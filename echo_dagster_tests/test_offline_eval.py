@@ -38,11 +38,12 @@ def test_scores_group_by_source_kind_and_language():
 
 def test_a_model_is_evaluated_on_held_out_rows(tiny_model_dir):
     from echo_dagster.evaluation.offline import evaluate
+    from echo_dagster.model.generation import complete
     from echo_dagster.model.loading import load_model
 
     loaded = load_model(str(tiny_model_dir), tiny_model_dir.parent)
     held_out = [{"completion_id": f"c{n}", "language": "python", "source_kind": "rejected_rewritten",
                  "prefix": f"def area_{n}(r):\n    ", "suffix": "\n", "target": "return r * r\n"} for n in range(3)]
-    results = evaluate(loaded, held_out)
+    results = evaluate(lambda requests: complete(loaded, requests), held_out)
     assert [r.completion_id for r in results] == ["c0", "c1", "c2"]
     assert all(0.0 <= r.es <= 1.0 and r.truth_chars == len("return r * r\n") for r in results)

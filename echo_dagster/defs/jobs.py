@@ -41,3 +41,11 @@ baseline_job = dg.define_asset_job(
     executor_def=train_executor(),
     description="Fine-tune on plain repository files with the latest Echo checkpoint's token budget.",
 )
+
+eval_job = dg.define_asset_job(
+    "eval_job",
+    selection=dg.AssetSelection.groups("evaluation"),
+    executor_def=train_executor(),
+    description="Evaluate the latest Echo checkpoint against the base, the champion and the repository "
+                "baseline; promote it when the gate says so.",
+)

@@ -3,7 +3,8 @@ import os
 
 import dagster as dg
 
-from echo_dagster.defs.jobs import train_job
+from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint
+from echo_dagster.defs.jobs import eval_job, train_job
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
 from echo_dagster.training.window import training_rows_after
 
@@ -27,3 +28,11 @@ def retrain_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse, mo
                              f"{threshold} start a training")
     return dg.RunRequest(run_key=f"after-{cutoff or 'start'}",
                          tags={"echo/data_cutoff": cutoff or "", "echo/new_rows": str(count)})
+
+
+@dg.asset_sensor(asset_key=finetuned_checkpoint.key, job=eval_job, default_status=dg.DefaultSensorStatus.RUNNING)
+def evaluate_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    """Requests eval_job for every new checkpoint: each challenger meets the promotion gate once."""
+    materialization = asset_event.asset_materialization
+    name = materialization.metadata["name"].value if materialization else asset_event.run_id
+    return dg.RunRequest(run_key=f"evaluate-{name}", tags={"echo/challenger": str(name)})

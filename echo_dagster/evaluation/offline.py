@@ -40,13 +40,21 @@ def score(rows: list[dict], proposals: list[str], tau: float = DEFAULT_TAU) -> l
     return out
 
 
-def evaluate(loaded, rows: list[dict], config=None, tau: float = DEFAULT_TAU) -> list[Scored]:
-    """A loaded model's proposals for held-out rows (prefix, suffix, language, target, ...), scored.
-    The prompts are built as when the model serves (`model.generation.complete`)."""
-    from echo_dagster.model.generation import CompletionRequest, GenerationConfig, complete
+def held_out_rows(con, limit: int, seed: int = 0) -> list[dict]:
+    """Rows of the eval set (view `eval_set`), at most `limit`: a stable pseudo-random sample."""
+    names = ("completion_id", "language", "source_kind", "prefix", "suffix", "target")
+    rows = con.execute(f"SELECT {', '.join(names)} FROM eval_set ORDER BY hash(completion_id || '{int(seed)}') "
+                       f"LIMIT {int(limit)}").fetchall()
+    return [dict(zip(names, r)) for r in rows]
 
-    requests = [CompletionRequest(r["prefix"], r["suffix"] or "", r["language"] or "") for r in rows]
-    return score(rows, complete(loaded, requests, config or GenerationConfig()), tau)
+
+def evaluate(propose, rows: list[dict], tau: float = DEFAULT_TAU) -> list[Scored]:
+    """Proposals for held-out rows (prefix, suffix, language, target, ...), scored. `propose` takes
+    CompletionRequests, as a model serving them does (`model.generation.complete`)."""
+    from echo_dagster.model.generation import CompletionRequest
+
+    return score(rows, propose([CompletionRequest(r["prefix"], r["suffix"] or "", r["language"] or "")
+                                for r in rows]), tau)
 
 
 def summarize(results: list[Scored], resamples: int = 1_000, seed: int = 0) -> dict:

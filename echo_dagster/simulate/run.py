@@ -12,14 +12,14 @@ import gzip
 import json
 import random
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Callable
 
 from echo_dagster.landing import LandingStore, day_folder
 from echo_dagster.model.generation import CompletionRequest
-from echo_dagster.simulate.sessions import NoiseConfig, plan_session, session_events
-from echo_dagster.simulate.sources import SourceFile, scan_source
+from echo_dagster.simulate.sessions import NoiseConfig, SessionOutput, SessionPlan, plan_session, session_events
+from echo_dagster.simulate.sources import SourceFile, SourceScan, scan_source
 from echo_dagster.simulate.users import make_personas
 from echo_dagster.splits import file_split, repo_of, user_split
 
@@ -71,38 +71,13 @@ def simulate(spec: SimulationSpec, landing: LandingStore, truth: LandingStore, p
     scan = scan_source(spec.source)
     personas = make_personas(spec.users, spec.seed)
     split_of = {f.path: file_split(repo_of(f.path), f.path) for f in scan.files}
-    files = {"train": [f for f in scan.files if split_of[f.path] == "train"],
-             "eval": [f for f in scan.files if split_of[f.path] == "eval"]}
-    if not files["eval"]:  # a tiny source: still hold one file out
-        files["eval"], files["train"] = scan.files[-1:], scan.files[:-1] or scan.files[-1:]
+    files = _files_by_split(scan, split_of)
     rng = random.Random(spec.seed)
-    plans = []
-    for d in range(spec.days):
-        day = spec.start + timedelta(days=d)
-        for persona in personas:
-            split = user_split(persona.user_id)
-            for n in range(spec.sessions_per_user_day):
-                file: SourceFile = rng.choice(files[split])
-                # Work hours, so sessions end the same day; late delivery is the only way across days.
-                start = datetime.combine(day, time(8), timezone.utc) + timedelta(seconds=rng.randrange(10 * 3600))
-                session_id = f"sim{spec.seed}-{day.isoformat()}-{persona.user_id[-3:]}-{n:02d}"
-                plans.append(plan_session(rng, session_id, persona, file, split, start, spec.noise,
-                                          spec.triggers_per_session))
-    if spec.max_completions is not None:
-        plans = _cap(plans, spec.max_completions)
-    requests = [r for plan in plans for r in plan.requests()]
-    proposals = iter(propose(requests))
-
+    plans = _plan(spec, rng, personas, lambda persona: user_split(persona.user_id), files)
     summary = SimulationSummary(files=len(scan.files), skipped=dict(scan.skipped), sessions=len(plans))
     landed: dict[tuple[date, str], list[bytes]] = defaultdict(list)
     truths: dict[date, list[bytes]] = defaultdict(list)
-    for plan in plans:
-        out = session_events(plan, [next(proposals) for _ in plan.triggers], model_name, rng)
-        summary.completions += out.completions
-        summary.accepted += out.accepted
-        summary.surviving_chars += out.surviving
-        summary.target_chars += out.target_chars
-        summary.noise.update(out.noise)
+    for plan, out in _play(plans, propose, model_name, rng, summary):
         day = plan.start.date()
         lines = _deliver(rng, out.events, day, spec.noise, summary.noise)
         for arrival, line in lines:
@@ -118,6 +93,61 @@ def simulate(spec: SimulationSpec, landing: LandingStore, truth: LandingStore, p
     truth.write(f"split-{spec.seed}.json", json.dumps(split, indent=1, sort_keys=True).encode())
     truth.write(f"summary-{spec.seed}.json", json.dumps(summary.as_dict(), indent=1).encode())
     return summary
+
+
+def replay(spec: SimulationSpec, propose: Proposer, model_name: str) -> SimulationSummary:
+    """The replay A/B arm of evaluation: every simulated developer works on held-out (eval-split)
+    files with this model, reacting to its own proposals; nothing is written. The same spec gives
+    every model the same sessions, so their rates compare."""
+    scan = scan_source(spec.source)
+    files = _files_by_split(scan, {f.path: file_split(repo_of(f.path), f.path) for f in scan.files})
+    rng = random.Random(spec.seed)
+    plans = _plan(spec, rng, make_personas(spec.users, spec.seed), lambda persona: "eval", files)
+    summary = SimulationSummary(files=len(files["eval"]), skipped=dict(scan.skipped), sessions=len(plans))
+    for _ in _play(plans, propose, model_name, rng, summary):
+        pass
+    return summary
+
+
+def _files_by_split(scan: SourceScan, split_of: dict[str, str]) -> dict[str, list[SourceFile]]:
+    files = {"train": [f for f in scan.files if split_of[f.path] == "train"],
+             "eval": [f for f in scan.files if split_of[f.path] == "eval"]}
+    if not files["eval"]:  # a tiny source: still hold one file out
+        files["eval"], files["train"] = scan.files[-1:], scan.files[:-1] or scan.files[-1:]
+    return files
+
+
+def _plan(spec: SimulationSpec, rng: random.Random, personas: list, split_for: Callable,
+          files: dict[str, list[SourceFile]]) -> list[SessionPlan]:
+    plans = []
+    for d in range(spec.days):
+        day = spec.start + timedelta(days=d)
+        for persona in personas:
+            split = split_for(persona)
+            for n in range(spec.sessions_per_user_day):
+                file: SourceFile = rng.choice(files[split])
+                # Work hours, so sessions end the same day; late delivery is the only way across days.
+                start = datetime.combine(day, time(8), timezone.utc) + timedelta(seconds=rng.randrange(10 * 3600))
+                session_id = f"sim{spec.seed}-{day.isoformat()}-{persona.user_id[-3:]}-{n:02d}"
+                plans.append(plan_session(rng, session_id, persona, file, split, start, spec.noise,
+                                          spec.triggers_per_session))
+    if spec.max_completions is not None:
+        plans = _cap(plans, spec.max_completions)
+    return plans
+
+
+def _play(plans: list[SessionPlan], propose: Proposer, model_name: str, rng: random.Random,
+          summary: SimulationSummary) -> Iterator[tuple[SessionPlan, SessionOutput]]:
+    """Each session with the model's proposals (asked for all at once, in batches), counted."""
+    proposals = iter(propose([r for plan in plans for r in plan.requests()]))
+    for plan in plans:
+        out = session_events(plan, [next(proposals) for _ in plan.triggers], model_name, rng)
+        summary.completions += out.completions
+        summary.accepted += out.accepted
+        summary.surviving_chars += out.surviving
+        summary.target_chars += out.target_chars
+        summary.noise.update(out.noise)
+        yield plan, out
 
 
 def _cap(plans: list, max_completions: int) -> list:

@@ -5,6 +5,7 @@ the champion, the model that serves.
     <root>/<name>/adapter/           the LoRA adapter (plain peft loads it)
     <root>/<name>/merged/            the merged model and tokenizer (plain transformers loads it)
     <root>/champion.json             {"name", "set_at", "reason", "previous"}
+    <root>/decisions/<at>-<name>.json  every promotion decision, with its figures and reasons
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -85,6 +87,13 @@ class Registry:
         pointer = {"name": name, "set_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": reason,
                    "previous": self.champion()}
         self._write("champion.json", json.dumps(pointer, indent=2))
+
+    def record_decision(self, decision: dict) -> str:
+        """Keeps a promotion decision (it names its `challenger`); its path under the root."""
+        at = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")  # two decisions never share a name
+        relative = f"decisions/{at}-{decision['challenger']}.json"
+        self._write(relative, json.dumps({"decided_at": at, **decision}, indent=2))
+        return relative
 
     # -- storage
 

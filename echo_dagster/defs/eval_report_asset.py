@@ -1,0 +1,125 @@
+import time
+from datetime import date
+
+import dagster as dg
+from pydantic import Field
+
+from echo_dagster import home
+from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint, repository_checkpoint
+from echo_dagster.defs.resources import ModelRegistry, Warehouse
+from echo_dagster.evaluation import gate, offline, report
+from echo_dagster.evaluation.suite import ROLES, SuiteSettings, arms, by_role, run_suite
+from echo_dagster.model.generation import GenerationConfig
+from echo_dagster.model.loading import default_spec
+from echo_dagster.simulate.run import SimulationSpec
+from echo_dagster.simulate.sources import DEFAULT_CORPUS
+
+_GATE = gate.GateSettings()
+_GENERATION = GenerationConfig()
+
+
+class EvalConfig(dg.Config):
+    base_model: str = Field(default_factory=default_spec, description="The base model's spec, measured as the "
+                                                                      "baseline (and the champion while none is).")
+    max_rows: int = Field(default=300, description="Held-out rows of the eval set to score (a stable sample).")
+    replay_completions: int = Field(default=120, description="Completions of the replay A/B on held-out files, "
+                                                             "per model (0: no replay).")
+    replay_source: str = Field(default=DEFAULT_CORPUS, description="The code the replay A/B replays (its "
+                                                                   "eval-split files).")
+    replay_users: int = Field(default=4, description="Simulated developers of the replay A/B.")
+    replay_seed: int = Field(default=1, description="Seeds the replay's sessions: every model gets the same.")
+    humaneval_problems: int = Field(default=40, description="HumanEval problems of the forgetting guard (the "
+                                                            "first N by id, one solution line each; 0: none).")
+    context_tokens: int = Field(default=_GENERATION.context_tokens, description="Prompt budget, as when serving.")
+    batch_size: int = Field(default=_GENERATION.batch_size, description="Prompts generated at once.")
+    min_acceptance_gain: float = Field(default=_GATE.min_acceptance_gain,
+                                       description="Acceptance the challenger must gain over the champion "
+                                                   "(0.02 = 2 points).")
+    max_humaneval_drop: float = Field(default=_GATE.max_humaneval_drop,
+                                      description="HumanEval pass@1 the challenger may lose (0.02 = 2 points).")
+    confidence: float = Field(default=_GATE.confidence, description="Of the bootstrap intervals.")
+    resamples: int = Field(default=_GATE.resamples, description="Bootstrap resamples.")
+
+
+@dg.asset(
+    deps=[finetuned_checkpoint, repository_checkpoint],
+    group_name="evaluation",
+    kinds={"pytorch", "python"},
+    owners=["team:echo"],
+    pool="gpu",
+    output_required=False,
+    check_specs=[dg.AssetCheckSpec("promotion_gate", asset="eval_report",
+                                   description="Passes when the challenger was promoted to champion; a warning "
+                                               "with the reasons when it was not.")],
+)
+def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse: Warehouse, models: ModelRegistry):
+    """The latest Echo checkpoint (the challenger) against the base model, the champion and the
+    repository-files baseline: scores on the held-out eval set, a replay A/B on held-out files, the
+    HumanEval forgetting guard; then the promotion gate. The report is written under
+    $ECHO_HOME/reports/; every decision is recorded in the registry."""
+    registry = models.registry()
+    latest = registry.latest("echo")
+    if latest is None:
+        context.log.warning("Nothing to evaluate: the registry holds no Echo checkpoint (run train_job).")
+        return
+    with warehouse.connect(read_only=True) as con:
+        rows = offline.held_out_rows(con, config.max_rows)
+    if not rows:
+        context.log.warning("Nothing to evaluate on: the eval set is empty (run harvest_job).")
+        return
+    challenger, champion = latest["name"], registry.champion()
+    repository = registry.latest("repository")
+
+    def checkpoint(name: str) -> tuple[str, str]:
+        return name, str(registry.local(name) / "merged")
+
+    settings = SuiteSettings(
+        generation=GenerationConfig(context_tokens=config.context_tokens, batch_size=config.batch_size),
+        replay=SimulationSpec(source=config.replay_source, start=date(2026, 1, 5), days=1, users=config.replay_users,
+                              max_completions=config.replay_completions, seed=config.replay_seed)
+        if config.replay_completions else None,
+        humaneval_problems=config.humaneval_problems, resamples=config.resamples)
+    measured = arms(config.base_model, checkpoint(champion) if champion else None, checkpoint(challenger),
+                    checkpoint(repository["name"]) if repository else None)
+    results = run_suite(measured, rows, settings, home.echo_home() / "models", log=context.log.info)
+
+    new, old = by_role(results, "challenger"), by_role(results, "champion")
+    if new is old:
+        verdict = gate.Verdict(False, [f"{challenger} is already the champion"])
+    else:
+        verdict = gate.decide(gate.Scores([s.accepted for s in new.scored], new.humaneval_pass_at_1),
+                              gate.Scores([s.accepted for s in old.scored], old.humaneval_pass_at_1),
+                              gate.GateSettings(config.min_acceptance_gain, config.max_humaneval_drop,
+                                                config.confidence, config.resamples))
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    built = report.build(f"Echo evaluation {stamp}: {challenger}", results, verdict,
+                         {"challenger": challenger, "champion_before": old.arm.name, "eval_rows": len(rows),
+                          "config": config.model_dump()})
+    page = built.write(home.echo_home() / "reports" / f"{stamp}-{challenger}")
+    context.log.info(f"Report: {page}")
+    if verdict.promote:
+        registry.set_champion(challenger, "; ".join(verdict.reasons))
+    decision = registry.record_decision({"challenger": challenger, "champion": old.arm.name,
+                                         "promoted": verdict.promote, "reasons": verdict.reasons,
+                                         "figures": verdict.figures, "eval_rows": len(rows)})
+    context.log.info(f"Promotion gate: {'promoted' if verdict.promote else 'not promoted'} — "
+                     + "; ".join(verdict.reasons))
+
+    tables = list(built.tables)
+    metadata = {"report": dg.MetadataValue.path(str(page)), "challenger": challenger,
+                "champion": registry.champion() or config.base_model, "promoted": verdict.promote,
+                "decision": decision, "eval_rows": len(rows),
+                "models": dg.MetadataValue.md(built.markdown(tables[0])),
+                "by_language": dg.MetadataValue.md(built.markdown(tables[1])),
+                "by_source_kind": dg.MetadataValue.md(built.markdown(tables[2])),
+                "chart": dg.MetadataValue.md(built.chart_markdown()),
+                "figures": dg.MetadataValue.json(built.figures)}
+    for role in ROLES:
+        result = by_role(results, role)
+        if result is not None:
+            metadata[f"acceptance/{role}"] = result.summary["acceptance"][0]
+    yield dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
+        check_name="promotion_gate", passed=verdict.promote, severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(verdict.reasons),
+        metadata={k: v for k, v in verdict.figures.items() if isinstance(v, (int, float))})])

@@ -1,0 +1,143 @@
+"""The evaluation report: tables (Markdown for the Dagster UI, HTML for the file), a chart, JSON,
+and a self-contained HTML page under `$ECHO_HOME/reports/`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from echo_dagster.evaluation.gate import Verdict
+from echo_dagster.evaluation.suite import ArmResult
+
+Table = tuple[tuple[str, ...], list[tuple[str, ...]]]  # header, rows
+
+
+@dataclass(frozen=True)
+class Report:
+    title: str
+    tables: dict[str, Table]  # caption -> table
+    chart_png: bytes
+    figures: dict  # everything, as JSON
+
+    def markdown(self, caption: str) -> str:
+        header, rows = self.tables[caption]
+        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+    def chart_markdown(self) -> str:
+        return f"![acceptance, generation rate and ES by model](data:image/png;base64,{_b64(self.chart_png)})"
+
+    def html(self) -> str:
+        parts = [f"<h1>{html.escape(self.title)}</h1>"]
+        for caption, (header, rows) in self.tables.items():
+            parts.append(f"<h2>{html.escape(caption)}</h2><table><tr>"
+                         + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                                   for row in rows) + "</table>")
+        parts.append(f'<h2>Chart</h2><img alt="chart" src="data:image/png;base64,{_b64(self.chart_png)}">')
+        parts.append("<h2>Figures (JSON)</h2><pre>" + html.escape(json.dumps(self.figures, indent=2)) + "</pre>")
+        style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
+                 "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#eee}")
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+    def write(self, folder: Path) -> Path:
+        """report.html (self-contained), report.json and chart.png in `folder`; the HTML's path."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "chart.png").write_bytes(self.chart_png)
+        (folder / "report.json").write_text(json.dumps(self.figures, indent=2))
+        page = folder / "report.html"
+        page.write_text(self.html())
+        return page
+
+
+def build(title: str, results: list[ArmResult], verdict: Verdict | None, context: dict) -> Report:
+    tables = {"Held-out eval set (95% bootstrap intervals)": _overall(results),
+              "Acceptance by language": _grouped(results, "by_language"),
+              "Acceptance by source kind": _grouped(results, "by_source_kind")}
+    if verdict is not None:
+        tables["Promotion gate"] = (("promote", "reasons"), [("yes" if verdict.promote else "no",
+                                                               "; ".join(verdict.reasons))])
+    figures = {**context, "models": [_figures(r) for r in results],
+               "gate": {"promote": verdict.promote, "reasons": verdict.reasons, "figures": verdict.figures}
+               if verdict else None}
+    return Report(title, tables, _chart(results), figures)
+
+
+def _overall(results: list[ArmResult]) -> Table:
+    header = ("model", "roles", "n", "acceptance", "generation rate", "exact match", "ES", "replay acceptance",
+              "replay generation rate", "HumanEval pass@1")
+    rows = []
+    for r in results:
+        s = r.summary
+        replay = r.replay or {}
+        rows.append((r.arm.name, ", ".join(r.arm.roles), str(s["n"]),
+                     *(_interval(s.get(m)) for m in ("acceptance", "generation_rate", "exact_match", "edit_similarity")),
+                     _pct(replay.get("acceptance_rate")), _pct(replay.get("generation_rate")),
+                     _pct(r.humaneval_pass_at_1)))
+    return header, rows
+
+
+def _grouped(results: list[ArmResult], attribute: str) -> Table:
+    groups = sorted({g for r in results for g in getattr(r, attribute)})
+    header = ("model", *groups)
+    rows = [(r.arm.name, *(_cell(getattr(r, attribute).get(g)) for g in groups)) for r in results]
+    return header, rows
+
+
+def _cell(summary: dict | None) -> str:
+    if not summary or not summary.get("n"):
+        return "–"
+    return f"{summary['acceptance'][0]:.1%} (n={summary['n']})"
+
+
+def _interval(value: tuple[float, float, float] | None) -> str:
+    if value is None:
+        return "–"
+    v, low, high = value
+    return f"{v:.1%} [{low:.1%}, {high:.1%}]"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _figures(r: ArmResult) -> dict:
+    return {"name": r.arm.name, "spec": r.arm.spec, "roles": list(r.arm.roles), "eval_set": r.summary,
+            "by_language": r.by_language, "by_source_kind": r.by_source_kind, "replay": r.replay,
+            "humaneval_pass_at_1": r.humaneval_pass_at_1, "seconds": {k: round(v, 1) for k, v in r.seconds.items()}}
+
+
+def _chart(results: list[ArmResult]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; a PNG in memory
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    metrics = (("acceptance", "acceptance"), ("generation_rate", "generation rate"), ("edit_similarity", "ES"))
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    width = 0.8 / max(1, len(results))
+    for n, r in enumerate(results):
+        values = [r.summary.get(m, (0.0, 0.0, 0.0)) for m, _ in metrics]
+        centers = np.arange(len(metrics)) + (n - (len(results) - 1) / 2) * width
+        errors = np.array([[v - low for v, low, _ in values], [high - v for v, _, high in values]])
+        ax.bar(centers, [v for v, _, _ in values], width, yerr=errors, capsize=3,
+               label=f"{r.arm.name} ({', '.join(r.arm.roles)})")
+    ax.set_xticks(np.arange(len(metrics)), [label for _, label in metrics])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("held-out eval set")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

@@ -1,0 +1,107 @@
+"""Every model under comparison through the same three measurements: offline scores on the held-out
+eval set, the replay A/B on held-out files, and the HumanEval forgetting guard.
+
+A model is loaded once and measured on all three; a model that plays two roles (the base that is
+still the champion) is measured once.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from echo_dagster.evaluation import humaneval, offline
+from echo_dagster.model.generation import GenerationConfig, complete
+from echo_dagster.model.loading import load_model
+from echo_dagster.simulate.run import SimulationSpec, replay
+
+ROLES = ("base", "champion", "challenger", "repository")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str  # how the report names it: a registry name, or the base model's spec
+    spec: str  # what load_model takes
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    generation: GenerationConfig = GenerationConfig()
+    replay: SimulationSpec | None = None  # None: no replay A/B
+    humaneval_problems: int = 40  # 0: no forgetting guard
+    resamples: int = 1_000
+
+
+@dataclass
+class ArmResult:
+    arm: Arm
+    scored: list[offline.Scored]
+    summary: dict
+    by_language: dict
+    by_source_kind: dict
+    replay: dict | None = None  # acceptance_rate, generation_rate, completions
+    humaneval_pass_at_1: float | None = None
+    seconds: dict = field(default_factory=dict)
+
+
+def arms(base: str, champion: tuple[str, str] | None, challenger: tuple[str, str] | None,
+         repository: tuple[str, str] | None) -> list[Arm]:
+    """The models to measure, by role; (name, spec) pairs for registry checkpoints. The champion is
+    the base when there is none."""
+    named = [("base", (base, base)), ("champion", champion or (base, base)), ("challenger", challenger),
+             ("repository", repository)]
+    out: dict[str, Arm] = {}
+    for role, pair in named:
+        if pair is None:
+            continue
+        name, spec = pair
+        held = out.get(spec)
+        out[spec] = Arm(held.name if held else name, spec, (held.roles if held else ()) + (role,))
+    return list(out.values())
+
+
+def run_suite(models: list[Arm], rows: list[dict], settings: SuiteSettings, models_dir: str | Path,
+              log=print) -> list[ArmResult]:
+    tasks = humaneval.line_tasks(settings.humaneval_problems) if settings.humaneval_problems else []
+    results = []
+    for arm in models:
+        seconds = {}
+        started = time.perf_counter()
+        loaded = load_model(arm.spec, models_dir)
+        seconds["load"] = time.perf_counter() - started
+
+        def propose(requests, loaded=loaded):
+            return complete(loaded, requests, settings.generation)
+
+        started = time.perf_counter()
+        scored = offline.evaluate(propose, rows)
+        seconds["eval_set"] = time.perf_counter() - started
+        result = ArmResult(arm, scored, offline.summarize(scored, settings.resamples),
+                           offline.by_group(scored, "language", resamples=settings.resamples),
+                           offline.by_group(scored, "source_kind", resamples=settings.resamples), seconds=seconds)
+        if settings.replay is not None:
+            started = time.perf_counter()
+            played = replay(settings.replay, propose, arm.name)
+            result.replay = {"acceptance_rate": played.acceptance_rate, "generation_rate": played.generation_rate,
+                             "completions": played.completions, "sessions": played.sessions}
+            seconds["replay"] = time.perf_counter() - started
+        if tasks:
+            started = time.perf_counter()
+            result.humaneval_pass_at_1 = humaneval.pass_at_1(propose, tasks)
+            seconds["humaneval"] = time.perf_counter() - started
+        log(f"{arm.name} ({', '.join(arm.roles)}): acceptance {result.summary.get('acceptance', (0,))[0]:.3f} "
+            f"on {len(rows)} held-out rows" + (f", replay {result.replay['acceptance_rate']:.3f}" if result.replay
+                                               else "")
+            + (f", HumanEval {result.humaneval_pass_at_1:.3f}" if tasks else "")
+            + f" ({sum(seconds.values()):.0f} s)")
+        results.append(result)
+        del loaded
+        gc.collect()
+    return results
+
+
+def by_role(results: list[ArmResult], role: str) -> ArmResult | None:
+    return next((r for r in results if role in r.arm.roles), None)
