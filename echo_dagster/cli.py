@@ -22,10 +22,10 @@ def main(argv: list[str] | None = None) -> int:
                                             "model, harvest_job on each, train_job when retrain_sensor's rule "
                                             "says so, baseline_job, eval_job")
     demo.add_argument("--days", type=int, default=3, help="how many days, ending yesterday (UTC)")
-    demo.add_argument("--train-steps", type=int, default=20, help="LoRA steps of each demo training (0: no "
-                                                                  "training); about 8 s a step on 2 CPU cores")
+    demo.add_argument("--train-steps", type=int, default=16, help="LoRA steps of each demo training (0: no "
+                                                                  "training); about 9 s a step on 2 CPU cores")
     demo.add_argument("--eval-rows", type=int, default=60, help="held-out rows eval_report scores")
-    demo.add_argument("--replay-completions", type=int, default=48, help="completions of the replay A/B")
+    demo.add_argument("--replay-completions", type=int, default=32, help="completions of the replay A/B")
     demo.add_argument("--humaneval-problems", type=int, default=20, help="HumanEval problems of the forgetting guard")
     _simulation_options(demo, users=5, sessions=2, max_completions=192)  # about 2.5 minutes on 2 CPU cores
     sim = commands.add_parser("simulate", help="replay real code as developers working with the assistant")
@@ -128,12 +128,14 @@ def _demo_loop(dg, defs, instance, args) -> bool:
         print(f"\nretrain_sensor: skip, {tick.skip_message}")
         return True
     print(f"\nretrain_sensor: requests train_job ({tick.tags['echo/new_rows']} new training examples)")
-    train = {"base_model": args.model or default_spec(), "min_examples": 8, "epochs": 10,
+    # A few dozen examples and a few steps: a higher learning rate than the default's 3e-4.
+    train = {"base_model": args.model or default_spec(), "min_examples": 8, "epochs": 10, "learning_rate": 1e-3,
              "max_steps": args.train_steps, "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
     evaluate = {"base_model": train["base_model"], "max_rows": args.eval_rows, "replay_source": args.source,
                 "replay_completions": args.replay_completions, "humaneval_problems": args.humaneval_problems}
     runs = {"train_job": ("finetuned_checkpoint", train),
-            "baseline_job": ("repository_checkpoint", {**train, "source": args.source}),
+            # The token budget stops it after as many tokens as train_job's: a few hundred examples suffice.
+            "baseline_job": ("repository_checkpoint", {**train, "source": args.source, "examples": 300}),
             "eval_job": ("eval_report", evaluate)}
     for job, (asset, config) in runs.items():
         result = defs.resolve_job_def(job).execute_in_process(
