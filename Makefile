@@ -26,9 +26,12 @@ setup: $(STAMP)
 
 instance: $(DAGSTER_HOME)/dagster.yaml
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
+	# Dagster makes a pool's slots on first use, and two runs starting together on a fresh SQLite
+	# instance can each make one; the training pool is made once, here.
+	$(BIN)/dagster instance concurrency set gpu 1
 
 demo: setup instance
 	$(BIN)/echo-dagster demo

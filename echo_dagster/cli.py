@@ -158,7 +158,7 @@ def _print_materialization(asset: str, meta: dict) -> None:
     rows = []
     for model in meta["figures"]["models"]:
         s = model["eval_set"]
-        rows.append((model["name"][:24], "+".join(model["roles"]), s["n"],
+        rows.append((model["name"], "+".join(model["roles"]), s["n"],
                      *(f"{s[k][0]:.1%}" for k in ("acceptance", "generation_rate", "exact_match", "edit_similarity")),
                      f"{model['replay']['acceptance_rate']:.1%}" if model["replay"] else "-",
                      f"{model['humaneval_pass_at_1']:.1%}" if model["humaneval_pass_at_1"] is not None else "-"))
@@ -203,10 +203,11 @@ def _print_summary(con, days: tuple[date, ...]) -> None:
 
 
 def _print_table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
+    cells = [tuple(header)] + [tuple(map(str, row)) for row in rows]
+    widths = [max(11, *(len(row[i]) for row in cells)) for i in range(len(header))]
     print(f"\n{title}")
-    print("  ".join(f"{h:>11}" for h in header))
-    for row in rows:
-        print("  ".join(f"{str(v):>11}" for v in row))
+    for row in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
 
 
 if __name__ == "__main__":

@@ -276,7 +276,8 @@ def test_two_trainings_requested_together_run_one_after_the_other(tmp_path, tiny
     dagster_home.mkdir()
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")  # pool "gpu": one slot
     add_examples(tmp_path / "wh.duckdb", DAY, 16)
-    dg.DagsterInstance.from_config(str(dagster_home)).dispose()  # its storage made once, not by both runs at once
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:  # made once, as `make instance` does
+        instance.event_log_storage.set_concurrency_slots("gpu", 1)
     env = os.environ | {"DAGSTER_HOME": str(dagster_home), "ECHO_HOME": str(tmp_path / "home"),
                         "PYTHONPATH": str(REPO)}
     runs = [subprocess.Popen([sys.executable, "-c", RUN_TRAINING, str(tmp_path), str(tiny_model_dir), str(seed)],
