@@ -33,7 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--days", type=int, default=3)
     sim.add_argument("--landing", default=None, help="folder or s3://bucket/prefix (default: $ECHO_LANDING)")
     _simulation_options(sim, users=4, sessions=3, max_completions=None)
+    imp = commands.add_parser("import", help="map another client's logs into schema v1 in the landing zone")
+    imp.add_argument("client", choices=("continue", "tabby"))
+    imp.add_argument("paths", nargs="+", help="log files or folders (Continue: dev_data/0.2.0/autocomplete.jsonl; "
+                                              "Tabby: ~/.tabby/events/); import a client's files together, so "
+                                              "that later requests can serve as snapshots of earlier ones")
+    imp.add_argument("--landing", default=None, help="folder or s3://bucket/prefix (default: $ECHO_LANDING)")
+    imp.add_argument("--tenant", default="default", help="tenant_id of the imported events")
     args = parser.parse_args(argv)
+    if args.command == "import":
+        return run_import(args)
     if args.command == "simulate":
         return 0 if run_simulate(args, args.start, args.landing or home.landing_url()) else 2
     return run_demo(args)
@@ -72,6 +81,18 @@ def run_simulate(args, start: date, landing_url: str):
     print(json.dumps(summary.as_dict(), indent=2))
     print(f"landing zone: {landing.url}\nground truth: {truth.url}")
     return summary
+
+
+def run_import(args) -> int:
+    from echo_dagster.clients.importer import import_logs
+
+    try:
+        summary = import_logs(args.client, args.paths, _store(args.landing or home.landing_url()), args.tenant)
+    except (OSError, ValueError) as err:
+        print(f"echo-dagster: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0
 
 
 def _store(url: str):
@@ -204,7 +225,7 @@ def _print_summary(con, days: tuple[date, ...]) -> None:
 
 def _print_table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
     cells = [tuple(header)] + [tuple(map(str, row)) for row in rows]
-    widths = [max(11, *(len(row[i]) for row in cells)) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     print(f"\n{title}")
     for row in cells:
         print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
