@@ -16,6 +16,7 @@ maps to the same events.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -103,27 +104,10 @@ def _signal(text: str) -> int:
 
 def _emit(out: Mapped, c: ClientCompletion, snapshots: list[tuple[ClientCompletion, str]], tenant_id: str,
           closed_at: datetime | None) -> None:
-    session = f"{c.client}:{c.completion_id}"
-    common = {"schema_version": 1, "session_id": session, "user_id": c.user_id, "tenant_id": tenant_id,
-              "repo": c.repo, "path": c.path, "language": c.language,
-              "client": f"{c.client}/{c.client_version}" if c.client_version else c.client}
-    events = [{**common, "event": "completion_shown", "event_id": f"{session}:shown", "ts": _ts(c.shown_ts),
-               "completion_id": c.completion_id, "model": c.model, "cursor": None, "prefix": c.prefix,
-               "suffix": c.suffix, "proposal": c.proposal, "latency_ms": c.latency_ms}]
-    if c.decision == "accepted":
-        events.append({**common, "event": "completion_accepted", "event_id": f"{session}:decision",
-                       "ts": _ts(c.decided_ts), "completion_id": c.completion_id, "accepted_text": c.accepted_text})
-    elif c.decision == "rejected":
-        events.append({**common, "event": "completion_rejected", "event_id": f"{session}:decision",
-                       "ts": _ts(c.decided_ts), "completion_id": c.completion_id, "reason": c.reject_reason})
-    for seq, (later, region) in enumerate(snapshots):
-        events.append({**common, "event": "document_snapshot", "event_id": f"{session}:after:{later.completion_id}",
-                       "ts": _ts(later.shown_ts), "document": c.prefix + region + c.suffix, "trigger": "interval",
-                       "seq": seq})
+    events = shown_events(c, tenant_id)
+    events += [snapshot_event(c, later, region, seq, tenant_id) for seq, (later, region) in enumerate(snapshots)]
     if closed_at is not None:
-        # A moment after the file's last request, so that it follows every snapshot.
-        events.append({**common, "event": "document_closed", "event_id": f"{session}:closed",
-                       "ts": _ts(max(closed_at, c.decided_ts) + timedelta(milliseconds=1))})
+        events.append(closed_event(c, closed_at, tenant_id))
         out.closed += 1
     out.completions += 1
     out.decisions[c.decision or "none"] += 1
@@ -134,5 +118,80 @@ def _emit(out: Mapped, c: ClientCompletion, snapshots: list[tuple[ClientCompleti
     out.events += events
 
 
+def _common(c: ClientCompletion, tenant_id: str) -> dict:
+    return {"schema_version": 1, "session_id": f"{c.client}:{c.completion_id}", "user_id": c.user_id,
+            "tenant_id": tenant_id, "repo": c.repo, "path": c.path, "language": c.language,
+            "client": f"{c.client}/{c.client_version}" if c.client_version else c.client}
+
+
+def shown_events(c: ClientCompletion, tenant_id: str) -> list[dict]:
+    """completion_shown and the decision, when the client logged one."""
+    common = _common(c, tenant_id)
+    session = common["session_id"]
+    events = [{**common, "event": "completion_shown", "event_id": f"{session}:shown", "ts": _ts(c.shown_ts),
+               "completion_id": c.completion_id, "model": c.model, "cursor": None, "prefix": c.prefix,
+               "suffix": c.suffix, "proposal": c.proposal, "latency_ms": c.latency_ms}]
+    if c.decision == "accepted":
+        events.append({**common, "event": "completion_accepted", "event_id": f"{session}:decision",
+                       "ts": _ts(c.decided_ts), "completion_id": c.completion_id, "accepted_text": c.accepted_text})
+    elif c.decision == "rejected":
+        events.append({**common, "event": "completion_rejected", "event_id": f"{session}:decision",
+                       "ts": _ts(c.decided_ts), "completion_id": c.completion_id, "reason": c.reject_reason})
+    return events
+
+
+def snapshot_event(c: ClientCompletion, later: ClientCompletion, region: str, seq: int, tenant_id: str) -> dict:
+    common = _common(c, tenant_id)
+    return {**common, "event": "document_snapshot", "event_id": f"{common['session_id']}:after:{later.completion_id}",
+            "ts": _ts(later.shown_ts), "document": c.prefix + region + c.suffix, "trigger": "interval", "seq": seq}
+
+
+def closed_event(c: ClientCompletion, last_request: datetime, tenant_id: str) -> dict:
+    common = _common(c, tenant_id)
+    # A moment after the file's last request, so that it follows every snapshot.
+    return {**common, "event": "document_closed", "event_id": f"{common['session_id']}:closed",
+            "ts": _ts(max(last_request, c.decided_ts) + timedelta(milliseconds=1))}
+
+
 def _ts(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+class LiveStreams:
+    """Implicit snapshots for completions that arrive one at a time (Continue's posts to the
+    capture endpoint): each new request in a file is matched against the earlier completions of
+    that file still open, and a file idle for `idle_close` closes its completions' sessions. In
+    memory: a restart loses the snapshots still to come for open files, never an event received."""
+
+    def __init__(self, idle_close: timedelta = IDLE_CLOSE, max_open: int = 64):
+        self.idle_close = idle_close
+        self.max_open = max_open  # earlier completions kept per file
+        self._streams: dict[tuple, list[list]] = {}  # (tenant, stream) -> [[completion, snapshots so far]]
+        self._lock = threading.Lock()
+
+    def add(self, c: ClientCompletion, tenant_id: str) -> list[dict]:
+        events = shown_events(c, tenant_id)
+        with self._lock:
+            key = (tenant_id, c.stream)
+            stream = self._streams.setdefault(key, [])
+            if stream and c.shown_ts - stream[-1][0].shown_ts >= self.idle_close:
+                events += self._close(key, stream[-1][0].shown_ts)
+                stream = self._streams.setdefault(key, [])
+            for entry in stream:
+                earlier, seq = entry
+                if c.shown_ts > earlier.decided_ts and (region := locate(earlier, c)) is not None:
+                    events.append(snapshot_event(earlier, c, region, seq, tenant_id))
+                    entry[1] += 1
+            stream.append([c, 0])
+            while len(stream) > self.max_open:
+                events.append(closed_event(stream.pop(0)[0], c.shown_ts, tenant_id))
+        return events
+
+    def sweep(self, now: datetime) -> list[dict]:
+        """document_closed for the completions of files idle since `now - idle_close`."""
+        with self._lock:
+            idle = [key for key, stream in self._streams.items() if now - stream[-1][0].shown_ts >= self.idle_close]
+            return [event for key in idle for event in self._close(key, self._streams[key][-1][0].shown_ts)]
+
+    def _close(self, key: tuple, last_request: datetime) -> list[dict]:
+        return [closed_event(c, last_request, key[0]) for c, _ in self._streams.pop(key)]

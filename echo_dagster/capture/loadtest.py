@@ -1,0 +1,163 @@
+"""A bounded load and fault test of the capture endpoint, on loopback.
+
+`run_load` runs N clients that post batches of schema-v1 events for a fixed time and retry a batch
+until it is acknowledged, as plugins do; `fault` (e.g. kill the server and start it again) runs
+once, halfway. `landed_once` then harvests the day with `raw_sessions` and checks that every
+acknowledged event is there exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import httpx
+
+_PREFIX = "def handler(event, context):\n    payload = json.loads(event['body'])\n" * 8
+_SUFFIX = "\n\nif __name__ == '__main__':\n    main()\n" * 4
+
+
+@dataclass
+class LoadResult:
+    seconds: float
+    acked: set = field(default_factory=set)
+    latencies_ms: list = field(default_factory=list)  # of acknowledged requests
+    failures: Counter = field(default_factory=Counter)  # what went wrong, retried
+
+    @property
+    def events_per_s(self) -> float:
+        return len(self.acked) / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if len(self.latencies_ms) < 2:
+            return self.latencies_ms[0] if self.latencies_ms else 0.0
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[round(q) - 1]
+
+    def as_dict(self) -> dict:
+        return {"seconds": round(self.seconds, 2), "acknowledged_events": len(self.acked),
+                "requests": len(self.latencies_ms), "events_per_s": round(self.events_per_s, 1),
+                "p50_ms": round(self.percentile(50), 2), "p99_ms": round(self.percentile(99), 2),
+                "failures_retried": dict(self.failures)}
+
+
+class LocalServer:
+    """`echo-dagster serve` in a child process on a free loopback port, its log in `folder`."""
+
+    def __init__(self, folder: Path, rate: float = 2000.0):
+        self.landing = folder / "landing"
+        self.tokens = folder / "tokens.json"
+        self.opt_out = folder / "opt_out.txt"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.rate = rate
+        self.log = open(folder / "server.log", "ab")
+        self.process = None
+
+    def start(self) -> "LocalServer":
+        env = os.environ | {"ECHO_HOME": str(self.landing.parent), "ECHO_OPT_OUT": str(self.opt_out),
+                            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "echo_dagster.cli", "serve", "--port", str(self.port), "--landing",
+             str(self.landing), "--tokens", str(self.tokens), "--node", "n1", "--rate", str(self.rate)],
+            env=env, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the server did not start: {self.log.name}")
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def event(client: int, n: int) -> dict:
+    """A completion_shown of a realistic size (about 1 KB: a prompt's window around the cursor)."""
+    now = datetime.now(timezone.utc)
+    return {"schema_version": 1, "event": "completion_shown", "event_id": f"load-{client}-{n}",
+            "ts": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+            "session_id": f"load-{client}-{n // 50}", "user_id": f"user-{client}", "tenant_id": "ignored",
+            "repo": "load", "path": f"svc/handler_{client}.py", "language": "python", "client": "loadtest/1",
+            "completion_id": f"load-{client}-{n}", "model": "m", "cursor": len(_PREFIX), "prefix": _PREFIX,
+            "suffix": _SUFFIX, "proposal": f"return {n}\n", "latency_ms": 120.0}
+
+
+def run_load(url: str, token: str, *, clients: int = 8, seconds: float = 10.0, batch: int = 20,
+             fault: Callable[[], None] | None = None) -> LoadResult:
+    import json
+
+    result = LoadResult(seconds)
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        n = 0
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0) as http:
+            while time.monotonic() < deadline:
+                events = [event(k, n + i) for i in range(batch)]
+                body = "\n".join(json.dumps(e) for e in events).encode()
+                while time.monotonic() < deadline:
+                    started = time.perf_counter()
+                    try:
+                        answer = http.post("/v1/events", content=body,
+                                           headers={"Content-Type": "application/x-ndjson"})
+                    except httpx.HTTPError as exc:
+                        with lock:
+                            result.failures[type(exc).__name__] += 1
+                        time.sleep(0.05)
+                        continue
+                    if answer.status_code == 200:
+                        with lock:
+                            result.latencies_ms.append((time.perf_counter() - started) * 1000)
+                            result.acked.update(e["event_id"] for e in events)
+                        break
+                    with lock:
+                        result.failures[f"http_{answer.status_code}"] += 1
+                    time.sleep(float(answer.headers.get("Retry-After", "0.05")))
+                n += batch
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    if fault:
+        threads.append(threading.Thread(target=lambda: (time.sleep(seconds / 2), fault())))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return result
+
+
+def landed_once(landing: Path, day: date, acked: set, warehouse_path: Path) -> dict:
+    """Harvest `day` with raw_sessions and count how the acknowledged events came out."""
+    from echo_dagster import warehouse
+    from echo_dagster.ingest.raw_sessions import ingest_partition
+    from echo_dagster.landing import LocalLandingStore
+
+    ingested = ingest_partition(LocalLandingStore(landing), day, warehouse_path)
+    with warehouse.connect(warehouse_path, read_only=True) as con:
+        counts = dict(con.execute("SELECT event_id, count(*) FROM raw_sessions WHERE partition_date = $d "
+                                  "GROUP BY ALL", {"d": day}).fetchall())
+    return {"acknowledged": len(acked), "missing": len(acked - counts.keys()),
+            "more_than_once": sum(1 for i in acked if counts.get(i, 0) > 1),
+            "landed_unacknowledged": len(counts.keys() - acked), "lines_read": ingested.lines_read,
+            "duplicates_dropped": ingested.duplicates, "quarantined": ingested.quarantined}

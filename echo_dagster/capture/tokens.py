@@ -1,0 +1,84 @@
+"""Per-tenant bearer tokens for the capture endpoint, kept as SHA-256 hashes only.
+
+Tokens are 256 random bits, so a fast hash is enough: nothing short enough to guess stands behind
+it. The file (`$ECHO_HOME/capture/tokens.json` by default) is re-read when it changes, so tokens
+are added or revoked without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+PREFIX = "echo_"
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._seen: tuple | None = None
+        self._by_hash: dict[str, str] = {}
+
+    def add(self, tenant_id: str) -> str:
+        """A new token for `tenant_id`: returned once, only its hash is written."""
+        if not tenant_id or not tenant_id.strip():
+            raise ValueError("a token needs a tenant id")
+        token = PREFIX + secrets.token_urlsafe(32)
+        entries = self._entries()
+        entries.append({"tenant_id": tenant_id, "sha256": _hash(token),
+                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        self._write(entries)
+        return token
+
+    def revoke(self, tenant_id: str) -> int:
+        entries = self._entries()
+        kept = [e for e in entries if e["tenant_id"] != tenant_id]
+        self._write(kept)
+        return len(entries) - len(kept)
+
+    def tenant_for(self, token: str) -> str | None:
+        digest = _hash(token)
+        found = None
+        for known, tenant in self._table().items():  # every entry compared, in constant time each
+            if hmac.compare_digest(known, digest):
+                found = tenant
+        return found
+
+    def _table(self) -> dict[str, str]:
+        try:
+            stat = self.path.stat()
+            seen = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            seen = None
+        with self._lock:
+            if seen != self._seen:
+                self._by_hash = {e["sha256"]: e["tenant_id"] for e in self._entries()}
+                self._seen = seen
+            return self._by_hash
+
+    def _entries(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        data = json.loads(self.path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
+            raise ValueError(f"{self.path}: expected {{\"tokens\": [...]}}")
+        return data["tokens"]
+
+    def _write(self, entries: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"tokens": entries}, f, indent=1)
+        os.replace(tmp, self.path)
