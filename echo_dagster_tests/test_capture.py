@@ -126,3 +126,23 @@ def test_under_load_with_a_kill_every_acknowledged_event_lands_exactly_once(serv
     assert len(result.acked) > 200 and result.failures, result.as_dict()  # the kill was felt, and retried
     check = landed_once(server.landing, datetime.now(timezone.utc).date(), result.acked, tmp_path / "wh.duckdb")
     assert check["missing"] == 0 and check["more_than_once"] == 0 and check["quarantined"] == 0, check
+
+
+def test_segments_rotate_under_steady_load_and_a_node_runs_once(tmp_path):
+    import time
+
+    from echo_dagster.capture.sink import LocalSink
+
+    sink = LocalSink(tmp_path, "n", rotate_s=0.2)
+    with pytest.raises(RuntimeError, match="another capture server runs as node 'n'"):
+        LocalSink(tmp_path, "n")
+    futures = []
+    for i in range(20):  # never idle for a second: segments still rotate by age
+        futures.append(sink.submit([json.dumps({"n": i}).encode() + b"\n"]))
+        time.sleep(0.03)
+    assert [f.result() for f in futures] == [1] * 20
+    published = sorted(tmp_path.glob("20*/capture-n-*.jsonl"))
+    sink.close()
+    assert len(published) >= 2
+    lines = [json.loads(line)["n"] for f in sorted(tmp_path.glob("20*/capture-n-*.jsonl")) for line in f.open()]
+    assert sorted(lines) == list(range(20))

@@ -31,7 +31,7 @@ from echo_dagster.landing import LandingStore, day_folder
 class _Segment:
     day: str
     path: Path
-    file: object
+    fd: int
     opened: float
     size: int = 0
 
@@ -135,15 +135,22 @@ class LocalSink(_GroupCommit):
         if self._segment is None:
             name = f"{day}--capture-{self.node}-{int(time.time() * 1000)}.jsonl"
             path = self.open_dir / name
-            self._segment = _Segment(day, path, open(path, "ab"), time.monotonic())
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._segment = _Segment(day, path, fd, time.monotonic())
             _fsync_dir(self.open_dir)
         segment = self._segment
         data = b"".join(lines)
-        segment.file.write(data)
-        segment.file.flush()
-        os.fsync(segment.file.fileno())
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(segment.fd, view):]
+            os.fsync(segment.fd)
+        except BaseException:
+            # Nothing of a failed group may stay: a torn line would swallow the next one.
+            os.ftruncate(segment.fd, segment.size)
+            raise
         segment.size += len(data)
-        if segment.size >= self.rotate_bytes:
+        if segment.size >= self.rotate_bytes or time.monotonic() - segment.opened >= self.rotate_s:
             self._rotate()
 
     def _tick_s(self) -> float:
@@ -156,7 +163,7 @@ class LocalSink(_GroupCommit):
     def _rotate(self) -> None:
         segment, self._segment = self._segment, None
         if segment is not None:
-            segment.file.close()
+            os.close(segment.fd)
             self._publish(segment.path, segment.day)
 
     def _publish(self, path: Path, day: str) -> None:

@@ -174,6 +174,8 @@ class LiveStreams:
         with self._lock:
             key = (tenant_id, c.stream)
             stream = self._streams.setdefault(key, [])
+            if any(earlier.completion_id == c.completion_id for earlier, _ in stream):
+                return events  # posted again (a retry): its snapshots were made the first time
             if stream and c.shown_ts - stream[-1][0].shown_ts >= self.idle_close:
                 events += self._close(key, stream[-1][0].shown_ts)
                 stream = self._streams.setdefault(key, [])
