@@ -11,7 +11,7 @@ export ECHO_HOME DAGSTER_HOME
 
 STAMP := $(VENV)/.installed
 
-.PHONY: setup instance demo test ui bench-ingest clean
+.PHONY: setup instance postgres demo test ui bench-ingest clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(STAMP)
 demo: setup instance
 	$(BIN)/echo-dagster demo
 
-test: setup
+# The deployment tests start Debian's PostgreSQL server on 127.0.0.1; install it where it is missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
+
+test: setup postgres
 	$(BIN)/pytest -q; status=$$?; [ $$status -eq 5 ] && echo "no tests collected" && exit 0; exit $$status
 
 ui: setup instance

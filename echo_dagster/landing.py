@@ -39,6 +39,10 @@ class LandingStore(Protocol):
 
     def write(self, name: str, data: bytes) -> None: ...
 
+    def days(self) -> list[date]: ...
+
+    def delete(self, file: LandingFile) -> None: ...
+
 
 def day_folder(day: date) -> str:
     return day.isoformat()
@@ -68,6 +72,15 @@ class LocalLandingStore:
         tmp = path.with_name(path.name + ".part")
         tmp.write_bytes(data)
         tmp.replace(path)  # readers never see half a file
+
+    def days(self) -> list[date]:
+        return sorted(d for p in self.root.iterdir() if p.is_dir() and (d := _day(p.name))) if self.root.is_dir() else []
+
+    def delete(self, file: LandingFile) -> None:
+        path = self.root / file.name
+        path.unlink(missing_ok=True)
+        if path.parent != self.root and not any(path.parent.iterdir()):
+            path.parent.rmdir()
 
 
 class S3LandingStore:
@@ -109,6 +122,15 @@ class S3LandingStore:
     def write(self, name: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
 
+    def days(self) -> list[date]:
+        folder = self._key("") if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder, Delimiter="/")
+        names = (p["Prefix"][len(folder):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", []))
+        return sorted(d for name in names if (d := _day(name)))
+
+    def delete(self, file: LandingFile) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(file.name))
+
 
 class _StreamingRaw(io.RawIOBase):
     """Adapts botocore's StreamingBody so that the file streams line by line, never whole."""
@@ -127,6 +149,14 @@ class _StreamingRaw(io.RawIOBase):
     def close(self) -> None:
         self._body.close()
         super().close()
+
+
+def _day(name: str) -> date | None:
+    """The day a top-level folder holds, or None for anything else (the capture server's `_capture/`)."""
+    try:
+        return date.fromisoformat(name) if len(name) == 10 else None
+    except ValueError:
+        return None
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:

@@ -64,3 +64,38 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """Debian's PostgreSQL server on 127.0.0.1, in a fresh cluster for the test session: a dict of
+    DAGSTER_POSTGRES_* values. `make test` installs the package where it is missing."""
+    import glob
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not bins:
+        pytest.fail("no PostgreSQL server: `apt-get install postgresql` (make test does it)")
+    bindir = Path(bins[-1]).parent
+    data = Path(tempfile.mkdtemp(prefix="echo-pg-"))
+    # The server refuses to run as root: the cluster belongs to the package's `postgres` user.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    subprocess.run(as_user + [bindir / "initdb", "-D", data / "db", "-U", "dagster", "--auth=trust"],
+                   check=True, capture_output=True)
+    subprocess.run(as_user + [bindir / "pg_ctl", "-D", data / "db", "-w", "-l", data / "log",
+                              "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run(as_user + [bindir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "dagster", "dagster"],
+                       check=True, capture_output=True)
+        yield {"DAGSTER_POSTGRES_USER": "dagster", "DAGSTER_POSTGRES_PASSWORD": "unused",
+               "DAGSTER_POSTGRES_HOST": "127.0.0.1", "DAGSTER_POSTGRES_DB": "dagster",
+               "DAGSTER_POSTGRES_PORT": str(port)}
+    finally:
+        subprocess.run(as_user + [bindir / "pg_ctl", "-D", data / "db", "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)

@@ -86,6 +86,8 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
     new, old = by_role(results, "challenger"), by_role(results, "champion")
     if new is old:
         verdict = gate.Verdict(False, [f"{challenger} is already the champion"])
+    elif registry.marks(challenger):
+        verdict = gate.Verdict(False, [f"{challenger} is marked: {registry.marks(challenger)[-1]['reason']}"])
     else:
         verdict = gate.decide(gate.Scores([s.accepted for s in new.scored], new.humaneval_pass_at_1),
                               gate.Scores([s.accepted for s in old.scored], old.humaneval_pass_at_1),

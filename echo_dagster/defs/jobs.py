@@ -11,8 +11,9 @@ harvest_job = dg.define_asset_job(
 
 def train_executor() -> dg.ExecutorDefinition:
     """The training step's executor, not the harvest's: in this process by default; in deployment
-    `ECHO_TRAIN_EXECUTOR=docker` or `k8s` puts the step in a container of its own (on a GPU node),
-    with dagster-docker or dagster-k8s installed. One training at a time either way: the step is in
+    `ECHO_TRAIN_EXECUTOR=docker` or `k8s` puts the step in a container of the trainer image
+    (`ECHO_TRAINER_IMAGE`) with a GPU (a device request; a `nvidia.com/gpu` limit), with
+    dagster-docker or dagster-k8s installed. One training at a time either way: the step is in
     pool `gpu`, which dagster.yaml gives one slot."""
     kind = os.environ.get("ECHO_TRAIN_EXECUTOR", "in_process")
     if kind == "in_process":
@@ -20,12 +21,22 @@ def train_executor() -> dg.ExecutorDefinition:
     if kind == "docker":
         from dagster_docker import docker_executor
 
-        return docker_executor
+        return docker_executor.configured(gpu_executor_config(kind), name="gpu_docker_executor")
     if kind == "k8s":
         from dagster_k8s import k8s_job_executor
 
-        return k8s_job_executor
+        return k8s_job_executor.configured(gpu_executor_config(kind), name="gpu_k8s_job_executor")
     raise ValueError(f"ECHO_TRAIN_EXECUTOR={kind!r}: expected in_process, docker or k8s")
+
+
+def gpu_executor_config(kind: str) -> dict:
+    """The trainer image with a GPU. For Docker, the run launcher's env vars, network and volumes
+    carry over to the step's container."""
+    image = os.environ.get("ECHO_TRAINER_IMAGE", "echo-dagster-trainer")
+    if kind == "docker":
+        return {"image": image, "container_kwargs": {"device_requests": [{"count": -1, "capabilities": [["gpu"]]}]}}
+    return {"job_image": image,
+            "step_k8s_config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}}}}
 
 
 train_job = dg.define_asset_job(

@@ -73,6 +73,18 @@ class Registry:
                 self.s3.download_file(self.bucket, obj["Key"], str(path))
         return folder
 
+    def mark(self, name: str, mark: dict) -> None:
+        """Flags a checkpoint — trained on data since purged, say — beside it; a marked checkpoint
+        is never made champion."""
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._write(f"{name}/echo_marks.json", json.dumps(self.marks(name) + [{"marked_at": at, **mark}], indent=2))
+
+    def marks(self, name: str) -> list[dict]:
+        try:
+            return json.loads(self._read(f"{name}/echo_marks.json"))
+        except FileNotFoundError:
+            return []
+
     # -- the champion
 
     def champion(self) -> str | None:
@@ -84,6 +96,8 @@ class Registry:
     def set_champion(self, name: str, reason: str) -> None:
         if name not in self.names():
             raise ValueError(f"no checkpoint {name!r} to make champion")
+        if self.marks(name):
+            raise ValueError(f"{name} is marked ({self.marks(name)[-1]['reason']}): it cannot be champion")
         pointer = {"name": name, "set_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": reason,
                    "previous": self.champion()}
         self._write("champion.json", json.dumps(pointer, indent=2))

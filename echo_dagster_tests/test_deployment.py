@@ -1,0 +1,137 @@
+"""The deployment kit, checked without a Docker engine: the shipped dagster.yaml against a real
+PostgreSQL with an S3 landing zone (moto), the compose file's structure, the Dockerfiles through
+hadolint, the images' pins against pyproject.toml, and the GPU executors' configuration."""
+
+import os
+import shutil
+import subprocess
+import tomllib
+import uuid
+
+import boto3
+import dagster as dg
+import pytest
+import yaml
+from dagster_aws.s3 import S3Resource
+from packaging.requirements import Requirement
+
+from echo_dagster.defs.raw_sessions_asset import raw_sessions
+from echo_dagster.defs.resources import LandingZone, Warehouse
+from echo_dagster.landing_fixtures import FixtureSpec, write_landing_fixtures
+from echo_dagster_tests.conftest import REPO
+from echo_dagster_tests.test_raw_sessions_asset import DAYS, RUN_CONFIG
+
+DOCKER = REPO / "docker"
+
+
+def test_a_partition_runs_on_postgres_instance_storage_and_an_s3_landing_zone(tmp_path, postgres, s3_endpoint,
+                                                                              monkeypatch):
+    for name, value in postgres.items():
+        monkeypatch.setenv(name, value)
+    home = tmp_path / "dagster"
+    home.mkdir()
+    shutil.copy(DOCKER / "dagster.yaml", home / "dagster.yaml")  # the deployment's own instance config
+    creds = dict(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    boto3.client("s3", endpoint_url=s3_endpoint, **creds).create_bucket(Bucket="echo-deploy")
+    landing = LandingZone(url=f"s3://echo-deploy/{uuid.uuid4().hex}/landing",
+                          s3=S3Resource(endpoint_url=s3_endpoint, **creds))
+    write_landing_fixtures(landing.store(), FixtureSpec(days=DAYS, long_line_bytes=60_000))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = dg.materialize([raw_sessions], partition_key=DAYS[0].isoformat(), run_config=RUN_CONFIG,
+                                instance=instance, resources={"landing": landing,
+                                                              "warehouse": Warehouse(path=str(tmp_path / "wh.duckdb"))})
+        assert result.success
+        run_id = result.run_id
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # read back by a new instance
+        run = instance.get_run_by_id(run_id)
+        assert run.status == dg.DagsterRunStatus.SUCCESS and run.job_name == "__ephemeral_asset_job__"
+        event = instance.get_latest_materialization_event(dg.AssetKey("raw_sessions"))
+        assert event.run_id == run_id and event.asset_materialization.partition == DAYS[0].isoformat()
+        assert event.asset_materialization.metadata["events_kept"].value > 0
+        assert instance.get_materialized_partitions(dg.AssetKey("raw_sessions")) == {DAYS[0].isoformat()}
+
+
+def _compose() -> dict:
+    return yaml.safe_load((DOCKER / "docker-compose.yaml").read_text())
+
+
+def test_the_compose_stack_is_complete_and_consistent_with_the_instance_config():
+    compose, instance = _compose(), yaml.safe_load((DOCKER / "dagster.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "minio", "minio-init", "user_code", "webserver", "daemon", "capture",
+                             "trainer"}
+    built = {s["image"] for s in services.values() if "build" in s}
+    for name, service in services.items():
+        # Built here, or pulled at a pinned tag.
+        assert service["image"] in built or ":" in service["image"] and not service["image"].endswith(":latest"), name
+        if "build" in service:
+            assert (REPO / service["build"]["dockerfile"]).is_file() and service["build"]["context"] == ".."
+        for dependency in service.get("depends_on", []):
+            assert dependency in services, (name, dependency)
+    launcher = instance["run_launcher"]
+    assert launcher["class"] == "DockerRunLauncher"
+    assert compose["networks"]["echo"]["name"] == launcher["config"]["network"]
+    (volume,) = launcher["config"]["container_kwargs"]["volumes"]
+    assert compose["volumes"][volume.split(":")[0]]["name"] == volume.split(":")[0]
+    # Every variable the launcher passes to run containers is set where runs are launched from.
+    for service in ("webserver", "daemon", "user_code"):
+        env = services[service]["environment"]
+        assert set(launcher["config"]["env_vars"]) <= set(env), service
+    assert services["user_code"]["environment"]["ECHO_TRAIN_EXECUTOR"] == "docker"
+    gpu = services["trainer"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["capabilities"] == ["gpu"]
+    workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
+    assert workspace["load_from"][0]["grpc_server"]["host"] == "user_code"
+    assert instance["storage"]["postgres"]["postgres_db"]["hostname"] == {"env": "DAGSTER_POSTGRES_HOST"}
+
+
+@pytest.mark.parametrize("dockerfile", sorted(p.name for p in DOCKER.glob("*.Dockerfile")))
+def test_dockerfiles_pass_hadolint_and_copy_what_exists(dockerfile):
+    path = DOCKER / dockerfile
+    lint = subprocess.run([shutil.which("hadolint") or os.path.join(os.path.dirname(os.sys.executable), "hadolint"),
+                           "--failure-threshold", "info", str(path)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    for line in path.read_text().splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (REPO / source).exists(), (dockerfile, source)
+
+
+def test_the_images_pins_satisfy_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for line in (DOCKER / "requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name] = version
+    wanted = [Requirement(d) for d in project["dependencies"] + project["optional-dependencies"]["deploy"]]
+    for requirement in wanted:
+        if requirement.name == "torch":
+            assert "torch" not in pins  # each image takes the build for its hardware
+            continue
+        assert requirement.name in pins, f"docker/requirements.txt lacks {requirement.name}"
+        assert requirement.specifier.contains(pins[requirement.name]), (requirement, pins[requirement.name])
+    assert len(pins) == len(wanted) - 1
+
+
+@pytest.mark.parametrize("kind", ["docker", "k8s"])
+def test_the_training_step_asks_for_a_gpu_in_the_trainer_image(kind, monkeypatch):
+    from dagster._config import process_config
+    from dagster_docker import docker_executor
+    from dagster_k8s import k8s_job_executor
+
+    from echo_dagster.defs.jobs import gpu_executor_config, train_executor
+
+    monkeypatch.setenv("ECHO_TRAIN_EXECUTOR", kind)
+    monkeypatch.setenv("ECHO_TRAINER_IMAGE", "registry.example.org/echo-trainer:1")
+    config = gpu_executor_config(kind)
+    schema = {"docker": docker_executor, "k8s": k8s_job_executor}[kind].config_schema.config_type
+    assert process_config(schema, config).success  # what the executor accepts
+    if kind == "docker":
+        assert config["image"] == "registry.example.org/echo-trainer:1"
+        assert config["container_kwargs"]["device_requests"] == [{"count": -1, "capabilities": [["gpu"]]}]
+    else:
+        assert config["job_image"] == "registry.example.org/echo-trainer:1"
+        assert config["step_k8s_config"]["container_config"]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert train_executor().name.startswith("gpu_")
