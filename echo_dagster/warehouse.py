@@ -12,6 +12,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -103,8 +104,17 @@ def _wait_for_lock(open_fn, path: Path, wait_s: float):
 
 
 @contextlib.contextmanager
-def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse (creating its tables), waiting up to `wait_s` for another process's lock."""
+def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 600.0,
+            window: tuple[date, date] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse (creating its tables), waiting up to `wait_s` for another process's lock.
+    A `parquet:` warehouse has no lock; a writer there works on the partitions in `window` (the days
+    it writes and the history it reads; all days without one)."""
+    if str(path).startswith("parquet:"):
+        from echo_dagster import parquet_warehouse
+
+        with (parquet_warehouse.read(path) if read_only else parquet_warehouse.write(path, window)) as con:
+            yield con
+        return
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,9 +147,22 @@ def replacing_partition(con: duckdb.DuckDBPyConnection, day, *tables: str) -> It
 
 
 @contextlib.contextmanager
-def attached(con: duckdb.DuckDBPyConnection, path: str | Path, alias: str, *, wait_s: float = 600.0) -> Iterator[str]:
+def attached(con: duckdb.DuckDBPyConnection, path: str | Path, alias: str, *, wait_s: float = 600.0,
+             window: tuple[date, date] | None = None) -> Iterator[str]:
     """Attach the warehouse to a working connection for one write, so that the lock on the file is
-    held only for that write; yields the alias."""
+    held only for that write; yields the alias. (A `parquet:` warehouse: a scratch file holding the
+    partitions in `window`, written back afterwards.)"""
+    if str(path).startswith("parquet:"):
+        from echo_dagster import parquet_warehouse
+
+        with parquet_warehouse.scratch(path, window) as db:
+            con.execute(f"ATTACH '{db}' AS {alias}")
+            try:
+                yield alias
+            finally:
+                con.execute("USE memory")
+                con.execute(f"DETACH {alias}")
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     quoted = str(path).replace("'", "''")

@@ -1,9 +1,11 @@
+from datetime import timedelta
+
 import dagster as dg
 
 from echo_dagster.defs.partitions import daily_partitions
 from echo_dagster.defs.refined_targets_asset import refined_targets
 from echo_dagster.defs.resources import OptOutList, Warehouse
-from echo_dagster.filters.partition import filter_partition, leaks
+from echo_dagster.filters.partition import DEDUP_WINDOW_DAYS, filter_partition, leaks
 from echo_dagster.filters.pipeline import REASONS
 
 ACCOUNTING_CHECK = "accounting_check"
@@ -35,7 +37,8 @@ def filtered_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse, op
     Views: `training_examples` (kept train rows) and `eval_set` (kept eval rows)."""
     day = context.partition_time_window.start.date()
     users, tenants = opt_out.load()
-    with warehouse.connect() as con:
+    # The day, and the history its dedup and decontamination consult.
+    with warehouse.connect(window=(day - timedelta(days=DEDUP_WINDOW_DAYS + 1), day)) as con:
         result = filter_partition(con, day, opted_out_users=users, opted_out_tenants=tenants)
         found = leaks(con, day)
         stored, in_rows = con.execute(

@@ -31,7 +31,7 @@ def refined_targets(context: dg.AssetExecutionContext, config: RefinedTargetsCon
     share of the accepted text that survived. A completion without a usable final state keeps a row
     with its reason. DuckDB table `refined_targets`."""
     day = context.partition_time_window.start.date()
-    with warehouse.connect() as con:
+    with warehouse.connect(window=(day, day)) as con:
         result = refine_partition(con, day, RefineSettings(max_lines=config.max_lines))
         shown = completions_shown(con, day)
     metadata = {

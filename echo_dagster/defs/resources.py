@@ -39,14 +39,15 @@ def _s3_client(fields: dict):
 
 
 class Warehouse(dg.ConfigurableResource):
-    """The DuckDB database file that holds the harvest tables."""
+    """The DuckDB database file that holds the harvest tables, or `parquet:<folder | s3://…>`: one
+    Parquet file per table and day, so that workers write different days at once."""
 
     path: str
     lock_wait_s: float = 600.0
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with warehouse.connect(self.path, read_only=read_only, wait_s=self.lock_wait_s) as con:
+    def connect(self, read_only: bool = False, window=None) -> Iterator[duckdb.DuckDBPyConnection]:
+        with warehouse.connect(self.path, read_only=read_only, wait_s=self.lock_wait_s, window=window) as con:
             yield con
 
 

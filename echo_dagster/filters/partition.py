@@ -22,6 +22,8 @@ from echo_dagster.filters.deidentify import find
 from echo_dagster.harvest.refine import split_document
 from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row
 
+DEDUP_WINDOW_DAYS = 30  # how far back a new example is compared with kept ones
+
 _COLUMNS = (
     ("completion_id", "VARCHAR"), ("session_id", "VARCHAR"), ("user_id", "VARCHAR"), ("tenant_id", "VARCHAR"),
     ("repo", "VARCHAR"), ("path", "VARCHAR"), ("language", "VARCHAR"), ("model", "VARCHAR"),
@@ -59,7 +61,7 @@ class FilterResult:
 
 def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_users=frozenset(),
                      opted_out_tenants=frozenset(), settings: FilterSettings = FilterSettings(),
-                     dedup_window_days: int = 30, batch_rows: int = 1_000) -> FilterResult:
+                     dedup_window_days: int = DEDUP_WINDOW_DAYS, batch_rows: int = 1_000) -> FilterResult:
     create_tables(con)
     state = FilterState(frozenset(opted_out_users), frozenset(opted_out_tenants), settings=settings)
     earlier = con.execute(

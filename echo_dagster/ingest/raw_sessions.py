@@ -202,7 +202,7 @@ def _write(con: duckdb.DuckDBPyConnection, day: date, warehouse_path, result: In
     """Replace the partition in the warehouse in one transaction; returns null counts per nullable field."""
     columns = ", ".join(f"j.{_q(n)}" if n in _FROM_JSON else f"s.{_q(n)}" for n, _ in warehouse.EVENT_COLUMNS)
     spec = json.dumps(_FROM_JSON)
-    with warehouse.attached(con, warehouse_path, "wh", wait_s=wait_s):
+    with warehouse.attached(con, warehouse_path, "wh", wait_s=wait_s, window=(day, day)):
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute("DELETE FROM wh.raw_sessions WHERE partition_date = $day", {"day": day})

@@ -1,0 +1,122 @@
+"""The warehouse as Parquet partition files: `ECHO_WAREHOUSE=parquet:<folder | s3://bucket/prefix>`.
+
+The same tables and views as the DuckDB file, without its single writer: every table is a set of
+files, one per day (`partition_files`), so workers materialize different days at once.
+
+* A reading connection is an in-memory DuckDB whose tables are views over the files.
+* A writing connection is a scratch DuckDB file loaded with the partitions the writer may read
+  (`window`: the days it works on, with the history it consults; all days without one). When the
+  writer is done, each partition whose rows changed is written to its file, and a partition left
+  empty loses its file. A failed writer changes no file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from echo_dagster import home, retention, warehouse
+from echo_dagster.filters import partition as filters_partition
+from echo_dagster.harvest import partition as harvest_partition
+from echo_dagster.partition_files import PartitionFiles
+
+PREFIX = "parquet:"
+# Each table's day; audit_log is kept by the day of the purge.
+PARTITION_KEY = {"raw_sessions": "partition_date", "quarantine": "partition_date", "ingest_log": "partition_date",
+                 "refined_targets": "partition_date", "final_documents": "partition_date",
+                 "filtered_dataset": "partition_date", "audit_log": "CAST(purged_at AS DATE)"}
+
+
+def is_parquet(path) -> bool:
+    return str(path).startswith(PREFIX)
+
+
+def _files(path) -> PartitionFiles:
+    return PartitionFiles(str(path)[len(PREFIX):], home.echo_home() / "parquet-cache")
+
+
+def _create_all(con: duckdb.DuckDBPyConnection) -> None:
+    """Every table, empty, and the views over them."""
+    con.execute(warehouse.SCHEMA_DDL)
+    con.execute(harvest_partition.TARGETS_DDL)
+    con.execute(harvest_partition.DOCUMENTS_DDL)
+    con.execute(retention.AUDIT_DDL)
+    filters_partition.create_tables(con)
+    con.execute(harvest_partition.EXAMPLES_VIEW)
+
+
+def _in_window(day: date, window: tuple[date, date] | None) -> bool:
+    return window is None or window[0] <= day <= window[1]
+
+
+@contextlib.contextmanager
+def read(path) -> Iterator[duckdb.DuckDBPyConnection]:
+    files = _files(path)
+    con = duckdb.connect()
+    try:
+        _create_all(con)
+        for table in PARTITION_KEY:
+            paths = [str(p) for p in files.files(table).values()]
+            if paths:
+                # The empty table first: columns added since a file was written read as NULL.
+                con.execute(f"ALTER TABLE {table} RENAME TO _{table}_columns")
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_columns UNION ALL BY NAME "
+                            f"SELECT * FROM read_parquet({paths}, union_by_name = true)")
+        yield con
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def scratch(path, window: tuple[date, date] | None) -> Iterator[Path]:
+    """A DuckDB file holding the partitions in `window`; after the block, what changed in it is
+    written back to the files. Yields the scratch file's path, for one connection at a time."""
+    files = _files(path)
+    folder = Path(tempfile.mkdtemp(prefix="echo-scratch-"))
+    db = folder / "scratch.duckdb"
+    try:
+        with duckdb.connect(str(db)) as con:
+            _create_all(con)
+            for table in PARTITION_KEY:
+                paths = [str(p) for p in files.files(table, lambda day: _in_window(day, window)).values()]
+                if paths:
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet({paths}, union_by_name = true)")
+            before = _fingerprints(con)
+        yield db
+        with duckdb.connect(str(db)) as con:
+            after = _fingerprints(con)
+            for (table, day), print_ in after.items():
+                if before.get((table, day)) != print_:
+                    out = folder / f"{table}-{day.isoformat()}.parquet"
+                    con.execute(f"COPY (SELECT * FROM {table} WHERE {PARTITION_KEY[table]} = $day) TO '{out}' "
+                                "(FORMAT parquet)", {"day": day})
+                    files.publish(table, day, out)
+            for table, day in before.keys() - after.keys():
+                files.remove(table, day)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def write(path, window: tuple[date, date] | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    with scratch(path, window) as db:
+        con = duckdb.connect(str(db))
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def _fingerprints(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, date], tuple]:
+    prints = {}
+    for table, key in PARTITION_KEY.items():
+        for day, rows, digest in con.execute(f"SELECT {key}, count(*), sum(hash(t))::VARCHAR FROM {table} t "
+                                             "GROUP BY ALL").fetchall():
+            prints[(table, day)] = (rows, digest)
+    return prints
