@@ -24,13 +24,14 @@ DAYS = (date(2026, 11, 2), date(2026, 11, 3))
 TABLES = ("raw_sessions", "refined_targets", "filtered_dataset")
 
 
-@pytest.fixture
-def harvested(tmp_path):
-    """Two simulated days harvested through filtered_dataset."""
+@pytest.fixture(params=["duckdb", "parquet"])
+def harvested(tmp_path, request):
+    """Two simulated days harvested through filtered_dataset, in a DuckDB file or Parquet files."""
     spec = SimulationSpec(source=SOURCE, start=DAYS[0], days=2, users=3, sessions_per_user_day=1, seed=4)
     simulate(spec, LocalLandingStore(tmp_path / "landing"), LocalLandingStore(tmp_path / "truth"), half_right, "t")
     resources = {"landing": LandingZone(url=str(tmp_path / "landing"), s3=S3Resource()),
-                 "warehouse": Warehouse(path=str(tmp_path / "wh.duckdb")),
+                 "warehouse": Warehouse(path=str(tmp_path / "wh.duckdb") if request.param == "duckdb"
+                                        else f"parquet:{tmp_path / 'pq'}"),
                  "opt_out": OptOutList(path=str(tmp_path / "opt_out.txt")),
                  "models": ModelRegistry(url=str(tmp_path / "registry"), s3=S3Resource(),
                                          cache_dir=str(tmp_path / "cache"))}
@@ -38,7 +39,7 @@ def harvested(tmp_path):
     for day in DAYS:
         assert dg.materialize([raw_sessions, refined_targets, filtered_dataset], partition_key=day.isoformat(),
                               resources=resources, instance=instance).success
-    return resources, instance, spec
+    return resources, instance, spec, resources["warehouse"].path
 
 
 def _count(db, sql, **params):
@@ -47,8 +48,7 @@ def _count(db, sql, **params):
 
 
 def test_raw_experience_past_its_retention_is_purged_and_audited(harvested, tmp_path):
-    resources, instance, _ = harvested
-    db = tmp_path / "wh.duckdb"
+    resources, instance, _, db = harvested
     kept_before = _count(db, "SELECT count(*) FROM filtered_dataset")
     keep_days = (datetime.now(timezone.utc).date() - DAYS[1]).days  # keeps DAYS[1] and later
     result = retention_job.execute_in_process(resources=resources, instance=instance,
@@ -78,8 +78,7 @@ def _publish(registry: Registry, tmp_path, name: str, partitions: dict) -> None:
 
 
 def test_an_opt_out_purges_the_past_and_marks_checkpoints_trained_on_it(harvested, tmp_path):
-    resources, instance, spec = harvested
-    db = tmp_path / "wh.duckdb"
+    resources, instance, spec, db = harvested
     gone = next(p.user_id for p in make_personas(3, spec.seed)
                 if _count(db, "SELECT count(*) FROM filtered_dataset WHERE user_id = $u AND drop_reason IS NULL "
                               "AND split = 'train'", u=p.user_id))

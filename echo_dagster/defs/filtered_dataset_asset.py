@@ -16,7 +16,10 @@ NO_OPT_OUT_CHECK = "no_opt_out_check"
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=[refined_targets],
+    # Dedup and decontamination compare a day with the days before it, so a backfill filters the
+    # days in order (raw_sessions and refined_targets of different days run at once).
+    deps=[refined_targets, dg.AssetDep("filtered_dataset", partition_mapping=dg.TimeWindowPartitionMapping(
+        start_offset=-1, end_offset=-1))],
     group_name="harvest",
     kinds={"duckdb", "python"},
     owners=["team:echo"],
