@@ -14,7 +14,6 @@ each on a fresh warehouse and Dagster instance. Reports wall time, partitions pe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -32,6 +31,7 @@ from echo_dagster.landing import LocalLandingStore
 from echo_dagster.simulate.oracle import half_right
 from echo_dagster.simulate.run import SimulationSpec, simulate
 from echo_dagster.simulate.sources import DEFAULT_CORPUS, scan_source
+from report import report, table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,13 +93,14 @@ def main() -> None:
                 per_hour = args.days / seconds * 3600
                 rows.append({"storage": storage, "workers": workers, "seconds": round(seconds, 1),
                              "partitions_per_hour": round(per_hour), "per_worker": round(per_hour / workers)})
-                print(json.dumps(rows[-1]), flush=True)
+                print(rows[-1], flush=True)
     base = next(r for r in rows if r["storage"] == "duckdb" and r["workers"] == min(args.workers))
-    print("\n| warehouse | workers | wall time | partitions/hour | per worker | vs DuckDB file, 1 worker |")
-    print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['storage']} | {r['workers']} | {r['seconds']} s | {r['partitions_per_hour']} | "
-              f"{r['per_worker']} | {base['seconds'] / r['seconds']:.2f}× |")
+        r["ratio"] = round(base["seconds"] / r["seconds"], 2)
+    report("backfill", {"days": args.days, "completions": summary.completions, "runs": args.runs, "rows": rows})
+    print(table(["warehouse", "workers", "wall time", "partitions/hour", "per worker", "vs DuckDB file, 1 worker"],
+                [[r["storage"], r["workers"], f"{r['seconds']} s", r["partitions_per_hour"], r["per_worker"],
+                  f"{r['ratio']:.2f}×"] for r in rows]))
 
 
 if __name__ == "__main__":

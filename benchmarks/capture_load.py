@@ -9,7 +9,6 @@ acknowledged event must be there exactly once.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import tempfile
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from echo_dagster.capture.loadtest import LocalServer, landed_once, run_load
 from echo_dagster.capture.tokens import TokenStore
+from report import report
 
 
 def main() -> None:
@@ -42,8 +42,8 @@ def main() -> None:
             server.stop()
         check = landed_once(server.landing, datetime.now(timezone.utc).date(), result.acked,
                             Path(folder) / "wh.duckdb")
-    print(json.dumps({"clients": args.clients, "batch": args.batch, "kill": args.kill, **result.as_dict(),
-                      "landing_check": check}, indent=1))
+    report("capture_load", {"clients": args.clients, "batch": args.batch, "kill": args.kill, **result.as_dict(),
+                            "landing_check": check})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from echo_dagster.simulate.client_logs import measure_recovery
 from echo_dagster.simulate.oracle import half_right
 from echo_dagster.simulate.run import SimulationSpec, simulate
 from echo_dagster.simulate.sources import DEFAULT_CORPUS, scan_source
+from report import report, table
 
 
 def main() -> None:
@@ -50,11 +51,10 @@ def main() -> None:
         for log, by_decision in figures.items():
             for decision, f in by_decision.items():
                 rows.append({"triggers": triggers, "log": log, "decision": decision, **f})
-    print("| completions a session | log | decision | completions | with a final state | right |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['triggers']} | {r['log']} | {r['decision']} | {r['completions']} | "
-              f"{r['share_with_final_state']:.1%} | {r['share_right']:.1%} |")
+    report("implicit_snapshots", {"source": args.source, "days": args.days, "users": args.users, "rows": rows})
+    print(table(["completions a session", "log", "decision", "completions", "with a final state", "right"],
+                [[r["triggers"], r["log"], r["decision"], r["completions"], f"{r['share_with_final_state']:.1%}",
+                  f"{r['share_right']:.1%}"] for r in rows]))
 
 
 if __name__ == "__main__":

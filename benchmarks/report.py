@@ -15,3 +15,9 @@ def report(name: str, figures: dict) -> None:
     OUT.mkdir(exist_ok=True)
     with (OUT / f"{name}.json").open("a") as log:
         log.write(json.dumps(record) + "\n")
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table, as the README shows the figures."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
