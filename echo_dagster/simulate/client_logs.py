@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
+
+from echo_dagster.clients.continue_dev import read_continue
+from echo_dagster.clients.implicit import to_events
+from echo_dagster.clients.tabby import read_tabby
+from echo_dagster.evaluation.metrics import exact_match, first_lines
+from echo_dagster.harvest.refine import refine_session
 
 CONTINUE_WINDOW_CHARS = (1200, 800)
 TABBY_WINDOW_LINES = (20, 20)
@@ -101,17 +108,13 @@ def measure_recovery(events: list[dict], truth: list[dict]) -> dict:
     """How many completions get a final state, and a right one, from each client's log against
     the schema-v1 logs (with their snapshots) of the same sessions and the simulator's truth.
     `events`: the simulator's schema-v1 events (duplicates already dropped); `truth`: its rows."""
-    from echo_dagster.clients.implicit import to_events
-    from echo_dagster.clients.records import ReadResult
-    from echo_dagster.clients.continue_dev import read_continue
-    from echo_dagster.clients.tabby import read_tabby
-
     truths = {t["completion_id"]: t for t in truth if t["type"] == "completion"}
     tabby = tabby_log(events)
-    logs: dict[str, tuple[list[dict], callable]] = {"schema v1 (with snapshots)": (events, str)}
+    # Each log's events, and how its completion ids map back to the simulator's.
+    logs: dict[str, tuple[list[dict], Callable[[str], str]]] = {"schema v1 (with snapshots)": (events, str)}
     for client, lines, read in (("continue", continue_log(events), read_continue),
                                 ("tabby", [line for name in sorted(tabby) for line in tabby[name]], read_tabby)):
-        result: ReadResult = read((f"{client}:{n}", line) for n, line in enumerate(lines, 1))
+        result = read((f"{client}:{n}", line) for n, line in enumerate(lines, 1))
         logs[client] = (to_events(result.completions, "t").events, lambda cid: cid.removeprefix("cmpl-"))
     figures = {}
     for name, (log, sim_id) in logs.items():
@@ -122,8 +125,6 @@ def measure_recovery(events: list[dict], truth: list[dict]) -> dict:
 
 
 def _refine_all(events: list[dict]) -> list[dict]:
-    from echo_dagster.harvest.refine import refine_session
-
     keys = ("completion_id", "prefix", "suffix", "proposal", "accepted_text", "document", "trigger", "model",
             "reason", "repo", "path", "language")
     sessions: dict[str, list[dict]] = defaultdict(list)
@@ -133,8 +134,6 @@ def _refine_all(events: list[dict]) -> list[dict]:
 
 
 def _score(rows: dict[str, dict], truths: list[dict]) -> dict:
-    from echo_dagster.evaluation.metrics import exact_match, first_lines
-
     with_target = [(rows[t["completion_id"]], t) for t in truths if rows.get(t["completion_id"], {}).get("target")]
     right = sum(exact_match(r["target"], first_lines(t["truth"], len(r["target"].splitlines()))) for r, t in with_target)
     n = len(truths)
