@@ -86,6 +86,22 @@ def test_the_compose_stack_is_complete_and_consistent_with_the_instance_config()
     assert instance["storage"]["postgres"]["postgres_db"]["hostname"] == {"env": "DAGSTER_POSTGRES_HOST"}
 
 
+def test_the_helm_values_run_the_same_images_and_environment():
+    values = yaml.safe_load((DOCKER / "helm-values.yaml").read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    assert deployment["image"]["repository"].endswith("/echo-dagster-user-code")
+    assert deployment["dagsterApiGrpcArgs"] == ["-m", "echo_dagster.definitions"]
+    env = {e["name"]: e["value"] for e in deployment["env"]}
+    assert env["ECHO_TRAIN_EXECUTOR"] == "k8s" and "echo-dagster-trainer" in env["ECHO_TRAINER_IMAGE"]
+    compose_env = _compose()["x-echo-env"]
+    for name in ("ECHO_LANDING", "ECHO_MODELS", "ECHO_WAREHOUSE"):
+        assert env[name] == compose_env[name], name
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert launcher["envSecrets"] == deployment["envSecrets"] and launcher["volumeMounts"] == deployment["volumeMounts"]
+    assert values["postgresql"]["enabled"] is False
+
+
 @pytest.mark.parametrize("dockerfile", sorted(p.name for p in DOCKER.glob("*.Dockerfile")))
 def test_dockerfiles_pass_hadolint_and_copy_what_exists(dockerfile):
     path = DOCKER / dockerfile
