@@ -133,14 +133,13 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
         except _TooLarge:
             return _answer(route, started, tenant, 413, {"error": f"body over {settings.max_body_bytes} bytes"})
         objects, errors, ignored = to_events(body, tenant)
-        valid = []
+        valid = []  # (the line to write, the event it is)
         for n, obj in objects:
+            line = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
             try:
-                event = parse_event(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+                valid.append((line + b"\n", parse_event(line)))
             except EventError as err:
                 errors.append({"line": n, "reason": err.reason, "field": err.field, "message": err.message})
-                continue
-            valid.append((obj, event))
         if errors:
             errors.sort(key=lambda e: e["line"])
             return _answer(route, started, tenant, 400, {"error": f"{len(errors)} invalid event(s); none written",
@@ -153,10 +152,10 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
             return _answer(route, started, tenant, 429, {"error": "rate limit: retry later"},
                            {"Retry-After": str(max(1, round(wait)))})
         users, tenants = opt_out()
-        kept = [obj for obj, event in valid if event.user_id not in users and event.tenant_id not in tenants]
+        kept = [line for line, event in valid if event.user_id not in users and event.tenant_id not in tenants]
         if kept:
             try:
-                await commit([json.dumps(o, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for o in kept])
+                await commit(kept)
             except Exception as exc:
                 log.exception("commit failed")
                 return _answer(route, started, tenant, 503, {"error": f"not written: {exc}"})
