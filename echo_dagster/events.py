@@ -110,6 +110,11 @@ class EventError(ValueError):
         return f"{self.reason}: {self.message}"
 
 
+def format_ts(at: datetime) -> str:
+    """`ts` as the landing zone writes it: RFC 3339, UTC, milliseconds."""
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
 def parse_event(line: bytes | str) -> Event:
     """Parse and validate one landing-zone line (without its newline)."""
     try:

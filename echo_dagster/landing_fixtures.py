@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
+from echo_dagster.events import format_ts
 from echo_dagster.landing import LandingStore, day_folder
 
 _CODE = """\
@@ -178,24 +179,24 @@ def _session_events(rng: random.Random, spec: FixtureSpec, day: date, n: int) ->
         completion_id = f"{session_id}-c{c}"
         accept = rng.random() < 0.4
         proposal = truth if accept and rng.random() < 0.5 else truth.rstrip() + "  # proposal\n"
-        events.append({**common, "event": "completion_shown", "ts": _iso(clock), "completion_id": completion_id,
+        events.append({**common, "event": "completion_shown", "ts": format_ts(clock), "completion_id": completion_id,
                        "model": "fixture-model", "cursor": len(prefix), "prefix": prefix, "suffix": suffix,
                        "proposal": proposal, "latency_ms": float(rng.randint(40, 400))})
         clock += timedelta(seconds=rng.randint(1, 5))
         if accept:
-            events.append({**common, "event": "completion_accepted", "ts": _iso(clock),
+            events.append({**common, "event": "completion_accepted", "ts": format_ts(clock),
                            "completion_id": completion_id, "accepted_text": proposal})
         else:
-            events.append({**common, "event": "completion_rejected", "ts": _iso(clock),
+            events.append({**common, "event": "completion_rejected", "ts": format_ts(clock),
                            "completion_id": completion_id, "reason": rng.choice(["dismissed", "typed_over", "escaped"])})
         document = prefix + truth + suffix
         for s in range(spec.snapshots_per_completion):
             clock += timedelta(seconds=(30, 90, 180, 300)[s % 4])
-            events.append({**common, "event": "document_snapshot", "ts": _iso(clock), "document": document,
+            events.append({**common, "event": "document_snapshot", "ts": format_ts(clock), "document": document,
                            "trigger": "save" if s == spec.snapshots_per_completion - 1 else "interval",
                            "seq": c * spec.snapshots_per_completion + s})
     clock += timedelta(seconds=5)
-    events.append({**common, "event": "document_closed", "ts": _iso(clock)})
+    events.append({**common, "event": "document_closed", "ts": format_ts(clock)})
     for i, event in enumerate(events):
         event["event_id"] = f"{session_id}-e{i:03d}"
     return events
@@ -230,10 +231,6 @@ def _bad_line(kind: str, rng: random.Random, day: date, spec: FixtureSpec) -> by
 
 def _dump(event: dict) -> bytes:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _iso(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _ts(event: dict) -> datetime:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from echo_dagster.events import format_ts
+
 _PREFIX = "def handler(event, context):\n    payload = json.loads(event['body'])\n" * 8
 _SUFFIX = "\n\nif __name__ == '__main__':\n    main()\n" * 4
 
@@ -96,7 +98,7 @@ def event(client: int, n: int) -> dict:
     """A completion_shown of a realistic size (about 1 KB: a prompt's window around the cursor)."""
     now = datetime.now(timezone.utc)
     return {"schema_version": 1, "event": "completion_shown", "event_id": f"load-{client}-{n}",
-            "ts": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+            "ts": format_ts(now),
             "session_id": f"load-{client}-{n // 50}", "user_id": f"user-{client}", "tenant_id": "ignored",
             "repo": "load", "path": f"svc/handler_{client}.py", "language": "python", "client": "loadtest/1",
             "completion_id": f"load-{client}-{n}", "model": "m", "cursor": len(_PREFIX), "prefix": _PREFIX,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from echo_dagster.clients.records import ClientCompletion
+from echo_dagster.events import format_ts
 
 ANCHOR_CHARS = (256, 64, 24)  # tried longest first: a longer anchor is less often ambiguous
 MIN_ANCHOR_SIGNAL = 8  # non-blank characters an anchor needs to mean anything
@@ -128,33 +129,29 @@ def shown_events(c: ClientCompletion, tenant_id: str) -> list[dict]:
     """completion_shown and the decision, when the client logged one."""
     common = _common(c, tenant_id)
     session = common["session_id"]
-    events = [{**common, "event": "completion_shown", "event_id": f"{session}:shown", "ts": _ts(c.shown_ts),
+    events = [{**common, "event": "completion_shown", "event_id": f"{session}:shown", "ts": format_ts(c.shown_ts),
                "completion_id": c.completion_id, "model": c.model, "cursor": None, "prefix": c.prefix,
                "suffix": c.suffix, "proposal": c.proposal, "latency_ms": c.latency_ms}]
     if c.decision == "accepted":
         events.append({**common, "event": "completion_accepted", "event_id": f"{session}:decision",
-                       "ts": _ts(c.decided_ts), "completion_id": c.completion_id, "accepted_text": c.accepted_text})
+                       "ts": format_ts(c.decided_ts), "completion_id": c.completion_id, "accepted_text": c.accepted_text})
     elif c.decision == "rejected":
         events.append({**common, "event": "completion_rejected", "event_id": f"{session}:decision",
-                       "ts": _ts(c.decided_ts), "completion_id": c.completion_id, "reason": c.reject_reason})
+                       "ts": format_ts(c.decided_ts), "completion_id": c.completion_id, "reason": c.reject_reason})
     return events
 
 
 def snapshot_event(c: ClientCompletion, later: ClientCompletion, region: str, seq: int, tenant_id: str) -> dict:
     common = _common(c, tenant_id)
     return {**common, "event": "document_snapshot", "event_id": f"{common['session_id']}:after:{later.completion_id}",
-            "ts": _ts(later.shown_ts), "document": c.prefix + region + c.suffix, "trigger": "interval", "seq": seq}
+            "ts": format_ts(later.shown_ts), "document": c.prefix + region + c.suffix, "trigger": "interval", "seq": seq}
 
 
 def closed_event(c: ClientCompletion, last_request: datetime, tenant_id: str) -> dict:
     common = _common(c, tenant_id)
     # A moment after the file's last request, so that it follows every snapshot.
     return {**common, "event": "document_closed", "event_id": f"{common['session_id']}:closed",
-            "ts": _ts(max(last_request, c.decided_ts) + timedelta(milliseconds=1))}
-
-
-def _ts(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+            "ts": format_ts(max(last_request, c.decided_ts) + timedelta(milliseconds=1))}
 
 
 class LiveStreams:

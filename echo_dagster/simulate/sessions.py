@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from echo_dagster.evaluation.metrics import edit_similarity, first_lines, simulated_accept, surviving_chars
+from echo_dagster.events import format_ts
 from echo_dagster.model.generation import CompletionRequest
 from echo_dagster.simulate.sources import SourceFile
 from echo_dagster.simulate.users import Persona
@@ -253,7 +254,7 @@ def session_events(plan: SessionPlan, proposals: list[str], model_name: str, rng
         events.append((end_time + timedelta(seconds=3), {**common, "event": "document_closed"}))
     events.sort(key=lambda e: e[0])
     for n, (at, event) in enumerate(events):
-        event["ts"] = at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+        event["ts"] = format_ts(at)
         event["event_id"] = f"{plan.session_id}-e{n:03d}"
     out.events = [e for _, e in events]
     truth.append({"type": "session", "session_id": plan.session_id, "user_id": p.user_id, "path": plan.file.path,
