@@ -89,9 +89,10 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
             whole = json.loads(body)
         except ValueError:
             whole = None
-        raw = [body] if isinstance(whole, dict) else body.splitlines()
+        if isinstance(whole, dict):  # one event, however it is laid out
+            return [(1, {**whole, "tenant_id": tenant})], [], 0
         objects, errors = [], []
-        for n, line in enumerate(raw, 1):
+        for n, line in enumerate(body.splitlines(), 1):
             if not line.strip():
                 continue
             try:
