@@ -74,7 +74,7 @@ class LocalLandingStore:
         tmp.replace(path)  # readers never see half a file
 
     def days(self) -> list[date]:
-        return sorted(d for p in self.root.iterdir() if p.is_dir() and (d := _day(p.name))) if self.root.is_dir() else []
+        return sorted(d for p in self.root.iterdir() if p.is_dir() and (d := folder_day(p.name))) if self.root.is_dir() else []
 
     def delete(self, file: LandingFile) -> None:
         path = self.root / file.name
@@ -126,7 +126,7 @@ class S3LandingStore:
         folder = self._key("") if self.prefix else ""
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder, Delimiter="/")
         names = (p["Prefix"][len(folder):].rstrip("/") for page in pages for p in page.get("CommonPrefixes", []))
-        return sorted(d for name in names if (d := _day(name)))
+        return sorted(d for name in names if (d := folder_day(name)))
 
     def delete(self, file: LandingFile) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(file.name))
@@ -151,8 +151,9 @@ class _StreamingRaw(io.RawIOBase):
         super().close()
 
 
-def _day(name: str) -> date | None:
-    """The day a top-level folder holds, or None for anything else (the capture server's `_capture/`)."""
+def folder_day(name: str) -> date | None:
+    """The day a folder named by `day_folder` holds, or None for anything else (the capture
+    server's `_capture/`)."""
     try:
         return date.fromisoformat(name) if len(name) == 10 else None
     except ValueError:

@@ -13,7 +13,7 @@ import shutil
 from datetime import date, datetime
 from pathlib import Path
 
-from echo_dagster.landing import parse_s3_url
+from echo_dagster.landing import folder_day, parse_s3_url
 
 
 class PartitionFiles:
@@ -89,9 +89,4 @@ class PartitionFiles:
 
 
 def _day(name: str) -> date | None:
-    if not name.endswith(".parquet"):
-        return None
-    try:
-        return date.fromisoformat(name[: -len(".parquet")])
-    except ValueError:
-        return None
+    return folder_day(name.removesuffix(".parquet")) if name.endswith(".parquet") else None
