@@ -88,6 +88,7 @@ REASONS = (
     "invalid_utf8",
     "blank_line",
     "bad_json",
+    "nested_too_deep",
     "not_an_object",
     "unsupported_schema_version",
     "unknown_event",
@@ -121,6 +122,10 @@ def parse_event(line: bytes | str) -> Event:
         event = _decoder.decode(line)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _explain(line, exc) from None
+    except RecursionError:
+        # No event nests deeper than two levels; a line of a thousand brackets is an attack or junk,
+        # and must not fail the partition it lands in.
+        raise EventError("nested_too_deep", "JSON nested deeper than the decoder's recursion limit") from None
     # The decoder gives "Z", "+00:00" and "-00:00" the timezone.utc singleton: test identity first.
     if event.ts.tzinfo is not timezone.utc and event.ts.utcoffset() != _UTC:
         raise EventError(
@@ -154,6 +159,8 @@ def _explain(line: bytes | str, exc: Exception) -> EventError:
         obj = json.loads(line)
     except ValueError as err:  # msgspec accepted it as JSON, but be safe
         return EventError("bad_json", f"not valid JSON: {err}")
+    except RecursionError:  # a deep value inside an otherwise valid object
+        return EventError("nested_too_deep", "JSON nested deeper than the decoder's recursion limit")
     if not isinstance(obj, dict):
         return EventError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
     if "schema_version" in obj and obj["schema_version"] != SCHEMA_VERSION:
@@ -198,7 +205,7 @@ def _lookup(obj: dict, field: str | None) -> object:
 def _raw_ts(line: bytes | str) -> object:
     try:
         return json.loads(line).get("ts")
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

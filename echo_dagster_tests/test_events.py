@@ -81,3 +81,14 @@ def test_errors_name_the_field_what_was_expected_and_what_came(raw, reason, fiel
     assert (err.reason, err.field) == (reason, field)
     for word in words:
         assert word in err.message, err.message
+
+
+@pytest.mark.parametrize("raw", [
+    b"[" * 994 + b"]" * 994,  # 2 KB that made the decoder raise RecursionError
+    b'{"a":' + b"[" * 3000 + b"]" * 3000 + b"}",
+    line(**VALID[DocumentClosed])[:-1] + b',"deep":' + b"[" * 2000 + b"]" * 2000 + b"}",  # a valid event around it
+])
+def test_deeply_nested_json_is_a_reason_not_a_crash(raw):
+    with pytest.raises(EventError) as err:
+        parse_event(raw)
+    assert err.value.reason == "nested_too_deep"

@@ -71,7 +71,7 @@ class RateLimiter:
 
 
 def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = CaptureSettings()) -> Starlette:
-    """`sink`: a `capture.sink` writer; `opt_out`: a callable returning (users, tenants) opted out."""
+    """`sink`: a `capture.sink` writer; `opt_out`: a callable returning the current `optout.OptOut`."""
     limiter = RateLimiter(settings.rate_per_s, settings.burst)
     live = LiveStreams()
 
@@ -152,8 +152,8 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
         if wait:
             return _answer(route, started, tenant, 429, {"error": "rate limit: retry later"},
                            {"Retry-After": str(max(1, round(wait)))})
-        users, tenants = opt_out()
-        kept = [line for line, event in valid if event.user_id not in users and event.tenant_id not in tenants]
+        listed = opt_out()
+        kept = [line for line, event in valid if not listed.covers(event.user_id, event.tenant_id)]
         if kept:
             try:
                 await commit(kept)

@@ -12,6 +12,7 @@ from echo_dagster import home
 from echo_dagster.capture.app import CaptureSettings, create_app
 from echo_dagster.capture.sink import LocalSink, StoreSink
 from echo_dagster.capture.tokens import TokenStore
+from echo_dagster.optout import OptOutFile
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,15 +34,15 @@ def default_tokens_path() -> Path:
 
 def build_app(landing_url: str, tokens_path: str | Path, node: str | None = None,
               settings: CaptureSettings = CaptureSettings()):
-    from echo_dagster.defs.resources import LandingZone, OptOutList, default_resources, s3_resource
+    from echo_dagster.defs.resources import LandingZone, default_resources, s3_resource
 
     node = node or socket.gethostname()
     if landing_url.startswith("s3://"):
         sink = StoreSink(LandingZone(url=landing_url, s3=s3_resource()).store(), node)
     else:
         sink = LocalSink(landing_url, node)
-    opt_out: OptOutList = default_resources()["opt_out"]
-    return create_app(TokenStore(tokens_path), sink, opt_out.load, settings)
+    opt_out = OptOutFile(default_resources()["opt_out"].path)
+    return create_app(TokenStore(tokens_path), sink, opt_out.current, settings)
 
 
 def serve(host: str, port: int, landing_url: str, tokens_path: str | Path, node: str | None,

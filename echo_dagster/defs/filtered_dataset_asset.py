@@ -39,7 +39,8 @@ def filtered_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse, op
     dedup, decontamination): every row with its `split` and, when dropped, its `drop_reason`.
     Views: `training_examples` (kept train rows) and `eval_set` (kept eval rows)."""
     day = context.partition_time_window.start.date()
-    users, tenants = opt_out.load()
+    listed = opt_out.load()
+    users, tenants = listed.users, listed.tenants
     # The day, and the history its dedup and decontamination consult.
     with warehouse.connect(window=(day - timedelta(days=DEDUP_WINDOW_DAYS + 1), day)) as con:
         result = filter_partition(con, day, opted_out_users=users, opted_out_tenants=tenants)

@@ -6,13 +6,12 @@ import contextlib
 import functools
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import duckdb
 from dagster_aws.s3 import S3Resource
 
-from echo_dagster import home, warehouse
+from echo_dagster import home, optout, warehouse
 from echo_dagster.landing import LandingStore, LocalLandingStore, S3LandingStore, parse_s3_url
 from echo_dagster.training.registry import Registry
 
@@ -53,19 +52,12 @@ class Warehouse(dg.ConfigurableResource):
 
 class OptOutList(dg.ConfigurableResource):
     """Users and tenants who opted out: a text file, one `user:<id>` or `tenant:<id>` a line
-    (a missing file is an empty list)."""
+    (`echo_dagster.optout`; a missing file is an empty list, a malformed line an error naming it)."""
 
     path: str
 
-    def load(self) -> tuple[frozenset, frozenset]:
-        file = Path(self.path)
-        lines = file.read_text().split() if file.is_file() else []
-        users = frozenset(line[5:] for line in lines if line.startswith("user:"))
-        tenants = frozenset(line[7:] for line in lines if line.startswith("tenant:"))
-        unknown = [line for line in lines if not line.startswith(("user:", "tenant:"))]
-        if unknown:
-            raise ValueError(f"{file}: expected lines 'user:<id>' or 'tenant:<id>', got {unknown[:3]}")
-        return users, tenants
+    def load(self) -> optout.OptOut:
+        return optout.load(self.path)
 
 
 class ModelRegistry(dg.ConfigurableResource):

@@ -44,14 +44,12 @@ def purge_expired_data(context: dg.OpExecutionContext, config: RetentionConfig, 
                    "the checkpoints trained on their data.")
 def purge_opted_out(context: dg.OpExecutionContext, landing: LandingZone, warehouse: Warehouse,
                     opt_out: OptOutList, models: ModelRegistry):
-    users, tenants = opt_out.load()
     reports = []
     with warehouse.connect() as con:
-        for kind, subjects in (("user_id", users), ("tenant_id", tenants)):
-            for subject in sorted(subjects):
-                report = retention.purge_subject(con, landing.store(), models.registry(), **{kind: subject})
-                context.log.info(f"{report.subject}: {report.as_dict()}")
-                reports.append(report.as_dict())
+        for kind, subject in opt_out.load().subjects():
+            report = retention.purge_subject(con, landing.store(), models.registry(), **{kind: subject})
+            context.log.info(f"{report.subject}: {report.as_dict()}")
+            reports.append(report.as_dict())
     marked = sorted({name for r in reports for name in r["checkpoints_marked"]})
     return dg.Output(reports, metadata={
         "subjects": len(reports), "landing_lines": sum(r["landing_lines"] for r in reports),

@@ -1,0 +1,102 @@
+"""The opt-out list: users and tenants whose experience is never kept.
+
+A text file, one entry a line: `user:<id>` or `tenant:<id>`, the id being the rest of the line (it
+may hold spaces and any Unicode, and is compared with the id as events carry it, after JSON
+decoding). Blank lines and lines starting with `#` are ignored. A line of any other shape is an
+error that names the file and the line: a list that cannot be read must stop whoever relies on it,
+never be half-applied.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+KINDS = ("user", "tenant")
+
+
+class OptOutError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class OptOut:
+    users: frozenset[str] = frozenset()
+    tenants: frozenset[str] = frozenset()
+
+    def covers(self, user_id: str | None, tenant_id: str | None) -> bool:
+        return user_id in self.users or tenant_id in self.tenants
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.tenants)
+
+    def subjects(self) -> list[tuple[str, str]]:
+        """(column, id) pairs, tenants first: `("tenant_id", "acme")`, `("user_id", "zoë")`."""
+        return [("tenant_id", t) for t in sorted(self.tenants)] + [("user_id", u) for u in sorted(self.users)]
+
+
+def parse(text: str, source: str = "<opt-out list>") -> OptOut:
+    found: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        kind, sep, value = line.partition(":")
+        value = value.strip()
+        if not sep or kind not in KINDS or not value:
+            raise OptOutError(f"{source}:{number}: expected 'user:<id>' or 'tenant:<id>', got {raw[:80]!r}")
+        found[kind].add(value)
+    return OptOut(frozenset(found["user"]), frozenset(found["tenant"]))
+
+
+def load(path: str | Path) -> OptOut:
+    """The list in `path`; a missing file is an empty list."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return OptOut()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise OptOutError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    return parse(text, str(path))
+
+
+class OptOutFile:
+    """The list of a file that may change while a server runs: re-read when it changes. `current()`
+    raises OptOutError while the file is broken, so that the caller refuses to accept data it cannot
+    check, and `problem()` says why (for a health endpoint)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._seen: tuple | None = ()
+        self._value: OptOut | OptOutError = OptOut()
+
+    def current(self) -> OptOut:
+        value = self._refresh()
+        if isinstance(value, OptOutError):
+            raise value
+        return value
+
+    def problem(self) -> str | None:
+        value = self._refresh()
+        return str(value) if isinstance(value, OptOutError) else None
+
+    def _refresh(self) -> OptOut | OptOutError:
+        try:
+            stat = os.stat(self.path)
+            seen = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except FileNotFoundError:
+            seen = None
+        with self._lock:
+            if seen != self._seen:
+                try:
+                    self._value = load(self.path)
+                except OptOutError as err:
+                    self._value = err
+                self._seen = seen
+            return self._value
