@@ -21,16 +21,10 @@ from pathlib import Path
 
 import duckdb
 
-from echo_dagster import home, retention, warehouse
-from echo_dagster.filters import partition as filters_partition
-from echo_dagster.harvest import partition as harvest_partition
+from echo_dagster import home, schema
 from echo_dagster.partition_files import PartitionFiles
 
 PREFIX = "parquet:"
-# Each table's day; audit_log is kept by the day of the purge.
-PARTITION_KEY = {"raw_sessions": "partition_date", "quarantine": "partition_date", "ingest_log": "partition_date",
-                 "refined_targets": "partition_date", "final_documents": "partition_date",
-                 "filtered_dataset": "partition_date", "audit_log": "CAST(purged_at AS DATE)"}
 
 
 def is_parquet(path) -> bool:
@@ -39,16 +33,6 @@ def is_parquet(path) -> bool:
 
 def _files(path) -> PartitionFiles:
     return PartitionFiles(str(path)[len(PREFIX):], home.echo_home() / "parquet-cache")
-
-
-def _create_all(con: duckdb.DuckDBPyConnection) -> None:
-    """Every table, empty, and the views over them."""
-    con.execute(warehouse.SCHEMA_DDL)
-    con.execute(harvest_partition.TARGETS_DDL)
-    con.execute(harvest_partition.DOCUMENTS_DDL)
-    con.execute(retention.AUDIT_DDL)
-    filters_partition.create_tables(con)
-    con.execute(harvest_partition.EXAMPLES_VIEW)
 
 
 def _in_window(day: date, window: tuple[date, date] | None) -> bool:
@@ -60,8 +44,8 @@ def read(path) -> Iterator[duckdb.DuckDBPyConnection]:
     files = _files(path)
     con = duckdb.connect()
     try:
-        _create_all(con)
-        for table in PARTITION_KEY:
+        schema.create(con)
+        for table in schema.PARTITION_KEY:
             paths = [str(p) for p in files.files(table).values()]
             if paths:
                 # The empty table first: columns added since a file was written read as NULL.
@@ -82,8 +66,8 @@ def scratch(path, window: tuple[date, date] | None) -> Iterator[Path]:
     db = folder / "scratch.duckdb"
     try:
         with duckdb.connect(str(db)) as con:
-            _create_all(con)
-            for table in PARTITION_KEY:
+            schema.create(con)
+            for table in schema.PARTITION_KEY:
                 paths = [str(p) for p in files.files(table, lambda day: _in_window(day, window)).values()]
                 if paths:
                     con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet({paths}, union_by_name = true)")
@@ -94,7 +78,7 @@ def scratch(path, window: tuple[date, date] | None) -> Iterator[Path]:
             for (table, day), print_ in after.items():
                 if before.get((table, day)) != print_:
                     out = folder / f"{table}-{day.isoformat()}.parquet"
-                    con.execute(f"COPY (SELECT * FROM {table} WHERE {PARTITION_KEY[table]} = $day) TO '{out}' "
+                    con.execute(f"COPY (SELECT * FROM {table} WHERE {schema.PARTITION_KEY[table]} = $day) TO '{out}' "
                                 "(FORMAT parquet)", {"day": day})
                     files.publish(table, day, out)
             for table, day in before.keys() - after.keys():
@@ -115,7 +99,7 @@ def write(path, window: tuple[date, date] | None) -> Iterator[duckdb.DuckDBPyCon
 
 def _fingerprints(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, date], tuple]:
     prints = {}
-    for table, key in PARTITION_KEY.items():
+    for table, key in schema.PARTITION_KEY.items():
         for day, rows, digest in con.execute(f"SELECT {key}, count(*), sum(hash(t))::VARCHAR FROM {table} t "
                                              "GROUP BY ALL").fetchall():
             prints[(table, day)] = (rows, digest)

@@ -24,8 +24,6 @@ from echo_dagster.landing import LandingStore
 
 # Tables whose rows hold raw (not de-identified) text, each partitioned by day.
 RAW_TABLES = ("raw_sessions", "quarantine", "refined_targets", "final_documents")
-AUDIT_DDL = ("CREATE TABLE IF NOT EXISTS audit_log (purged_at TIMESTAMP NOT NULL, action VARCHAR NOT NULL, "
-             "subject VARCHAR, detail VARCHAR NOT NULL)")
 
 
 @dataclass
@@ -48,7 +46,6 @@ def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def _audit(con: duckdb.DuckDBPyConnection, report: PurgeReport) -> None:
-    con.execute(AUDIT_DDL)
     con.execute("INSERT INTO audit_log VALUES ($purged_at, $action, $subject, $detail)",
                 {"purged_at": datetime.now(timezone.utc).replace(tzinfo=None), "action": report.action,
                  "subject": report.subject, "detail": json.dumps(report.as_dict())})

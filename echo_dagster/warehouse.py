@@ -1,4 +1,4 @@
-"""The DuckDB warehouse: table definitions and a connection that waits for another writer.
+"""The warehouse: a connection that waits for another writer, on a DuckDB file or Parquet files.
 
 DuckDB lets one process write a database file at a time, and partitions of a backfill run in
 separate processes, so writers hold the file only for the final short transaction and wait (with a
@@ -17,67 +17,9 @@ from pathlib import Path
 
 import duckdb
 
-# (name, DuckDB type) of an event as it is stored; the order is the column order of `raw_sessions`.
-EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("event_id", "VARCHAR"),
-    ("event", "VARCHAR"),
-    ("ts", "TIMESTAMP"),  # UTC
-    ("session_id", "VARCHAR"),
-    ("user_id", "VARCHAR"),
-    ("tenant_id", "VARCHAR"),
-    ("repo", "VARCHAR"),
-    ("path", "VARCHAR"),
-    ("language", "VARCHAR"),
-    ("client", "VARCHAR"),
-    ("completion_id", "VARCHAR"),
-    ("model", "VARCHAR"),
-    ("cursor", "BIGINT"),
-    ("prefix", "VARCHAR"),
-    ("suffix", "VARCHAR"),
-    ("proposal", "VARCHAR"),
-    ("latency_ms", "DOUBLE"),
-    ("accepted_text", "VARCHAR"),
-    ("reason", "VARCHAR"),
-    ("document", "VARCHAR"),
-    ("trigger", "VARCHAR"),
-    ("seq", "BIGINT"),
-)
-PROVENANCE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("arrival_date", "DATE"),  # the landing folder the line came from
-    ("source_file", "VARCHAR"),
-    ("source_line", "BIGINT"),
-)
+from echo_dagster import parquet_warehouse, schema
 
 MEMORY_LIMIT = "2GB"  # DuckDB's, per connection; ECHO_DUCKDB_MEMORY overrides it
-
-SCHEMA_DDL = f"""
-CREATE TABLE IF NOT EXISTS raw_sessions (
-    partition_date DATE NOT NULL,
-    session_seq INTEGER NOT NULL,
-    {", ".join(f'"{n}" {t}' for n, t in EVENT_COLUMNS + PROVENANCE_COLUMNS)}
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    partition_date DATE NOT NULL,
-    source_file VARCHAR NOT NULL,
-    line_no BIGINT NOT NULL,
-    reason VARCHAR NOT NULL,
-    detail VARCHAR NOT NULL,
-    raw VARCHAR NOT NULL,
-    raw_encoding VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ingest_log (
-    partition_date DATE PRIMARY KEY,
-    files INTEGER NOT NULL,
-    lines_read BIGINT NOT NULL,
-    late_adopted BIGINT NOT NULL,
-    kept BIGINT NOT NULL,
-    duplicates BIGINT NOT NULL,
-    quarantined BIGINT NOT NULL,
-    deferred_to_previous BIGINT NOT NULL,
-    materialized_at TIMESTAMP NOT NULL
-);
-"""
-
 
 class WarehouseBusy(RuntimeError):
     pass
@@ -106,16 +48,30 @@ def _wait_for_lock(open_fn, path: Path, wait_s: float):
 @contextlib.contextmanager
 def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 600.0,
             window: tuple[date, date] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse (creating its tables), waiting up to `wait_s` for another process's lock.
-    A `parquet:` warehouse has no lock; a writer there works on the partitions in `window` (the days
+    """Open the warehouse, waiting up to `wait_s` for another process's lock. Every table and view
+    of `schema` is there, also on a first connection and on a warehouse an older version made (a
+    reader that finds it missing or out of date has it made or brought up to date first). A
+    `parquet:` warehouse has no lock; a writer there works on the partitions in `window` (the days
     it writes and the history it reads; all days without one)."""
-    if str(path).startswith("parquet:"):
-        from echo_dagster import parquet_warehouse
-
+    if parquet_warehouse.is_parquet(path):
         with (parquet_warehouse.read(path) if read_only else parquet_warehouse.write(path, window)) as con:
             yield con
         return
     path = Path(path)
+    if read_only and not path.is_file():
+        _open(path, False, wait_s).close()  # a reader of a new warehouse finds it empty, not missing
+    con = _open(path, read_only, wait_s)
+    if read_only and not schema.is_current(con):
+        con.close()
+        _open(path, False, wait_s).close()  # brings its schema up to date
+        con = _open(path, True, wait_s)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     con = _wait_for_lock(lambda: duckdb.connect(str(path), read_only=read_only), path, wait_s)
@@ -124,10 +80,11 @@ def connect(path: str | Path, *, read_only: bool = False, wait_s: float = 600.0,
         # larger than memory at scale).
         con.execute(f"SET memory_limit = '{os.environ.get('ECHO_DUCKDB_MEMORY', MEMORY_LIMIT)}'")
         if not read_only:
-            con.execute(SCHEMA_DDL)
-        yield con
-    finally:
+            schema.create(con)
+    except BaseException:
         con.close()
+        raise
+    return con
 
 
 @contextlib.contextmanager
@@ -152,9 +109,7 @@ def attached(con: duckdb.DuckDBPyConnection, path: str | Path, alias: str, *, wa
     """Attach the warehouse to a working connection for one write, so that the lock on the file is
     held only for that write; yields the alias. (A `parquet:` warehouse: a scratch file holding the
     partitions in `window`, written back afterwards.)"""
-    if str(path).startswith("parquet:"):
-        from echo_dagster import parquet_warehouse
-
+    if parquet_warehouse.is_parquet(path):
         with parquet_warehouse.scratch(path, window) as db:
             con.execute(f"ATTACH '{db}' AS {alias}")
             try:
@@ -169,7 +124,7 @@ def attached(con: duckdb.DuckDBPyConnection, path: str | Path, alias: str, *, wa
     _wait_for_lock(lambda: con.execute(f"ATTACH '{quoted}' AS {alias}"), path, wait_s)
     try:
         con.execute(f"USE {alias}")
-        con.execute(SCHEMA_DDL)
+        schema.create(con)
         con.execute("USE memory")
         yield alias
     finally:

@@ -49,11 +49,10 @@ def test_the_harvest_chain_filters_the_simulators_logs(tmp_path):
 
 
 def test_the_pii_re_scan_finds_what_slipped_into_kept_rows(tmp_path):
-    from echo_dagster.filters.partition import create_tables, leaks
+    from echo_dagster.filters.partition import leaks
 
     day = date(2026, 11, 2)
     with warehouse.connect(tmp_path / "wh.duckdb") as con:
-        create_tables(con)
         rows = [("clean", "x = 1\n", "y = 2\n", None), ("mail", "a = 1\n", "# ask jane.doe@example.org\n", None),
                 ("key", 'K = """-----BEGIN RSA PRIVATE KEY-----\n', "MIIEow\n-----END RSA PRIVATE KEY-----\n", None),
                 ("dropped", "", "db = '10.20.30.40'\n", "trivial")]

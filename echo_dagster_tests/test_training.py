@@ -15,7 +15,6 @@ from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint
 from echo_dagster.defs.jobs import train_job
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
 from echo_dagster.defs.sensors import retrain_sensor
-from echo_dagster.filters.partition import create_tables
 from echo_dagster.training.examples import IGNORE, encode
 from echo_dagster.training.registry import Registry
 
@@ -25,7 +24,6 @@ DAY = date(2026, 11, 2)
 def add_examples(db, day: date, count: int, start: int = 0) -> None:
     """Kept training rows of filtered_dataset for `day`."""
     with warehouse.connect(db) as con:
-        create_tables(con)
         for n in range(start, start + count):
             con.execute("INSERT INTO filtered_dataset (partition_date, completion_id, language, prefix, suffix, "
                         "target, split) VALUES ($d, $c, 'python', $p, '\n', $t, 'train')",

@@ -17,36 +17,14 @@ from datetime import date, timedelta
 import duckdb
 import pyarrow as pa
 
-from echo_dagster import warehouse
+from echo_dagster import schema, warehouse
 from echo_dagster.filters.deidentify import find
 from echo_dagster.harvest.refine import split_document
 from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row
 
 DEDUP_WINDOW_DAYS = 30  # how far back a new example is compared with kept ones
 
-_COLUMNS = (
-    ("completion_id", "VARCHAR"), ("session_id", "VARCHAR"), ("user_id", "VARCHAR"), ("tenant_id", "VARCHAR"),
-    ("repo", "VARCHAR"), ("path", "VARCHAR"), ("language", "VARCHAR"), ("model", "VARCHAR"),
-    ("source_kind", "VARCHAR"), ("decision", "VARCHAR"), ("proposal", "VARCHAR"), ("accepted_text", "VARCHAR"),
-    ("prefix", "VARCHAR"), ("suffix", "VARCHAR"), ("target", "VARCHAR"), ("es", "DOUBLE"), ("survived", "DOUBLE"),
-    ("split", "VARCHAR"), ("drop_reason", "VARCHAR"), ("dedup_key", "VARCHAR"), ("pasted_share", "DOUBLE"),
-)
-
-
-def create_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """filtered_dataset (with any column added since the warehouse was made) and its views."""
-    con.execute("CREATE TABLE IF NOT EXISTS filtered_dataset (partition_date DATE NOT NULL, "
-                + ", ".join(f'"{n}" {t}' for n, t in _COLUMNS) + ")")
-    for name, kind in _COLUMNS:
-        con.execute(f'ALTER TABLE filtered_dataset ADD COLUMN IF NOT EXISTS "{name}" {kind}')
-    con.execute("CREATE OR REPLACE VIEW training_examples AS SELECT * FROM filtered_dataset "
-                "WHERE drop_reason IS NULL AND split = 'train'")
-    con.execute("CREATE OR REPLACE VIEW eval_set AS SELECT * FROM filtered_dataset "
-                "WHERE drop_reason IS NULL AND split = 'eval'")
-
-
-_ARROW = {"VARCHAR": pa.string(), "DOUBLE": pa.float64()}
-_SCHEMA = pa.schema([(n, _ARROW[t]) for n, t in _COLUMNS])
+_SCHEMA = schema.arrow_schema(schema.FILTERED_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -62,7 +40,6 @@ class FilterResult:
 def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_users=frozenset(),
                      opted_out_tenants=frozenset(), settings: FilterSettings = FilterSettings(),
                      dedup_window_days: int = DEDUP_WINDOW_DAYS, batch_rows: int = 1_000) -> FilterResult:
-    create_tables(con)
     state = FilterState(frozenset(opted_out_users), frozenset(opted_out_tenants), settings=settings)
     earlier = con.execute(
         "SELECT dedup_key, target, split FROM filtered_dataset WHERE drop_reason IS NULL "

@@ -9,33 +9,11 @@ from datetime import date
 import duckdb
 import pyarrow as pa
 
-from echo_dagster import warehouse
+from echo_dagster import schema, warehouse
 from echo_dagster.harvest.refine import RefineSettings, refine_session
 
-TARGET_COLUMNS = (
-    ("completion_id", "VARCHAR"), ("session_id", "VARCHAR"), ("user_id", "VARCHAR"), ("tenant_id", "VARCHAR"),
-    ("repo", "VARCHAR"), ("path", "VARCHAR"), ("language", "VARCHAR"), ("model", "VARCHAR"),
-    ("shown_ts", "TIMESTAMP"), ("proposal", "VARCHAR"), ("decision", "VARCHAR"), ("accepted_text", "VARCHAR"),
-    ("source_kind", "VARCHAR"), ("target", "VARCHAR"), ("es", "DOUBLE"), ("survived", "DOUBLE"),
-    ("reason", "VARCHAR"), ("pasted_share", "DOUBLE"), ("document_id", "VARCHAR"), ("target_start", "BIGINT"),
-)
-TARGETS_DDL = (
-    "CREATE TABLE IF NOT EXISTS refined_targets (partition_date DATE NOT NULL, "
-    + ", ".join(f'"{n}" {t}' for n, t in TARGET_COLUMNS) + ")"
-)
-# The final documents, each once: a session's completions share theirs, and a row holding its own
-# copy of prefix and suffix would write the document again for every completion.
-DOCUMENTS_DDL = ("CREATE TABLE IF NOT EXISTS final_documents (partition_date DATE NOT NULL, document_id VARCHAR, "
-                 "document VARCHAR)")
-# prefix' and suffix' as columns, for SQL readers.
-EXAMPLES_VIEW = """CREATE OR REPLACE VIEW refined_examples AS
-SELECT t.* EXCLUDE (document_id, target_start),
-       substring(d.document, 1, t.target_start) AS prefix,
-       substring(d.document, t.target_start + length(t.target) + 1) AS suffix
-FROM refined_targets t LEFT JOIN final_documents d USING (partition_date, document_id)"""
-_ARROW = {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "DOUBLE": pa.float64(), "BIGINT": pa.int64()}
-_SCHEMA = pa.schema([(n, _ARROW[t]) for n, t in TARGET_COLUMNS])
-_DOCUMENTS = pa.schema([("document_id", pa.string()), ("document", pa.string())])
+_SCHEMA = schema.arrow_schema(schema.TARGET_COLUMNS)
+_DOCUMENTS = schema.arrow_schema(schema.TABLES["final_documents"][1:])
 _EVENT_FIELDS = ("session_id", "event", "ts", "completion_id", "user_id", "tenant_id", "repo", "path", "language",
                  "model", "prefix", "suffix", "proposal", "accepted_text", "document", "trigger")
 
@@ -52,7 +30,6 @@ class RefineResult:
 def refine_partition(con: duckdb.DuckDBPyConnection, day: date, settings: RefineSettings = RefineSettings(),
                      batch_rows: int = 2_000) -> RefineResult:
     """Replace partition `day` of refined_targets (in one transaction) from raw_sessions."""
-    create_tables(con)
     out: list[dict] = []
     session: list[dict] = []
     held = 0  # bytes of text the current session holds
@@ -61,7 +38,8 @@ def refine_partition(con: duckdb.DuckDBPyConnection, day: date, settings: Refine
         for chunk in _session_events(con.cursor(), day, batch_rows):
             for values in chunk:
                 event = dict(zip(_EVENT_FIELDS, values))
-                if session and event["session_id"] != session[0]["session_id"]:
+                if session and (event["tenant_id"], event["session_id"]) != (session[0]["tenant_id"],
+                                                                             session[0]["session_id"]):
                     out += refine_session(session, settings, too_large=held > settings.max_session_bytes)
                     session, held = [], 0
                 held += sum(len(event[k] or "") for k in ("document", "prefix", "suffix"))
@@ -85,32 +63,22 @@ def refine_partition(con: duckdb.DuckDBPyConnection, day: date, settings: Refine
 
 def _session_events(reader: duckdb.DuckDBPyConnection, day: date, batch_rows: int,
                     sessions_per_query: int = 500):
-    """The day's events in session order, a chunk of rows at a time. A few hundred sessions are
-    sorted at a time: sorting a whole day of documents at once takes more memory than DuckDB is
-    given."""
-    ids = [i for i, in reader.execute("SELECT DISTINCT session_id FROM raw_sessions WHERE partition_date = $day "
-                                      "ORDER BY 1", {"day": day}).fetchall()]
+    """The day's events in session order, a chunk of rows at a time. A session is (tenant_id,
+    session_id): another tenant's events never join it. A few hundred sessions are sorted at a
+    time: sorting a whole day of documents at once takes more memory than DuckDB is given."""
+    ids = reader.execute("SELECT DISTINCT tenant_id, session_id FROM raw_sessions WHERE partition_date = $day "
+                         "ORDER BY ALL", {"day": day}).fetchall()
     for n in range(0, len(ids), sessions_per_query):
         group = ids[n : n + sessions_per_query]
         reader.execute(
             f"SELECT {', '.join(_EVENT_FIELDS)} FROM raw_sessions WHERE partition_date = $day "
-            "AND session_id BETWEEN $first AND $last ORDER BY session_id, session_seq",
-            {"day": day, "first": group[0], "last": group[-1]},
+            "AND (tenant_id, session_id) BETWEEN ($first_tenant, $first) AND ($last_tenant, $last) "
+            "ORDER BY tenant_id, session_id, session_seq",
+            {"day": day, "first_tenant": group[0][0], "first": group[0][1], "last_tenant": group[-1][0],
+             "last": group[-1][1]},
         )
         while chunk := reader.fetchmany(batch_rows):
             yield chunk
-
-
-def create_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """refined_targets (with any column added since the warehouse was made), final_documents and
-    the view refined_examples."""
-    con.execute(TARGETS_DDL)
-    for name, kind in TARGET_COLUMNS:
-        con.execute(f'ALTER TABLE refined_targets ADD COLUMN IF NOT EXISTS "{name}" {kind}')
-    for name in ("prefix", "suffix"):  # held in each row before final_documents
-        con.execute(f"ALTER TABLE refined_targets DROP COLUMN IF EXISTS {name}")
-    con.execute(DOCUMENTS_DDL)
-    con.execute(EXAMPLES_VIEW)
 
 
 def _append(con: duckdb.DuckDBPyConnection, day: date, rows: list[dict], written: set[str]) -> None:
@@ -120,10 +88,12 @@ def _append(con: duckdb.DuckDBPyConnection, day: date, rows: list[dict], written
     for row in rows:
         document = row.pop("document")
         if document is not None:
-            # Within a batch the rows of a session share the document object: hash it once.
-            key = id(document)
+            # Within a batch the rows of a session share the document object: hash it once. The id
+            # is the tenant's: two tenants' equal documents are two rows, and purging one keeps the other.
+            key = (row["tenant_id"], id(document))
             if key not in documents:
-                documents[key] = (hashlib.sha1(document.encode()).hexdigest(), document)
+                digest = hashlib.sha1(f"{row['tenant_id']}\x00{document}".encode()).hexdigest()
+                documents[key] = (digest, document)
             row["document_id"] = documents[key][0]
     new = [(i, d) for i, d in dict(documents.values()).items() if i not in written]
     written.update(i for i, _ in new)
@@ -138,6 +108,6 @@ def _append(con: duckdb.DuckDBPyConnection, day: date, rows: list[dict], written
 
 def completions_shown(con: duckdb.DuckDBPyConnection, day: date) -> int:
     return con.execute(
-        "SELECT count(DISTINCT completion_id) FROM raw_sessions WHERE partition_date = $day "
+        "SELECT count(DISTINCT (tenant_id, completion_id)) FROM raw_sessions WHERE partition_date = $day "
         "AND event = 'completion_shown'", {"day": day}
     ).fetchone()[0]

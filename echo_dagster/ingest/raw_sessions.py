@@ -11,10 +11,15 @@ session ids of folder D-1 (the sessions D must leave to D-1). Folder D's events 
 began on D-1 are *deferred to the previous day* and counted as such. Re-materializing D once
 folder D+1 is complete picks up late arrivals; the daily schedule does that (see defs/schedules).
 
+Identities are scoped by tenant (DESIGN.md): an event is (tenant_id, event_id), a session
+(tenant_id, session_id), so no event of one tenant can take another's place, join its session or
+defer it. Events of opted-out users and tenants are dropped here already, so that no re-run of a
+day can bring them back, whatever the landing zone still holds.
+
 Accounting, per partition, checked against the written tables:
 
     lines read in folder D + late events adopted from D+1
-        = events kept + duplicates + quarantined + deferred to the previous day
+        = events kept + duplicates + quarantined + deferred to the previous day + opted out
 
 Only folder D's own bad lines are quarantined by partition D. Each file is validated into Parquet
 files in a spill folder (in worker processes for a big day, see staging.py); DuckDB reads them,
@@ -32,15 +37,16 @@ from pathlib import Path
 
 import duckdb
 
-from echo_dagster import warehouse
+from echo_dagster import schema, warehouse
 from echo_dagster.events import NULLABLE_FIELDS
 from echo_dagster.ingest.reader import KEY_COLUMNS
 from echo_dagster.ingest.staging import StagedFile, stage_file
 from echo_dagster.landing import LandingFile, LandingStore
+from echo_dagster.optout import OptOut
 from echo_dagster.workers import DEFAULT_WORKERS, worker_pool
 
 # The event fields that DuckDB reads from the validated line when it writes the partition.
-_FROM_JSON = {name: t for name, t in warehouse.EVENT_COLUMNS if name not in KEY_COLUMNS.names}
+_FROM_JSON = {name: t for name, t in schema.EVENT_COLUMNS if name not in KEY_COLUMNS.names}
 # Within a session and a timestamp: the proposal, then the decision, then what the user did.
 _EVENT_RANK = (
     "CASE event WHEN 'completion_shown' THEN 0 WHEN 'completion_accepted' THEN 1 "
@@ -70,6 +76,7 @@ class IngestResult:
     duplicates: int
     quarantined: int
     deferred_to_previous: int
+    opted_out: int
     stale_events: int
     sessions: int
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
@@ -84,7 +91,8 @@ class _Input:
 
 
 def ingest_partition(
-    store: LandingStore, day: date, warehouse_path: str | Path, settings: IngestSettings = IngestSettings()
+    store: LandingStore, day: date, warehouse_path: str | Path, settings: IngestSettings = IngestSettings(),
+    opt_out: OptOut = OptOut(),
 ) -> IngestResult:
     # file_no follows arrival order (folder D, then D+1; by name within a folder): the smallest
     # (file_no, line) of an event_id is the copy that arrived first.
@@ -98,7 +106,7 @@ def ingest_partition(
             con.execute(f"SET temp_directory = '{spill}'")
             _load_stage(con, inputs, staged)
             of_day = [s for s, i in zip(staged, inputs) if i.role == "day"]
-            result = _resolve(con, day, [i.file.name for i in inputs if i.role == "day"],
+            result = _resolve(con, day, opt_out, [i.file.name for i in inputs if i.role == "day"],
                               lines_read=sum(s.lines for s in of_day), valid=sum(s.events for s in of_day))
             nulls = _write(con, day, warehouse_path, result, settings.lock_wait_s)
             return replace(result, nulls_by_field=nulls)
@@ -134,10 +142,10 @@ def _load_stage(con: duckdb.DuckDBPyConnection, inputs: list[_Input], staged: li
 
     roles = [i.role for i in inputs]
     view("stage", [s.events_path for s, r in zip(staged, roles) if r != "previous" and s.events_path],
-         "NULL::VARCHAR AS event_id, NULL::VARCHAR AS session_id, NULL::VARCHAR AS event, NULL::TIMESTAMP AS ts, "
+         "NULL::VARCHAR AS tenant_id, NULL::VARCHAR AS user_id, NULL::VARCHAR AS event_id, NULL::VARCHAR AS session_id, NULL::VARCHAR AS event, NULL::TIMESTAMP AS ts, "
          "NULL::BIGINT AS seq, NULL::BIGINT AS source_line, NULL::VARCHAR AS line, NULL::INTEGER AS file_no")
     view("stage_prev", [s.events_path for s, r in zip(staged, roles) if r == "previous" and s.events_path],
-         "NULL::VARCHAR AS session_id")
+         "NULL::VARCHAR AS tenant_id, NULL::VARCHAR AS session_id")
     view("stage_quarantine", [s.quarantine_path for s, r in zip(staged, roles) if r == "day" and s.quarantine_path],
          "NULL::INTEGER AS file_no, NULL::BIGINT AS line_no, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail, "
          "NULL::VARCHAR AS raw, NULL::VARCHAR AS raw_encoding")
@@ -147,38 +155,43 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def _resolve(con: duckdb.DuckDBPyConnection, day: date, files: list[str], lines_read: int, valid: int) -> IngestResult:
+def _resolve(con: duckdb.DuckDBPyConnection, day: date, opt_out: OptOut, files: list[str], lines_read: int,
+             valid: int) -> IngestResult:
     """Decide which staged events the partition keeps and in what order, from the keys alone
     (`valid`: the valid events in folder D)."""
     con.execute(
         """
-        CREATE TABLE candidates AS
+        CREATE TABLE arrived AS
         WITH owned AS (
-            SELECT session_id FROM stage WHERE file_no IN (SELECT file_no FROM files WHERE arrival_date = $day)
-            EXCEPT SELECT session_id FROM stage_prev
+            SELECT tenant_id, session_id FROM stage
+            WHERE file_no IN (SELECT file_no FROM files WHERE arrival_date = $day)
+            EXCEPT SELECT tenant_id, session_id FROM stage_prev
         )
-        SELECT s.file_no::BIGINT << 32 | s.source_line AS arrival_order,
-               s.file_no, s.source_line, s.event_id, s.session_id, s.event, s.ts, s.seq, f.arrival_date
-        FROM stage s JOIN files f USING (file_no) SEMI JOIN owned USING (session_id)
+        SELECT s.file_no::BIGINT << 32 | s.source_line AS arrival_order, s.file_no, s.source_line, s.tenant_id,
+               s.user_id, s.event_id, s.session_id, s.event, s.ts, s.seq, f.arrival_date,
+               list_contains($tenants, s.tenant_id) OR list_contains($users, s.user_id) AS opted_out
+        FROM stage s JOIN files f USING (file_no) SEMI JOIN owned USING (tenant_id, session_id)
         """,
-        {"day": day},
+        {"day": day, "tenants": sorted(opt_out.tenants), "users": sorted(opt_out.users)},
     )
+    con.execute("CREATE VIEW candidates AS SELECT * FROM arrived WHERE NOT opted_out")
     con.execute(
         f"""
         CREATE TABLE keys AS
-        SELECT file_no, source_line, session_id, event, ts, arrival_date,
-               (row_number() OVER (PARTITION BY session_id
+        SELECT file_no, source_line, tenant_id, session_id, event, ts, arrival_date,
+               (row_number() OVER (PARTITION BY tenant_id, session_id
                                    ORDER BY ts, {_EVENT_RANK}, seq NULLS FIRST, event_id))::INTEGER AS session_seq
         FROM candidates
-        WHERE arrival_order IN (SELECT min(arrival_order) FROM candidates GROUP BY event_id)
+        WHERE arrival_order IN (SELECT min(arrival_order) FROM candidates GROUP BY tenant_id, event_id)
         """
     )
     kept, sessions, stale = con.execute(
-        "SELECT count(*), count(DISTINCT session_id), count(*) FILTER (WHERE ts < arrival_date - INTERVAL 1 DAY) "
-        "FROM keys"
+        "SELECT count(*), count(DISTINCT (tenant_id, session_id)), "
+        "count(*) FILTER (WHERE ts < arrival_date - INTERVAL 1 DAY) FROM keys"
     ).fetchone()
-    candidates, on_time = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE arrival_date = $day) FROM candidates", {"day": day}
+    candidates, on_time, opted_out = con.execute(
+        "SELECT count(*) FILTER (WHERE NOT opted_out), count(*) FILTER (WHERE arrival_date = $day), "
+        "count(*) FILTER (WHERE opted_out) FROM arrived", {"day": day}
     ).fetchone()
     quarantine_by_reason = dict(
         con.execute("SELECT reason, count(*) FROM stage_quarantine GROUP BY ALL ORDER BY ALL").fetchall())
@@ -186,11 +199,12 @@ def _resolve(con: duckdb.DuckDBPyConnection, day: date, files: list[str], lines_
         day=day,
         files=files,
         lines_read=lines_read,
-        late_adopted=candidates - on_time,
+        late_adopted=candidates + opted_out - on_time,
         kept=kept,
         duplicates=candidates - kept,
         quarantined=sum(quarantine_by_reason.values()),
         deferred_to_previous=valid - on_time,
+        opted_out=opted_out,
         stale_events=stale,
         sessions=sessions,
         quarantine_by_reason=quarantine_by_reason,
@@ -200,7 +214,7 @@ def _resolve(con: duckdb.DuckDBPyConnection, day: date, files: list[str], lines_
 
 def _write(con: duckdb.DuckDBPyConnection, day: date, warehouse_path, result: IngestResult, wait_s: float) -> dict:
     """Replace the partition in the warehouse in one transaction; returns null counts per nullable field."""
-    columns = ", ".join(f"j.{_q(n)}" if n in _FROM_JSON else f"s.{_q(n)}" for n, _ in warehouse.EVENT_COLUMNS)
+    columns = ", ".join(f"j.{_q(n)}" if n in _FROM_JSON else f"s.{_q(n)}" for n, _ in schema.EVENT_COLUMNS)
     spec = json.dumps(_FROM_JSON)
     with warehouse.attached(con, warehouse_path, "wh", wait_s=wait_s, window=(day, day)):
         con.execute("BEGIN TRANSACTION")
@@ -227,13 +241,15 @@ def _write(con: duckdb.DuckDBPyConnection, day: date, warehouse_path, result: In
             )
             con.execute("DELETE FROM wh.ingest_log WHERE partition_date = $day", {"day": day})
             con.execute(
-                "INSERT INTO wh.ingest_log VALUES ($day, $files, $lines_read, $late_adopted, $kept, $duplicates, "
-                "$quarantined, $deferred, $now)",
+                "INSERT INTO wh.ingest_log BY NAME SELECT $day AS partition_date, $files AS files, "
+                "$lines_read AS lines_read, $late_adopted AS late_adopted, $kept AS kept, $duplicates AS duplicates, "
+                "$quarantined AS quarantined, $deferred AS deferred_to_previous, $opted_out AS opted_out, "
+                "$now AS materialized_at",
                 {
                     "day": day, "files": len(result.files), "lines_read": result.lines_read,
                     "late_adopted": result.late_adopted, "kept": result.kept, "duplicates": result.duplicates,
                     "quarantined": result.quarantined, "deferred": result.deferred_to_previous,
-                    "now": datetime.now(timezone.utc).replace(tzinfo=None),
+                    "opted_out": result.opted_out, "now": datetime.now(timezone.utc).replace(tzinfo=None),
                 },
             )
             nulls = _null_counts(con, day)
@@ -269,23 +285,23 @@ class AccountingCheck:
 def check_accounting(con: duckdb.DuckDBPyConnection, day: date) -> AccountingCheck:
     """Recount what the warehouse holds for a partition against the lines its ingestion read."""
     log = con.execute(
-        "SELECT lines_read, late_adopted, duplicates, deferred_to_previous FROM ingest_log WHERE partition_date = $d",
-        {"d": day},
+        "SELECT lines_read, late_adopted, duplicates, deferred_to_previous, coalesce(opted_out, 0) FROM ingest_log "
+        "WHERE partition_date = $d", {"d": day},
     ).fetchone()
     if log is None:
         return AccountingCheck(False, f"no ingestion record for {day}: materialize raw_sessions for it", {})
-    lines_read, late_adopted, duplicates, deferred = log
+    lines_read, late_adopted, duplicates, deferred, opted_out = log
     kept = con.execute("SELECT count(*) FROM raw_sessions WHERE partition_date = $d", {"d": day}).fetchone()[0]
     quarantined = con.execute("SELECT count(*) FROM quarantine WHERE partition_date = $d", {"d": day}).fetchone()[0]
     figures = {
         "lines_read": lines_read, "late_adopted": late_adopted, "kept": kept, "duplicates": duplicates,
-        "quarantined": quarantined, "deferred_to_previous": deferred,
+        "quarantined": quarantined, "deferred_to_previous": deferred, "opted_out": opted_out,
     }
-    accounted = kept + duplicates + quarantined + deferred
+    accounted = kept + duplicates + quarantined + deferred + opted_out
     passed = lines_read + late_adopted == accounted
     description = (
         f"{lines_read} lines read + {late_adopted} late events adopted = {kept} kept + {duplicates} duplicates"
-        f" + {quarantined} quarantined + {deferred} deferred to the previous day"
+        f" + {quarantined} quarantined + {deferred} deferred to the previous day + {opted_out} opted out"
     )
     if not passed:
         description = f"MISMATCH by {lines_read + late_adopted - accounted}: " + description.replace(" = ", " != ")

@@ -98,9 +98,12 @@ def _too_long(line_no: int, preview: bytes, size: int, max_line_bytes: int) -> Q
                        preview)
 
 
-# What Python keeps of a valid event: the keys that decide ownership, dedup and order (as the
-# validator read them), and the line itself, whose other fields DuckDB extracts when it writes.
+# What Python keeps of a valid event: the keys that decide ownership, dedup, order and opt-out (as
+# the validator read them), and the line itself, whose other fields DuckDB extracts when it writes.
+# Identities are scoped by tenant: an event is (tenant_id, event_id), a session (tenant_id, session_id).
 KEY_COLUMNS = pa.schema([
+    ("tenant_id", pa.string()),
+    ("user_id", pa.string()),
     ("event_id", pa.string()),
     ("session_id", pa.string()),
     ("event", pa.string()),
@@ -117,7 +120,7 @@ def validate_block(block: Block, *, max_line_bytes: int, preview_bytes: int) -> 
     if block.data.endswith(b"\n"):
         lines.pop()
     columns: tuple[list, ...] = tuple([] for _ in KEY_COLUMNS)
-    event_ids, session_ids, kinds, stamps, seqs, numbers, texts = columns
+    tenant_ids, user_ids, event_ids, session_ids, kinds, stamps, seqs, numbers, texts = columns
     quarantined = []
     for line_no, line in enumerate(lines, block.first_line):
         if len(line) > max_line_bytes:
@@ -130,6 +133,8 @@ def validate_block(block: Block, *, max_line_bytes: int, preview_bytes: int) -> 
         except EventError as err:
             quarantined.append(Quarantined(line_no, err.reason, err.message, line[:preview_bytes]))
             continue
+        tenant_ids.append(event.tenant_id)
+        user_ids.append(event.user_id)
         event_ids.append(event.event_id)
         session_ids.append(event.session_id)
         kinds.append(event.event)

@@ -30,7 +30,7 @@ class StagedFile:
     file_no: int
     lines: int
     events: int
-    events_path: Path | None  # Parquet: reader.KEY_COLUMNS + file_no, or only session_id
+    events_path: Path | None  # Parquet: reader.KEY_COLUMNS + file_no, or only tenant_id and session_id
     quarantine_path: Path | None  # Parquet: QUARANTINE_SCHEMA
 
 
@@ -68,7 +68,7 @@ def stage_file(
                     table = result.events
                     valid += len(table)
                     if sessions_only:
-                        table = table.select(["session_id"])
+                        table = table.select(["tenant_id", "session_id"])
                     else:
                         table = table.append_column("file_no", pa.repeat(pa.scalar(file_no, pa.int32()), len(table)))
                     events.write(table)
