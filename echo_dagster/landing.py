@@ -1,12 +1,17 @@
 """The landing zone: `<root>/<YYYY-MM-DD>/<anything>.jsonl[.gz]`, a local folder or `s3://bucket/prefix`.
 
 Both stores list a day's files in a stable order and open them as binary streams, so ingestion
-does not care where the files live.
+does not care where the files live. A listed entry that must not be read — not a regular file (a
+FIFO would block the reader for ever), a link that leads out of the landing zone, a name that is
+not UTF-8 — carries its `problem`, so that ingestion quarantines it with that reason instead of
+failing or skipping it silently.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -15,11 +20,21 @@ from typing import BinaryIO, Callable, Protocol
 EVENT_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 
+# Why a listed entry is not read (ingest.reader.FILE_REASONS).
+NOT_A_FILE, OUTSIDE_LANDING, BAD_NAME = "not_a_regular_file", "link_outside_landing", "file_name_not_utf8"
+
+
 @dataclass(frozen=True, order=True)
 class LandingFile:
     day: date
-    name: str  # relative to the landing root: "2026-11-20/ide-7.jsonl.gz"
+    name: str  # relative to the landing root: "2026-11-20/ide-7.jsonl.gz" (a non-UTF-8 name as os.fsdecode gives it)
     size: int
+    problem: str | None = None  # NOT_A_FILE, OUTSIDE_LANDING or BAD_NAME: listed and counted, never read
+
+    @property
+    def label(self) -> str:
+        """The name as text that can be stored anywhere: undecodable bytes written as \\xNN."""
+        return os.fsencode(self.name).decode("utf-8", "backslashreplace")
 
     @property
     def compressed(self) -> bool:
@@ -43,6 +58,22 @@ class LandingStore(Protocol):
 
     def delete(self, file: LandingFile) -> None: ...
 
+    def exists(self, file: LandingFile) -> bool: ...
+
+    def open_segments(self) -> list[LandingFile]:
+        """Files a capture server is still appending to, outside the day folders."""
+        ...
+
+    def segment_in_use(self, file: LandingFile) -> bool:
+        """Whether a live capture server holds the segment (it publishes it into its day folder)."""
+        ...
+
+
+# The capture server's open segments: `<root>/_capture/<node>/<day>--<name>.jsonl`, published to
+# `<root>/<day>/<name>.jsonl`; a live server holds `<root>/_capture/<node>/.lock` (flock).
+CAPTURE_FOLDER = "_capture"
+LOCK_FILE = ".lock"
+
 
 def day_folder(day: date) -> str:
     return day.isoformat()
@@ -57,11 +88,13 @@ class LocalLandingStore:
         folder = self.root / day_folder(day)
         if not folder.is_dir():
             return []
-        return sorted(
-            LandingFile(day, p.relative_to(self.root).as_posix(), p.stat().st_size)
-            for p in folder.rglob("*")
-            if p.is_file()
-        )
+        root = self.root.resolve()
+        found = []
+        for top, dirs, names in os.walk(folder):  # links to folders are listed, not followed
+            for name in names + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+                path = Path(top, name)
+                found.append(LandingFile(day, path.relative_to(self.root).as_posix(), *_examine(path, root)))
+        return sorted(found)
 
     def open(self, file: LandingFile) -> BinaryIO:
         return open(self.root / file.name, "rb", buffering=1 << 20)
@@ -81,6 +114,44 @@ class LocalLandingStore:
         path.unlink(missing_ok=True)
         if path.parent != self.root and not any(path.parent.iterdir()):
             path.parent.rmdir()
+
+    def exists(self, file: LandingFile) -> bool:
+        return (self.root / file.name).exists()
+
+    def open_segments(self) -> list[LandingFile]:
+        found = []
+        for path in sorted((self.root / CAPTURE_FOLDER).glob("*/*.jsonl")):
+            day = folder_day(path.name.split("--", 1)[0])
+            if day is not None and path.is_file() and not path.is_symlink():
+                found.append(LandingFile(day, path.relative_to(self.root).as_posix(), path.stat().st_size))
+        return found
+
+    def segment_in_use(self, file: LandingFile) -> bool:
+        lock = (self.root / file.name).parent / LOCK_FILE
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # releases the lock if it was taken
+        return False
+
+
+def _examine(path: Path, root: Path) -> tuple[int, str | None]:
+    """(size, problem) of a local landing entry."""
+    if path.is_symlink() and not path.resolve().is_relative_to(root):
+        return 0, OUTSIDE_LANDING
+    if not path.is_file():  # a FIFO, a socket, a device, a dangling link, a link to a folder
+        return 0, NOT_A_FILE
+    try:
+        os.fsencode(path.name).decode("utf-8")
+    except UnicodeDecodeError:
+        return path.stat().st_size, BAD_NAME
+    return path.stat().st_size, None
 
 
 class S3LandingStore:
@@ -130,6 +201,21 @@ class S3LandingStore:
 
     def delete(self, file: LandingFile) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(file.name))
+
+    def exists(self, file: LandingFile) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(file.name))
+        except ClientError:
+            return False
+        return True
+
+    def open_segments(self) -> list[LandingFile]:
+        return []  # a capture server writes each group of events to S3 as an object of its day
+
+    def segment_in_use(self, file: LandingFile) -> bool:
+        return False
 
 
 class _StreamingRaw(io.RawIOBase):

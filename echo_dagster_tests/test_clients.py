@@ -17,7 +17,7 @@ from echo_dagster.clients.importer import import_logs
 from echo_dagster.clients.tabby import read_tabby
 from echo_dagster.defs.raw_sessions_asset import raw_sessions
 from echo_dagster.defs.refined_targets_asset import refined_targets
-from echo_dagster.defs.resources import LandingZone, Warehouse
+from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse
 from echo_dagster.events import parse_event
 from echo_dagster.landing import LocalLandingStore
 from echo_dagster.simulate.client_logs import _refine_all, measure_recovery
@@ -126,7 +126,8 @@ def test_imported_logs_land_in_partitions_the_pipeline_harvests(tmp_path, s3_end
     assert summary.completions == 4 and len(summary.written) == 1
     assert import_logs("continue", [CONTINUE], zone.store(), "acme").written == {}
     result = dg.materialize([raw_sessions, refined_targets], partition_key="2026-11-10",
-                            resources={"landing": zone, "warehouse": Warehouse(path=str(tmp_path / "wh.duckdb"))},
+                            resources={"landing": zone, "warehouse": Warehouse(path=str(tmp_path / "wh.duckdb")),
+                                       "opt_out": OptOutList(path=str(tmp_path / "opt_out.txt"))},
                             instance=dg.DagsterInstance.ephemeral())
     assert result.success
     with warehouse.connect(tmp_path / "wh.duckdb", read_only=True) as con:

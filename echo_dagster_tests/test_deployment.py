@@ -16,7 +16,7 @@ from dagster_aws.s3 import S3Resource
 from packaging.requirements import Requirement
 
 from echo_dagster.defs.raw_sessions_asset import raw_sessions
-from echo_dagster.defs.resources import LandingZone, Warehouse
+from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse
 from echo_dagster.landing_fixtures import FixtureSpec, write_landing_fixtures
 from echo_dagster_tests.conftest import REPO
 from echo_dagster_tests.test_raw_sessions_asset import DAYS, RUN_CONFIG
@@ -39,8 +39,9 @@ def test_a_partition_runs_on_postgres_instance_storage_and_an_s3_landing_zone(tm
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         result = dg.materialize([raw_sessions], partition_key=DAYS[0].isoformat(), run_config=RUN_CONFIG,
-                                instance=instance, resources={"landing": landing,
-                                                              "warehouse": Warehouse(path=str(tmp_path / "wh.duckdb"))})
+                                instance=instance, resources={
+                                    "landing": landing, "warehouse": Warehouse(path=str(tmp_path / "wh.duckdb")),
+                                    "opt_out": OptOutList(path=str(tmp_path / "opt_out.txt"))})
         assert result.success
         run_id = result.run_id
     with dg.DagsterInstance.from_config(str(home)) as instance:  # read back by a new instance

@@ -86,9 +86,10 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from echo_dagster.defs.raw_sessions_asset import raw_sessions
 from echo_dagster.defs.refined_targets_asset import refined_targets
-from echo_dagster.defs.resources import LandingZone, Warehouse
+from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse
 result = dg.materialize([raw_sessions, refined_targets], partition_key=sys.argv[3], resources={
-    "landing": LandingZone(url=sys.argv[1], s3=S3Resource()), "warehouse": Warehouse(path=sys.argv[2], lock_wait_s=0.5)})
+    "landing": LandingZone(url=sys.argv[1], s3=S3Resource()), "warehouse": Warehouse(path=sys.argv[2], lock_wait_s=0.5),
+    "opt_out": OptOutList(path=sys.argv[1] + "-opt-out.txt")})
 sys.exit(0 if result.success else 1)
 """
 

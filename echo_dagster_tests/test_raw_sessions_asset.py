@@ -1,6 +1,7 @@
 """raw_sessions as a real Dagster materialization, on local and S3 landing zones."""
 
 import uuid
+from pathlib import Path
 from dataclasses import replace
 from datetime import date
 
@@ -11,7 +12,7 @@ from dagster_aws.s3 import S3Resource
 
 from echo_dagster import warehouse
 from echo_dagster.defs.raw_sessions_asset import raw_sessions
-from echo_dagster.defs.resources import LandingZone, Warehouse
+from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse
 from echo_dagster.ingest.raw_sessions import IngestSettings, ingest_partition
 from echo_dagster.landing_fixtures import FixtureSpec, write_landing_fixtures
 
@@ -22,7 +23,8 @@ RUN_CONFIG = {"ops": {"raw_sessions": {"config": {"max_line_bytes": 50_000}}}}
 def materialize(landing: LandingZone, db, day: date, instance=None) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [raw_sessions], partition_key=day.isoformat(), run_config=RUN_CONFIG, instance=instance,
-        resources={"landing": landing, "warehouse": Warehouse(path=str(db))},
+        resources={"landing": landing, "warehouse": Warehouse(path=str(db)),
+                   "opt_out": OptOutList(path=str(Path(db).parent / "opt_out.txt"))},
     )
 
 

@@ -10,7 +10,7 @@ from dagster_aws.s3 import S3Resource
 from echo_dagster import warehouse
 from echo_dagster.defs.raw_sessions_asset import raw_sessions
 from echo_dagster.defs.refined_targets_asset import refined_targets
-from echo_dagster.defs.resources import LandingZone, Warehouse
+from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse
 from echo_dagster.harvest.align import Diff
 from echo_dagster.harvest.refine import REASONS, refine_session, split_document
 from echo_dagster.landing import LocalLandingStore
@@ -114,7 +114,8 @@ def test_refined_targets_account_for_every_completion_of_the_simulators_logs(tmp
     summary = simulate(spec, LocalLandingStore(tmp_path / "landing"), LocalLandingStore(tmp_path / "truth"),
                        half_right, "test")
     resources = {"landing": LandingZone(url=str(tmp_path / "landing"), s3=S3Resource()),
-                 "warehouse": Warehouse(path=str(tmp_path / "wh.duckdb"))}
+                 "warehouse": Warehouse(path=str(tmp_path / "wh.duckdb")),
+                 "opt_out": OptOutList(path=str(tmp_path / "opt_out.txt"))}
     instance = dg.DagsterInstance.ephemeral()
     for _ in range(2):  # a second run replaces the partition
         result = dg.materialize([raw_sessions, refined_targets], partition_key="2026-11-02", resources=resources,

@@ -2,7 +2,7 @@ import dagster as dg
 from pydantic import Field
 
 from echo_dagster.defs.partitions import daily_partitions
-from echo_dagster.defs.resources import LandingZone, Warehouse
+from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse
 from echo_dagster.events import EVENT_TYPES, REASONS
 from echo_dagster.ingest.reader import FILE_REASONS
 from echo_dagster.ingest.raw_sessions import IngestResult, IngestSettings, check_accounting, ingest_partition
@@ -28,24 +28,28 @@ class RawSessionsConfig(dg.Config):
     kinds={"duckdb", "python"},
     owners=["team:echo"],
     check_specs=[dg.AssetCheckSpec(ACCOUNTING_CHECK, asset="raw_sessions", blocking=True,
-                                   description="lines read + late adopted = kept + duplicates + quarantined + deferred")],
+                                   description="lines read + late adopted = kept + duplicates + quarantined + deferred + "
+                                               "opted out")],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
 )
 def raw_sessions(
-    context: dg.AssetExecutionContext, config: RawSessionsConfig, landing: LandingZone, warehouse: Warehouse
+    context: dg.AssetExecutionContext, config: RawSessionsConfig, landing: LandingZone, warehouse: Warehouse,
+    opt_out: OptOutList,
 ):
     """Validated events of the sessions that began on the partition's day, deduplicated by
     `event_id` and ordered within each session (`session_seq`), in DuckDB table `raw_sessions`.
 
     Reads landing folder D, the late events of D's sessions from folder D+1, and the session ids
-    of folder D-1 (whose sessions stay with D-1). Every bad line of folder D goes to table
-    `quarantine` with its file, line number, reason code and raw bytes."""
+    of folder D-1 (whose sessions stay with D-1). Events and sessions are the tenant's own: another
+    tenant's ids never clash with them. Events of opted-out users and tenants are dropped and
+    counted. Every bad line of folder D goes to table `quarantine` with its file, line number,
+    reason code and raw bytes."""
     day = context.partition_time_window.start.date()
     settings = IngestSettings(
         max_line_bytes=config.max_line_bytes, preview_bytes=config.preview_bytes, memory_limit=config.memory_limit,
         lock_wait_s=warehouse.lock_wait_s,
     )
-    result = ingest_partition(landing.store(), day, warehouse.path, settings)
+    result = ingest_partition(landing.store(), day, warehouse.path, settings, opt_out.load())
     context.log.info(
         f"{day}: {result.lines_read} lines in {len(result.files)} files -> {result.kept} events of "
         f"{result.sessions} sessions, {result.duplicates} duplicates, {result.quarantined} quarantined"
@@ -70,6 +74,7 @@ def _metadata(result: IngestResult, landing_url: str) -> dict:
         "quarantined": result.quarantined,
         "late_adopted": result.late_adopted,
         "deferred_to_previous": result.deferred_to_previous,
+        "opted_out": result.opted_out,
         "stale_events": result.stale_events,
         "files": len(result.files),
     }

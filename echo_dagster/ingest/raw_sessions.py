@@ -106,7 +106,7 @@ def ingest_partition(
             con.execute(f"SET temp_directory = '{spill}'")
             _load_stage(con, inputs, staged)
             of_day = [s for s, i in zip(staged, inputs) if i.role == "day"]
-            result = _resolve(con, day, opt_out, [i.file.name for i in inputs if i.role == "day"],
+            result = _resolve(con, day, opt_out, [i.file.label for i in inputs if i.role == "day"],
                               lines_read=sum(s.lines for s in of_day), valid=sum(s.events for s in of_day))
             nulls = _write(con, day, warehouse_path, result, settings.lock_wait_s)
             return replace(result, nulls_by_field=nulls)
@@ -134,7 +134,7 @@ def _load_stage(con: duckdb.DuckDBPyConnection, inputs: list[_Input], staged: li
     con.execute("CREATE TABLE files (file_no INTEGER, arrival_date DATE, source_file VARCHAR)")
     if inputs:
         con.executemany("INSERT INTO files VALUES (?, ?, ?)",
-                        [(n, i.file.day, i.file.name) for n, i in enumerate(inputs)])
+                        [(n, i.file.day, i.file.label) for n, i in enumerate(inputs)])
 
     def view(name: str, paths: list, empty: str) -> None:
         source = f"read_parquet({[str(p) for p in paths]})" if paths else f"(SELECT {empty} LIMIT 0)"

@@ -21,7 +21,8 @@ import pyarrow as pa
 from echo_dagster.events import EventError, parse_event
 
 # Reasons that concern a file rather than a line's content (events.REASONS has the rest).
-FILE_REASONS = ("line_too_long", "gzip_truncated", "gzip_corrupt", "unsupported_file")
+FILE_REASONS = ("line_too_long", "gzip_truncated", "gzip_corrupt", "unsupported_file", "not_a_regular_file",
+                "link_outside_landing", "file_name_not_utf8")
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,11 @@ def stage_file(
     events = _Sink(out_dir / f"events-{file_no:06d}.parquet")
     quarantine = _Sink(out_dir / f"quarantine-{file_no:06d}.parquet")
     lines = valid = 0
-    if not file.holds_events:
+    if file.problem:  # never opened: it would block, leave the landing zone, or could not be named
+        lines = 1
+        quarantine.write(_quarantine_table(file_no, [
+            Quarantined(0, file.problem, f"{file.label}: {file.problem.replace('_', ' ')}; not read", b"")]))
+    elif not file.holds_events:
         lines = 1
         quarantine.write(_quarantine_table(file_no, [
             Quarantined(0, "unsupported_file", f"not a .jsonl or .jsonl.gz file ({file.size} bytes)", b"")]))
