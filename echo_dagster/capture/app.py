@@ -254,7 +254,7 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
         while True:
             await asyncio.sleep(settings.sweep_s)
             try:  # one failure must not end the sweeps: open completions would then never close
-                closed = bodies.encoded(await off_loop(live.sweep))
+                closed = await off_loop(lambda: bodies.encoded(live.sweep()))
                 if closed.valid:
                     await commit([line for line, _ in closed.valid])
             except Exception:

@@ -88,7 +88,7 @@ class TokenStore:
     def _entries(self) -> list[dict]:
         if not self.path.is_file():
             return []
-        expected = f'expected {{"tokens": [{{"tenant_id": ..., "sha256": ...}}, ...]}} as `echo-dagster token add` writes'
+        expected = 'expected {"tokens": [{"tenant_id": ..., "sha256": ...}, ...]} as `echo-dagster token add` writes'
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
