@@ -41,12 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--landing", default=None, help="folder or s3://bucket/prefix (default: $ECHO_LANDING)")
     imp.add_argument("--tenant", default="default", help="tenant_id of the imported events")
     serve = commands.add_parser("serve", help="the capture endpoint IDE plugins post events to")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--landing", default=None, help="folder or s3://bucket/prefix (default: $ECHO_LANDING)")
-    serve.add_argument("--tokens", default=None, help="the token file (default: $ECHO_HOME/capture/tokens.json)")
-    serve.add_argument("--node", default=None, help="this server's name in segment files (default: the host name)")
-    serve.add_argument("--rate", type=float, default=2000.0, help="events per second per tenant")
+    from echo_dagster.capture.server import add_options as add_serve_options
+
+    add_serve_options(serve)
     token = commands.add_parser("token", help="add or revoke a tenant's capture token")
     token.add_argument("action", choices=("add", "revoke"))
     token.add_argument("tenant")
@@ -111,16 +108,9 @@ def run_import(args) -> int:
 
 
 def run_serve(args) -> int:
-    from echo_dagster.capture.app import CaptureSettings
-    from echo_dagster.capture.server import default_tokens_path, serve
+    from echo_dagster.capture.server import run
 
-    try:
-        serve(args.host, args.port, args.landing or home.landing_url(), args.tokens or default_tokens_path(),
-              args.node, CaptureSettings(rate_per_s=args.rate, burst=max(1, int(args.rate * 2.5))))
-    except RuntimeError as err:
-        print(f"echo-dagster: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run(args)
 
 
 def run_token(args) -> int:

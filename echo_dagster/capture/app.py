@@ -5,12 +5,25 @@
 * `POST /v1/continue` — the body Continue sends to an HTTP destination (`data:` in its
   config.yaml, schema 0.2.0, `apiKey` = the token); `autocomplete` events are mapped to schema v1
   with implicit snapshots (`clients.implicit.LiveStreams`), other events are acknowledged and ignored.
-* `GET /healthz`.
+* `GET /healthz` — 200 `{"status": "ok"}`, or 503 `{"status": "refusing", "problems": [...]}`
+  while the server cannot accept posts (its token file or opt-out list unreadable, its writer dead).
 
-Every post needs `Authorization: Bearer <token>`; the tenant is the token's, whatever the payload
-says. An answer of 200 means the events are durably written (`sink`); events of opted-out users or
-tenants are dropped at the door (and counted in the answer). Limits: body size (413), events per
-request (413), events per second per tenant (429 with Retry-After).
+A post goes through these steps in order; each refusal is answered at once, with a reason, and
+logged (one JSON line a request, whatever its outcome):
+
+1. the bearer token (401); the token file and the opt-out list readable (503 naming the file and
+   line: the server must not take data it cannot attribute, or check against the list);
+2. the body: at most `max_body_bytes` (413), and room for it among the bodies held at once by all
+   requests (503 with Retry-After);
+3. for `/v1/events`, at most `max_events` lines, counted before anything is parsed (413), then
+   the tenant's rate (429 with Retry-After);
+4. decoding, mapping and validation (`bodies`), in worker threads: a heavy body never holds the
+   event loop that every other request waits on (400 naming each bad line);
+5. opt-out (dropped, counted in the answer), then the durable write (`sink`): 200 means written
+   and synced.
+
+Connections themselves — their number, and how long a request may take to arrive — are bounded
+below the application, in `guard`.
 """
 
 from __future__ import annotations
@@ -20,19 +33,19 @@ import contextlib
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timedelta
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from echo_dagster.capture.tokens import TokenStore
-from echo_dagster.clients.continue_dev import continue_completion
+from echo_dagster.capture import bodies
+from echo_dagster.capture.tokens import TokenFileError, TokenStore
 from echo_dagster.clients.implicit import LiveStreams
-from echo_dagster.clients.records import ReadResult
-from echo_dagster.events import EventError, parse_event
+from echo_dagster.optout import OptOut, OptOutError
 
 log = logging.getLogger("echo_dagster.capture")
 ERRORS_SHOWN = 20
@@ -40,15 +53,33 @@ ERRORS_SHOWN = 20
 
 @dataclass(frozen=True)
 class CaptureSettings:
+    # What one request may hold, and each tenant send.
     max_body_bytes: int = 4 << 20
-    max_events: int = 1000  # per request
+    max_events: int = 1000  # lines a request, counted before parsing
     rate_per_s: float = 2000.0  # events per second per tenant, sustained
     burst: int = 5000  # events a tenant may send at once
-    sweep_s: float = 60.0  # how often idle Continue files are closed
+    # Connections (`guard`).
+    max_connections: int = 1000  # kept below the file-descriptor limit by `server.serve`
+    read_timeout_s: float = 30.0  # for a whole request to arrive, from its first byte
+    keep_alive_s: float = 5.0  # idle between requests
+    max_header_bytes: int = 64 << 10
+    # Memory and CPU.
+    max_buffered_bytes: int = 256 << 20  # request bodies held at once, all requests together
+    workers: int = 4  # threads that decode and validate
+    # Continue's open completions (`LiveStreams`).
+    live_tenant_bytes: int = 16 << 20
+    live_total_bytes: int = 128 << 20
+    live_window_chars: int = 64 << 10
+    idle_close_s: float = 1800.0  # a file without requests for this long closes its completions
+    sweep_s: float = 60.0  # how often idle files are looked for
 
 
-class _TooLarge(Exception):
-    pass
+class _Refusal(Exception):
+    """An answer other than 200, decided part way."""
+
+    def __init__(self, status: int, error: str, headers: dict | None = None, detail: str | None = None, **extra):
+        super().__init__(error)
+        self.status, self.body, self.headers, self.detail = status, {"error": error, **extra}, headers, detail
 
 
 class RateLimiter:
@@ -70,109 +101,164 @@ class RateLimiter:
         return 0.0
 
 
-def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = CaptureSettings()) -> Starlette:
-    """`sink`: a `capture.sink` writer; `opt_out`: a callable returning the current `optout.OptOut`."""
+class BodyBudget:
+    """Bytes of request bodies held at once, all requests together: without a bound, a few hundred
+    concurrent 4 MiB posts hold gigabytes while they wait for a worker. Used on the event loop only."""
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    @contextlib.asynccontextmanager
+    async def read(self, request: Request, max_bytes: int):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise _Refusal(413, f"body of {declared} bytes: at most {max_bytes}")
+        mine, chunks = 0, []
+        try:
+            async for chunk in request.stream():
+                if mine + len(chunk) > max_bytes:
+                    raise _Refusal(413, f"body over {max_bytes} bytes")
+                if self.held + len(chunk) > self.limit:
+                    raise _Refusal(503, f"the server holds {self.limit} bytes of bodies already: retry in a second",
+                                   {"Retry-After": "1"})
+                self.held += len(chunk)
+                mine += len(chunk)
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            chunks.clear()
+            yield body
+        finally:
+            self.held -= mine
+
+
+def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = CaptureSettings(),
+               connection_stats=None) -> Starlette:
+    """`sink`: a `capture.sink` writer; `opt_out`: a callable returning the current `optout.OptOut`
+    or raising `OptOutError`; `connection_stats`: the `guard.ConnectionStats` to show in /healthz."""
     limiter = RateLimiter(settings.rate_per_s, settings.burst)
-    live = LiveStreams()
+    live = LiveStreams(timedelta(seconds=settings.idle_close_s), tenant_bytes=settings.live_tenant_bytes,
+                       total_bytes=settings.live_total_bytes, max_window_chars=settings.live_window_chars)
+    budget = BodyBudget(settings.max_buffered_bytes)
+    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="capture-work")
+
+    async def off_loop(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     async def commit(lines: list[bytes]) -> None:
         await asyncio.wrap_future(sink.submit(lines))
 
-    async def events(request: Request) -> JSONResponse:
-        return await _handle(request, "events", _schema_v1_lines)
-
-    async def from_continue(request: Request) -> JSONResponse:
-        return await _handle(request, "continue", _continue_lines)
-
-    def _schema_v1_lines(body: bytes, tenant: str) -> tuple[list[tuple[int, dict]], list[dict], int]:
-        try:
-            whole = json.loads(body)
-        except ValueError:
-            whole = None
-        if isinstance(whole, dict):  # one event, however it is laid out
-            return [(1, {**whole, "tenant_id": tenant})], [], 0
-        objects, errors = [], []
-        for n, line in enumerate(body.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                errors.append({"line": n, "reason": "bad_json", "field": None, "message": f"not valid JSON: {exc}"})
-                continue
-            if not isinstance(obj, dict):
-                errors.append({"line": n, "reason": "not_an_object", "field": None,
-                               "message": f"expected a JSON object, got {type(obj).__name__}"})
-                continue
-            objects.append((n, {**obj, "tenant_id": tenant}))
-        return objects, errors, 0
-
-    def _continue_lines(body: bytes, tenant: str) -> tuple[list[tuple[int, dict]], list[dict], int]:
-        try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            return [], [{"line": 1, "reason": "bad_json", "field": None, "message": f"not valid JSON: {exc}"}], 0
-        if isinstance(payload, dict) and payload.get("name") not in (None, "autocomplete"):
-            return [], [], 1
-        read = ReadResult()
-        completion = continue_completion(payload, read, "body")
-        if completion is None:
-            if read.skipped.get("no_code"):
-                return [], [], 1
-            (problem,) = read.problems
-            return [], [{"line": 1, "reason": problem["reason"], "field": None, "message": problem["message"]}], 0
-        return [(1, e) for e in live.add(completion, tenant)], [], 0
-
-    async def _handle(request: Request, route: str, to_events) -> JSONResponse:
+    async def handle(request: Request, route: str, process) -> JSONResponse:
         started = time.perf_counter()
-        tenant = _tenant(request, tokens)
-        if tenant is None:
-            return _answer(route, started, None, 401, {"error": "missing or unknown bearer token"},
-                           {"WWW-Authenticate": "Bearer"})
+        tenant = None
         try:
-            body = await _read_body(request, settings.max_body_bytes)
-        except _TooLarge:
-            return _answer(route, started, tenant, 413, {"error": f"body over {settings.max_body_bytes} bytes"})
-        objects, errors, ignored = to_events(body, tenant)
-        valid = []  # (the line to write, the event it is)
-        for n, obj in objects:
-            line = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
             try:
-                valid.append((line + b"\n", parse_event(line)))
-            except EventError as err:
-                errors.append({"line": n, "reason": err.reason, "field": err.field, "message": err.message})
+                tenant = _tenant(request, tokens)
+            except TokenFileError as err:  # the file's path and content go to the log, not to anyone who asks
+                raise _Refusal(503, "the server cannot check tokens: its token file is unreadable (see its log "
+                                    "and /healthz); retry later", {"Retry-After": "30"}, detail=str(err)) from None
+            if tenant is None:
+                raise _Refusal(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
+            try:
+                listed = opt_out()
+            except OptOutError as err:
+                raise _Refusal(503, f"the opt-out list cannot be read, so nothing is accepted until it is fixed: "
+                                    f"{err}", {"Retry-After": "30"}) from None
+            async with budget.read(request, settings.max_body_bytes) as body:
+                status, answer = await process(body, tenant, listed)
+            return _answer(route, started, tenant, status, answer)
+        except _Refusal as refusal:
+            return _answer(route, started, tenant, refusal.status, refusal.body, refusal.headers, refusal.detail)
+        except ClientDisconnect:
+            # Nobody to answer: the client went away, or `guard` closed a request that was too slow.
+            return _answer(route, started, tenant, 499, {"error": "the connection closed before the body arrived"})
+        except Exception:
+            log.exception("request failed")
+            return _answer(route, started, tenant, 500, {"error": "internal error (logged on the server)"})
+
+    def rate(tenant: str, n: int) -> None:
+        wait = limiter.take(tenant, n)
+        if wait:
+            raise _Refusal(429, "rate limit: retry later", {"Retry-After": str(max(1, round(wait)))})
+
+    def invalid(errors: list[dict]) -> None:
         if errors:
             errors.sort(key=lambda e: e["line"])
-            return _answer(route, started, tenant, 400, {"error": f"{len(errors)} invalid event(s); none written",
-                                                         "errors": errors[:ERRORS_SHOWN]})
-        if len(valid) > settings.max_events:
-            return _answer(route, started, tenant, 413, {"error": f"{len(valid)} events: at most "
-                                                                  f"{settings.max_events} a request"})
-        wait = limiter.take(tenant, len(valid))
-        if wait:
-            return _answer(route, started, tenant, 429, {"error": "rate limit: retry later"},
-                           {"Retry-After": str(max(1, round(wait)))})
-        listed = opt_out()
-        kept = [line for line, event in valid if not listed.covers(event.user_id, event.tenant_id)]
-        if kept:
+            raise _Refusal(400, f"{len(errors)} invalid event(s); none written", errors=errors[:ERRORS_SHOWN])
+
+    async def write(listed: OptOut, own: list, closed: list) -> tuple[int, dict]:
+        """`own`: this request's (line, event) pairs; `closed`: closes of open completions it
+        pushed out of memory, written with it but not counted as its."""
+        kept = [line for line, event in own if not listed.covers(event.user_id, event.tenant_id)]
+        lines = kept + [line for line, event in closed if not listed.covers(event.user_id, event.tenant_id)]
+        if lines:
             try:
-                await commit(kept)
+                await commit(lines)
             except Exception as exc:
                 log.exception("commit failed")
-                return _answer(route, started, tenant, 503, {"error": f"not written: {exc}"})
-        return _answer(route, started, tenant, 200, {"accepted": len(kept), "opted_out": len(valid) - len(kept),
-                                                     "ignored": ignored})
+                raise _Refusal(503, f"not written: {exc}; retry", {"Retry-After": "1"}) from None
+        return 200, {"accepted": len(kept), "opted_out": len(own) - len(kept), "ignored": 0}
+
+    async def schema_v1(body: bytes, tenant: str, listed: OptOut) -> tuple[int, dict]:
+        lines = bodies.line_count(body)
+        if lines > settings.max_events:
+            raise _Refusal(413, f"{lines} lines: at most {settings.max_events} events a request, one a line "
+                                f"(blank lines count); split the batch")
+        rate(tenant, lines)
+        checked = await off_loop(bodies.schema_v1, body, tenant)
+        invalid(checked.errors)
+        return await write(listed, checked.valid, [])
+
+    def add_live(completion, tenant: str) -> tuple[list, list]:
+        own, closed = live.add(completion, tenant)
+        own, closed = bodies.encoded(own), bodies.encoded(closed)
+        if own.errors or closed.errors:  # made from a valid completion: a bug here, not the client's
+            raise RuntimeError(f"events made from a valid completion are invalid: {own.errors + closed.errors}")
+        return own.valid, closed.valid
+
+    async def from_continue(body: bytes, tenant: str, listed: OptOut) -> tuple[int, dict]:
+        post = await off_loop(bodies.continue_post, body, tenant)
+        invalid(post.errors)
+        if post.ignored:
+            return 200, {"accepted": 0, "opted_out": 0, "ignored": 1}
+        if listed.covers(post.completion.user_id, tenant):  # not kept, in memory either
+            return 200, {"accepted": 0, "opted_out": len(post.own.valid), "ignored": 0}
+        rate(tenant, len(post.own.valid))
+        own, closed = await off_loop(add_live, post.completion, tenant)
+        return await write(listed, own, closed)
+
+    async def events_route(request: Request) -> JSONResponse:
+        return await handle(request, "events", schema_v1)
+
+    async def continue_route(request: Request) -> JSONResponse:
+        return await handle(request, "continue", from_continue)
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "node": getattr(sink, "node", None),
-                             "recovered_segments": getattr(sink, "recovered", 0)})
+        problems = []
+        if problem := tokens.problem():
+            problems.append(f"token file: {problem}")
+        try:
+            opt_out()
+        except OptOutError as err:
+            problems.append(f"opt-out list: {err}")
+        if not getattr(sink, "alive", True):
+            problems.append("the sink's writer thread has stopped: nothing can be written")
+        body = {"status": "refusing" if problems else "ok",
+                "problems": [f"{p} — posts are refused (503) until this is fixed" for p in problems],
+                "node": getattr(sink, "node", None), "recovered_segments": getattr(sink, "recovered", 0),
+                "open_completions": live.stats(), "bodies_held_bytes": budget.held}
+        if connection_stats is not None:
+            body["connections_closed"] = dict(connection_stats.closed)
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     async def sweep_forever() -> None:
         while True:
             await asyncio.sleep(settings.sweep_s)
-            closed = live.sweep(datetime.now(timezone.utc))
-            if closed:
-                await commit([json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in closed])
+            try:  # one failure must not end the sweeps: open completions would then never close
+                closed = await off_loop(lambda: bodies.encoded(live.sweep()))
+                if closed.valid:
+                    await commit([line for line, _ in closed.valid])
+            except Exception:
+                log.exception("sweep failed")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -183,11 +269,12 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
             yield
         finally:
             sweeper.cancel()
+            await asyncio.to_thread(pool.shutdown)
             await asyncio.to_thread(sink.close)
             log.info(json.dumps({"msg": "stopped"}))
 
-    return Starlette(routes=[Route("/v1/events", events, methods=["POST"]),
-                             Route("/v1/continue", from_continue, methods=["POST"]),
+    return Starlette(routes=[Route("/v1/events", events_route, methods=["POST"]),
+                             Route("/v1/continue", continue_route, methods=["POST"]),
                              Route("/healthz", health, methods=["GET"])], lifespan=lifespan)
 
 
@@ -196,22 +283,13 @@ def _tenant(request: Request, tokens: TokenStore) -> str | None:
     return tokens.tenant_for(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _answer(route: str, started: float, tenant: str | None, status: int, body: dict,
-            headers: dict | None = None) -> JSONResponse:
-    log.info(json.dumps({"msg": "request", "route": route, "tenant": tenant, "status": status,
-                         "accepted": body.get("accepted"), "ms": round((time.perf_counter() - started) * 1000, 2),
-                         "error": body.get("error")}))
+            headers: dict | None = None, detail: str | None = None) -> JSONResponse:
+    entry = {"msg": "request", "route": route, "tenant": tenant, "status": status, "accepted": body.get("accepted"),
+             "ms": round((time.perf_counter() - started) * 1000, 2), "error": body.get("error")}
+    if body.get("errors"):
+        entry["reasons"] = sorted({e["reason"] for e in body["errors"]})
+    if detail:
+        entry["detail"] = detail
+    log.info(json.dumps(entry))
     return JSONResponse(body, status_code=status, headers=headers)

@@ -1,18 +1,52 @@
-"""`echo-dagster serve`: the capture endpoint on uvicorn, logging one JSON object a line."""
+"""`echo-dagster serve`: the capture endpoint on uvicorn, logging one JSON object a line.
+
+Its options (`add_options`) are the fields of `CaptureSettings`; the connection limits are enforced
+by `guard`'s protocol, which replaces uvicorn's own.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import resource
 import socket
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 
 from echo_dagster import home
 from echo_dagster.capture.app import CaptureSettings, create_app
+from echo_dagster.capture.guard import ConnectionStats, guarded_protocol
 from echo_dagster.capture.sink import LocalSink, StoreSink
 from echo_dagster.capture.tokens import TokenStore
 from echo_dagster.optout import OptOutFile
+
+log = logging.getLogger("echo_dagster.capture")
+
+# File descriptors the process needs besides its connections: the listening socket, the event loop,
+# segments and their lock, the token and opt-out files, logs, what libraries hold open.
+RESERVED_FDS = 64
+
+_HELP = {
+    "max_body_bytes": "largest request body (413 above)",
+    "max_events": "most lines (events) a request, counted before parsing (413 above)",
+    "rate_per_s": "events per second per tenant (429 above)",
+    "burst": "events a tenant may send at once",
+    "max_connections": "open connections; beyond, the one waiting longest for its client is closed "
+                       "(kept below the file-descriptor limit less %d)" % RESERVED_FDS,
+    "read_timeout_s": "seconds for a whole request (headers and body) to arrive, from its first byte",
+    "keep_alive_s": "seconds an idle connection stays open between requests",
+    "max_header_bytes": "largest request head (400 above)",
+    "max_buffered_bytes": "request bodies held at once, all requests together (503 above)",
+    "workers": "threads that decode and validate bodies",
+    "live_tenant_bytes": "memory of a tenant's open Continue completions; beyond, the oldest are closed",
+    "live_total_bytes": "memory of all open Continue completions; beyond, the oldest are closed",
+    "live_window_chars": "a Continue completion with a longer window (prefix + suffix) gets no implicit snapshots",
+    "idle_close_s": "seconds (server clock) without requests after which a file's Continue completions close",
+    "sweep_s": "how often idle files are looked for",
+}
+_FLAGS = {"rate_per_s": "--rate", "sweep_s": "--sweep-s"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,6 +54,8 @@ class JsonFormatter(logging.Formatter):
         try:
             fields = json.loads(record.getMessage())
         except ValueError:
+            fields = {"msg": record.getMessage()}
+        if not isinstance(fields, dict):
             fields = {"msg": record.getMessage()}
         entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
                  "logger": record.name, **fields}
@@ -32,8 +68,44 @@ def default_tokens_path() -> Path:
     return home.echo_home() / "capture" / "tokens.json"
 
 
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """`echo-dagster serve`'s options."""
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--landing", default=None, help="folder or s3://bucket/prefix (default: $ECHO_LANDING)")
+    parser.add_argument("--tokens", default=None, help="the token file (default: $ECHO_HOME/capture/tokens.json)")
+    parser.add_argument("--node", default=None, help="this server's name in segment files (default: the host name)")
+    parser.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"),
+                        help="uvicorn's HTTP implementation (auto: httptools where installed)")
+    defaults = CaptureSettings()
+    for f in fields(CaptureSettings):
+        flag = _FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
+        default = None if f.name == "burst" else getattr(defaults, f.name)
+        parser.add_argument(flag, dest=f.name, type=type(getattr(defaults, f.name)), default=default,
+                            help=f"{_HELP[f.name]} (default: {default if default is not None else '2.5 s of --rate'})")
+
+
+def settings_from(args: argparse.Namespace) -> CaptureSettings:
+    values = {f.name: getattr(args, f.name) for f in fields(CaptureSettings)}
+    if values["burst"] is None:
+        values["burst"] = max(1, int(values["rate_per_s"] * 2.5))
+    return CaptureSettings(**values)
+
+
+def within_fd_limit(settings: CaptureSettings) -> CaptureSettings:
+    """`max_connections` lowered to what the file-descriptor limit allows: past it, accept() fails
+    and the server can answer nobody, however it is guarded."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or settings.max_connections <= soft - RESERVED_FDS:
+        return settings
+    allowed = max(1, soft - RESERVED_FDS)
+    log.warning(json.dumps({"msg": "max_connections lowered to fit the file-descriptor limit",
+                            "asked": settings.max_connections, "max_connections": allowed, "nofile": soft}))
+    return replace(settings, max_connections=allowed)
+
+
 def build_app(landing_url: str, tokens_path: str | Path, node: str | None = None,
-              settings: CaptureSettings = CaptureSettings()):
+              settings: CaptureSettings = CaptureSettings(), connection_stats: ConnectionStats | None = None):
     from echo_dagster.defs.resources import LandingZone, default_resources, s3_resource
 
     node = node or socket.gethostname()
@@ -42,17 +114,33 @@ def build_app(landing_url: str, tokens_path: str | Path, node: str | None = None
     else:
         sink = LocalSink(landing_url, node)
     opt_out = OptOutFile(default_resources()["opt_out"].path)
-    return create_app(TokenStore(tokens_path), sink, opt_out.current, settings)
+    return create_app(TokenStore(tokens_path), sink, opt_out.current, settings, connection_stats)
 
 
 def serve(host: str, port: int, landing_url: str, tokens_path: str | Path, node: str | None,
-          settings: CaptureSettings = CaptureSettings()) -> None:
+          settings: CaptureSettings = CaptureSettings(), http: str = "auto") -> None:
     import uvicorn
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("echo_dagster.capture")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    app = build_app(landing_url, tokens_path, node, settings)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    settings = within_fd_limit(settings)
+    stats = ConnectionStats()
+    protocol = guarded_protocol(http, read_timeout_s=settings.read_timeout_s, max_connections=settings.max_connections,
+                                max_header_bytes=settings.max_header_bytes, stats=stats)
+    app = build_app(landing_url, tokens_path, node, settings, stats)
+    # limit_concurrency stays unset: `guard` caps connections where they are accepted (see there).
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http=protocol, ws="none",
+                timeout_keep_alive=settings.keep_alive_s, h11_max_incomplete_event_size=settings.max_header_bytes)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`echo-dagster serve`."""
+    try:
+        serve(args.host, args.port, args.landing or home.landing_url(), args.tokens or default_tokens_path(),
+              args.node, settings_from(args), args.http)
+    except RuntimeError as err:
+        print(f"echo-dagster: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -53,6 +53,11 @@ class _GroupCommit:
         self._queue.put(None)
         self._thread.join()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread runs (the health check reports a dead one)."""
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         while True:
             try:

@@ -2,7 +2,9 @@
 
 Tokens are 256 random bits, so a fast hash is enough: nothing short enough to guess stands behind
 it. The file (`$ECHO_HOME/capture/tokens.json` by default) is re-read when it changes, so tokens
-are added or revoked without a restart.
+are added or revoked without a restart. While the file cannot be read, `tenant_for` raises
+`TokenFileError` (the endpoint refuses every post with 503 rather than trust an old table, which
+would keep revoked tokens alive) and `problem()` says why.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from pathlib import Path
 PREFIX = "echo_"
 
 
+class TokenFileError(ValueError):
+    pass
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -28,7 +34,7 @@ class TokenStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._seen: tuple | None = None
-        self._by_hash: dict[str, str] = {}
+        self._by_hash: dict[str, str] | TokenFileError = {}
 
     def add(self, tenant_id: str) -> str:
         """A new token for `tenant_id`: returned once, only its hash is written."""
@@ -55,25 +61,44 @@ class TokenStore:
                 found = tenant
         return found
 
+    def problem(self) -> str | None:
+        try:
+            self._table()
+        except TokenFileError as err:
+            return str(err)
+        return None
+
     def _table(self) -> dict[str, str]:
         try:
             stat = self.path.stat()
-            seen = (stat.st_mtime_ns, stat.st_size)
+            seen = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         except FileNotFoundError:
             seen = None
         with self._lock:
             if seen != self._seen:
-                self._by_hash = {e["sha256"]: e["tenant_id"] for e in self._entries()}
+                try:
+                    self._by_hash = {e["sha256"]: e["tenant_id"] for e in self._entries()}
+                except TokenFileError as err:
+                    self._by_hash = err
                 self._seen = seen
+            if isinstance(self._by_hash, TokenFileError):
+                raise self._by_hash
             return self._by_hash
 
     def _entries(self) -> list[dict]:
         if not self.path.is_file():
             return []
-        data = json.loads(self.path.read_text())
-        if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
-            raise ValueError(f"{self.path}: expected {{\"tokens\": [...]}}")
-        return data["tokens"]
+        expected = 'expected {"tokens": [{"tenant_id": ..., "sha256": ...}, ...]} as `echo-dagster token add` writes'
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+            raise TokenFileError(f"{self.path}: not JSON ({err}); {expected}") from None
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("tenant_id"), str)
+                for e in tokens):
+            raise TokenFileError(f"{self.path}: {expected}")
+        return tokens
 
     def _write(self, entries: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,12 +13,18 @@ not taken, a partial accept, the cursor's offset in the file — stays null.
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from echo_dagster.clients.records import ClientCompletion, ReadResult, language_of, local_path, pseudonym
 
 CLIENT = "continue"
+# Timestamps outside these are a client's bug or an attack: before 1970 no IDE logged, and every
+# time derived from a timestamp (a session's close, 30 minutes of idleness) must stay a datetime
+# that schema v1's four-digit RFC 3339 years can write.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9999, 1, 1, tzinfo=timezone.utc)
 _REQUIRED = {"completionId": str, "timestamp": str, "prefix": str, "suffix": str, "completion": str}
 _OPTIONAL = {"accepted": bool, "time": (int, float), "modelName": str, "filepath": str, "gitRepo": str,
              "userId": str, "uniqueId": str, "userAgent": str}
@@ -52,6 +58,9 @@ def read_continue(lines: Iterable[tuple[str, str | bytes]]) -> ReadResult:
 def continue_completion(obj: object, result: ReadResult, where: str) -> ClientCompletion | None:
     """One event — a line of the local file or the body of an HTTP-destination post — or None
     after recording in `result` why it cannot be used."""
+    if isinstance(obj, dict) and "name" in obj and "data" in obj and not isinstance(obj["data"], dict):
+        result.skip("bad_field_type", where, f"field 'data': expected an object, got {_show(obj['data'])}")
+        return None
     if isinstance(obj, dict) and isinstance(obj.get("data"), dict) and "name" in obj:
         if obj.get("level") == "noCode":
             result.skip("no_code", where, "logged at level noCode: no prefix, suffix or completion")
@@ -61,7 +70,7 @@ def continue_completion(obj: object, result: ReadResult, where: str) -> ClientCo
         result.skip("not_an_object", where, f"expected a JSON object, got {type(obj).__name__}")
         return None
     if obj.get("eventName", "autocomplete") != "autocomplete":
-        result.skip("other_event", where, f"eventName {obj.get('eventName')!r} is not autocomplete")
+        result.skip("other_event", where, f"eventName {_show(obj.get('eventName'))} is not autocomplete")
         return None
     for name, kind in (_REQUIRED | _OPTIONAL).items():
         value = obj.get(name)
@@ -70,14 +79,13 @@ def continue_completion(obj: object, result: ReadResult, where: str) -> ClientCo
                 result.skip("missing_field", where, f"field {name!r}: required, missing")
                 return None
         elif not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            result.skip("bad_field_type", where, f"field {name!r}: expected {_name(kind)}, got {value!r:.60}")
+            result.skip("bad_field_type", where, f"field {name!r}: expected {_name(kind)}, got {_show(value)}")
             return None
-    try:
-        ts = datetime.fromisoformat(obj["timestamp"])
-    except ValueError:
-        result.skip("bad_field_value", where, f"field 'timestamp': expected ISO 8601, got {obj['timestamp']!r:.60}")
+    ts = _utc(obj["timestamp"])
+    if ts is None:
+        result.skip("bad_field_value", where, f"field 'timestamp': expected ISO 8601 between {EARLIEST.year} and "
+                                              f"{LATEST.year - 1}, got {_show(obj['timestamp'])}")
         return None
-    ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
     accepted = obj.get("accepted")
     if accepted is None:
         result.inferred["no_outcome"] += 1
@@ -90,6 +98,29 @@ def continue_completion(obj: object, result: ReadResult, where: str) -> ClientCo
         decision=None if accepted is None else "accepted" if accepted else "rejected",
         accepted_text=obj["completion"] if accepted else None,
     )
+
+
+def _utc(text: str) -> datetime | None:
+    """The timestamp in UTC, or None where it is not ISO 8601 or lies outside [EARLIEST, LATEST).
+    `0001-01-01T00:00:00+14:00` is valid ISO 8601 but before year 1 in UTC: converting it raises
+    OverflowError, and so would the millisecond the sessions' closes add to `9999-12-31T23:59:59.999`."""
+    try:
+        ts = datetime.fromisoformat(text)
+        ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        return None
+    return ts if EARLIEST <= ts < LATEST else None
+
+
+# A value in a message: short, and safe on whatever a post holds (a plain repr of a list nested a
+# thousand deep raises RecursionError, and of a 4 MiB string costs 4 MiB).
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlevel = 3
+
+
+def _show(value: object) -> str:
+    return _repr.repr(value)
 
 
 def _name(kind) -> str:

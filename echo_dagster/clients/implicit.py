@@ -16,8 +16,11 @@ maps to the same events.
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections import Counter, defaultdict
+import time
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -154,43 +157,131 @@ def closed_event(c: ClientCompletion, last_request: datetime, tenant_id: str) ->
             "ts": format_ts(max(last_request, c.decided_ts) + timedelta(milliseconds=1))}
 
 
+@dataclass
+class _Open:
+    """A completion whose file may still show what became of it."""
+    completion: ClientCompletion
+    key: tuple  # (tenant, stream)
+    cost: int  # bytes it holds, as `_cost` counts them
+    snapshots: int = 0
+
+
+@dataclass
+class _Stream:
+    open: list[_Open] = field(default_factory=list)  # oldest first
+    last_seen: float = 0.0  # the server's clock (`clock`) at its latest request
+
+
 class LiveStreams:
     """Implicit snapshots for completions that arrive one at a time (Continue's posts to the
     capture endpoint): each new request in a file is matched against the earlier completions of
     that file still open, and a file idle for `idle_close` closes its completions' sessions. In
-    memory: a restart loses the snapshots still to come for open files, never an event received."""
+    memory: a restart loses the snapshots still to come for open files, never an event received.
 
-    def __init__(self, idle_close: timedelta = IDLE_CLOSE, max_open: int = 64):
+    What a client sends cannot make this grow without bound or keep anything for ever:
+
+    * idleness is measured by the server's clock, never the client's (a timestamp in the year 9000
+      would otherwise keep its file open for ever);
+    * open completions are bounded by the memory their texts hold, per tenant (`tenant_bytes`) and
+      in all (`total_bytes`): past either, the oldest open ones (by arrival) are closed;
+    * a completion whose window exceeds `max_window_chars` (Continue's is about 2,000) takes no part
+      in snapshots: it would cost memory, and time to search, out of proportion to what it can give;
+    * at most `max_open` completions stay open per file.
+    """
+
+    def __init__(self, idle_close: timedelta = IDLE_CLOSE, max_open: int = 64, *, tenant_bytes: int = 16 << 20,
+                 total_bytes: int = 128 << 20, max_window_chars: int = 64 << 10,
+                 clock: Callable[[], float] = time.monotonic):
         self.idle_close = idle_close
         self.max_open = max_open  # earlier completions kept per file
-        self._streams: dict[tuple, list[list]] = {}  # (tenant, stream) -> [[completion, snapshots so far]]
+        self.tenant_bytes, self.total_bytes, self.max_window_chars = tenant_bytes, total_bytes, max_window_chars
+        self.clock = clock
+        self._streams: dict[tuple, _Stream] = {}  # (tenant, stream) -> its open completions
+        # Every open completion, oldest first: all of them, and each tenant's.
+        self._all: OrderedDict[int, _Open] = OrderedDict()
+        self._by_tenant: dict[str, OrderedDict[int, _Open]] = {}
+        self._held: Counter = Counter()  # tenant -> bytes
+        self._total = 0
         self._lock = threading.Lock()
 
-    def add(self, c: ClientCompletion, tenant_id: str) -> list[dict]:
+    def add(self, c: ClientCompletion, tenant_id: str) -> tuple[list[dict], list[dict]]:
+        """(the events this request makes: its completion's, the snapshots it gives earlier
+        completions of its file, the closes of those its file no longer keeps; the closes of open
+        completions, of any file or tenant, that had to make room for it)."""
         events = shown_events(c, tenant_id)
+        cost = _cost(c)
+        if len(c.prefix) + len(c.suffix) > self.max_window_chars or cost > min(self.tenant_bytes, self.total_bytes):
+            return events, []
+        evicted = []
         with self._lock:
             key = (tenant_id, c.stream)
-            stream = self._streams.setdefault(key, [])
-            if any(earlier.completion_id == c.completion_id for earlier, _ in stream):
-                return events  # posted again (a retry): its snapshots were made the first time
-            if stream and c.shown_ts - stream[-1][0].shown_ts >= self.idle_close:
-                events += self._close(key, stream[-1][0].shown_ts)
-                stream = self._streams.setdefault(key, [])
-            for entry in stream:
-                earlier, seq = entry
+            stream = self._streams.get(key)
+            if stream is not None and any(o.completion.completion_id == c.completion_id for o in stream.open):
+                return events, []  # posted again (a retry): its snapshots were made the first time
+            if stream is not None and c.shown_ts - stream.open[-1].completion.shown_ts >= self.idle_close:
+                events += self._close_stream(key)  # a new visit to the file, by the client's own clock
+                stream = None
+            if stream is None:
+                stream = self._streams[key] = _Stream()
+            for entry in stream.open:
+                earlier = entry.completion
                 if c.shown_ts > earlier.decided_ts and (region := locate(earlier, c)) is not None:
-                    events.append(snapshot_event(earlier, c, region, seq, tenant_id))
-                    entry[1] += 1
-            stream.append([c, 0])
-            while len(stream) > self.max_open:
-                events.append(closed_event(stream.pop(0)[0], c.shown_ts, tenant_id))
-        return events
+                    events.append(snapshot_event(earlier, c, region, entry.snapshots, tenant_id))
+                    entry.snapshots += 1
+            stream.last_seen = self.clock()
+            entry = _Open(c, key, cost)
+            stream.open.append(entry)
+            self._all[id(entry)] = entry
+            self._by_tenant.setdefault(tenant_id, OrderedDict())[id(entry)] = entry
+            self._held[tenant_id] += cost
+            self._total += cost
+            while len(stream.open) > self.max_open:
+                events.append(self._close(stream.open[0], c.shown_ts))
+            while self._held[tenant_id] > self.tenant_bytes:
+                evicted.append(self._evict(next(iter(self._by_tenant[tenant_id].values()))))
+            while self._total > self.total_bytes:
+                evicted.append(self._evict(next(iter(self._all.values()))))
+        return events, evicted
 
-    def sweep(self, now: datetime) -> list[dict]:
-        """document_closed for the completions of files idle since `now - idle_close`."""
+    def sweep(self) -> list[dict]:
+        """document_closed for the completions of files that saw no request for `idle_close`, by the
+        server's clock."""
+        deadline = self.clock() - self.idle_close.total_seconds()
         with self._lock:
-            idle = [key for key, stream in self._streams.items() if now - stream[-1][0].shown_ts >= self.idle_close]
-            return [event for key in idle for event in self._close(key, self._streams[key][-1][0].shown_ts)]
+            idle = [key for key, stream in self._streams.items() if stream.last_seen <= deadline]
+            return [event for key in idle for event in self._close_stream(key)]
 
-    def _close(self, key: tuple, last_request: datetime) -> list[dict]:
-        return [closed_event(c, last_request, key[0]) for c, _ in self._streams.pop(key)]
+    def stats(self) -> dict:
+        with self._lock:
+            return {"files": len(self._streams), "completions": len(self._all), "bytes": self._total}
+
+    def _close_stream(self, key: tuple) -> list[dict]:
+        stream = self._streams[key]
+        last_request = stream.open[-1].completion.shown_ts
+        return [self._close(entry, last_request) for entry in list(stream.open)]
+
+    def _evict(self, entry: _Open) -> dict:
+        stream = self._streams[entry.key]
+        return self._close(entry, stream.open[-1].completion.shown_ts)
+
+    def _close(self, entry: _Open, last_request: datetime) -> dict:
+        """Forget one open completion; its document_closed."""
+        tenant_id = entry.key[0]
+        stream = self._streams[entry.key]
+        stream.open.remove(entry)
+        if not stream.open:
+            del self._streams[entry.key]
+        del self._all[id(entry)]
+        del self._by_tenant[tenant_id][id(entry)]
+        if not self._by_tenant[tenant_id]:
+            del self._by_tenant[tenant_id]
+        self._held[tenant_id] -= entry.cost
+        self._total -= entry.cost
+        if not self._held[tenant_id]:
+            del self._held[tenant_id]
+        return closed_event(entry.completion, last_request, tenant_id)
+
+
+def _cost(c: ClientCompletion) -> int:
+    """What an open completion holds: its strings, and about 1 KiB of objects around them."""
+    return 1024 + sum(sys.getsizeof(v) for v in vars(c).values() if isinstance(v, str))
