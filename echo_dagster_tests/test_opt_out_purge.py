@@ -5,7 +5,7 @@ purge matched `json.dumps(id)` against the raw bytes, missed all four, and audit
 
 import gzip
 import json
-from datetime import date
+from datetime import date, datetime, timezone
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
@@ -114,3 +114,26 @@ def test_non_ascii_escaped_tenant_wide_and_open_segment_opt_outs_hold_through_re
     with warehouse.connect(tmp_path / "wh.duckdb", read_only=True) as con:
         assert con.execute("SELECT sum(opted_out) FROM ingest_log").fetchone()[0] > 0
         assert con.execute("SELECT count(*) FROM raw_sessions").fetchone()[0] > 0  # the others stay
+
+
+def test_a_live_servers_open_segment_is_purged_once_the_server_publishes_it(tmp_path):
+    import threading
+
+    from echo_dagster import retention
+    from echo_dagster.capture.tokens import TokenStore
+    from echo_dagster_tests.test_capture import Server
+    from echo_dagster_tests.test_tenancy import session
+
+    server = Server(tmp_path)
+    token = TokenStore(server.tokens).add("acme")
+    server.start()
+    events = [{**e, "user_id": "zoë"} for e in session("acme", datetime.now(timezone.utc))]
+    events += [{**e, "user_id": "stays", "event_id": f"k{e['event_id']}"} for e in events]
+    assert server.post("\n".join(json.dumps(e, ensure_ascii=False) for e in events).encode(), token).status_code == 200
+    assert len(server.open_segments()) == 1  # the server appends to it: the purge must not rewrite it now
+    threading.Timer(2.0, server.stop).start()  # a clean stop publishes it into today's folder
+    with warehouse.connect(tmp_path / "wh.duckdb") as con:
+        report = retention.purge_subject(con, LocalLandingStore(server.landing), None, user_id="zoë",
+                                         segment_wait_s=60)
+    assert report.landing_lines == len(events) // 2
+    assert [e["user_id"] for e in server.landed()] == ["stays"] * (len(events) // 2)

@@ -1,9 +1,11 @@
 """The experience simulator against real code, the real event schema and real ingestion."""
 
 import gzip
+import importlib.util
 import json
 from collections import Counter, defaultdict
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,8 @@ from echo_dagster.simulate.sessions import NoiseConfig
 from echo_dagster.simulate.sources import scan_source
 from echo_dagster_tests.conftest import REPO
 
-SOURCE = str(REPO / "echo_dagster")
+# A fixed installed package, not this repository: the corpus must not change with every commit.
+SOURCE = str(Path(importlib.util.find_spec("dagster_shared").origin).parent)
 START = date(2026, 11, 2)
 
 

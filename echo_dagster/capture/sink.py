@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from echo_dagster.landing import LandingStore, day_folder
+from echo_dagster.landing import CAPTURE_FOLDER, LOCK_FILE, LandingStore, day_folder
 
 
 @dataclass
@@ -107,9 +107,9 @@ class LocalSink(_GroupCommit):
         self.root = Path(root)
         self.node = node
         self.rotate_s, self.rotate_bytes = rotate_s, rotate_bytes
-        self.open_dir = self.root / "_capture" / node
+        self.open_dir = self.root / CAPTURE_FOLDER / node
         self.open_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.open_dir / ".lock", "w")
+        self._lock = open(self.open_dir / LOCK_FILE, "w")  # what an opt-out purge checks before rewriting a segment
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
