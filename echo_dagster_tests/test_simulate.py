@@ -17,7 +17,6 @@ from echo_dagster.simulate import oracle
 from echo_dagster.simulate.run import SimulationSpec, simulate
 from echo_dagster.simulate.sessions import NoiseConfig
 from echo_dagster.simulate.sources import scan_source
-from echo_dagster_tests.conftest import REPO
 
 # A fixed installed package, not this repository: the corpus must not change with every commit.
 SOURCE = str(Path(importlib.util.find_spec("dagster_shared").origin).parent)
