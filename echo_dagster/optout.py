@@ -9,10 +9,10 @@ never be half-applied.
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from echo_dagster.watched import WatchedFile
 
 KINDS = ("user", "tenant")
 
@@ -65,38 +65,8 @@ def load(path: str | Path) -> OptOut:
     return parse(text, str(path))
 
 
-class OptOutFile:
-    """The list of a file that may change while a server runs: re-read when it changes. `current()`
+def watch(path: str | Path) -> WatchedFile[OptOut]:
+    """The list of a file that may change while a server runs: `.value()` is the current list, or
     raises OptOutError while the file is broken, so that the caller refuses to accept data it cannot
-    check, and `problem()` says why (for a health endpoint)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._seen: tuple | None = ()
-        self._value: OptOut | OptOutError = OptOut()
-
-    def current(self) -> OptOut:
-        value = self._refresh()
-        if isinstance(value, OptOutError):
-            raise value
-        return value
-
-    def problem(self) -> str | None:
-        value = self._refresh()
-        return str(value) if isinstance(value, OptOutError) else None
-
-    def _refresh(self) -> OptOut | OptOutError:
-        try:
-            stat = os.stat(self.path)
-            seen = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        except FileNotFoundError:
-            seen = None
-        with self._lock:
-            if seen != self._seen:
-                try:
-                    self._value = load(self.path)
-                except OptOutError as err:
-                    self._value = err
-                self._seen = seen
-            return self._value
+    check; `.problem()` says why (for a health endpoint)."""
+    return WatchedFile(path, load, (OptOutError,))

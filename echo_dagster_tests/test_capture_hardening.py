@@ -31,7 +31,7 @@ from echo_dagster.clients.continue_dev import continue_completion
 from echo_dagster.clients.implicit import LiveStreams, _cost
 from echo_dagster.clients.records import ClientCompletion, ReadResult
 from echo_dagster.events import REASONS
-from echo_dagster.optout import OptOutFile
+from echo_dagster import optout
 
 CONTINUE_DATA = {"completionId": "c-1", "timestamp": "2026-11-21T10:00:00Z", "prefix": "def area(r):\n    ",
                  "suffix": "\n", "completion": "return 3.14 * r * r", "accepted": True, "time": 80,
@@ -184,7 +184,7 @@ def test_an_importer_skips_out_of_range_continue_timestamps_instead_of_crashing(
 def _app_client(tmp_path, settings: CaptureSettings = CaptureSettings(rate_per_s=1e9, burst=10**9)):
     tokens = TokenStore(tmp_path / "tokens.json")
     token = tokens.add("acme")
-    app = create_app(tokens, LocalSink(tmp_path / "landing", "n"), OptOutFile(tmp_path / "opt_out.txt").current,
+    app = create_app(tokens, LocalSink(tmp_path / "landing", "n"), optout.watch(tmp_path / "opt_out.txt").value,
                      settings)
     return TestClient(app), {"Authorization": f"Bearer {token}"}
 

@@ -28,12 +28,12 @@ def test_a_missing_file_is_an_empty_list(tmp_path):
 
 def test_a_watched_file_reports_its_problem_until_it_is_fixed(tmp_path):
     path = tmp_path / "opt_out.txt"
-    watched = optout.OptOutFile(path)
-    assert watched.current() == optout.OptOut() and watched.problem() is None
+    watched = optout.watch(path)
+    assert watched.value() == optout.OptOut() and watched.problem() is None
     path.write_text("user:a\nbroken\n")
     with pytest.raises(optout.OptOutError):
-        watched.current()
+        watched.value()
     assert "opt_out.txt:2" in watched.problem()
     path.write_text("user:a\nuser:b\n")
     os.utime(path, ns=(1, 10**18))  # a changed mtime, whatever the file system's resolution
-    assert watched.current().users == {"a", "b"} and watched.problem() is None
+    assert watched.value().users == {"a", "b"} and watched.problem() is None

@@ -20,7 +20,7 @@ from echo_dagster.capture.app import CaptureSettings, create_app
 from echo_dagster.capture.guard import ConnectionStats, guarded_protocol
 from echo_dagster.capture.sink import LocalSink, StoreSink
 from echo_dagster.capture.tokens import TokenStore
-from echo_dagster.optout import OptOutFile
+from echo_dagster import optout
 
 log = logging.getLogger("echo_dagster.capture")
 
@@ -113,8 +113,8 @@ def build_app(landing_url: str, tokens_path: str | Path, node: str | None = None
         sink = StoreSink(LandingZone(url=landing_url, s3=s3_resource()).store(), node)
     else:
         sink = LocalSink(landing_url, node)
-    opt_out = OptOutFile(default_resources()["opt_out"].path)
-    return create_app(TokenStore(tokens_path), sink, opt_out.current, settings, connection_stats)
+    opt_out = optout.watch(default_resources()["opt_out"].path)
+    return create_app(TokenStore(tokens_path), sink, opt_out.value, settings, connection_stats)
 
 
 def serve(host: str, port: int, landing_url: str, tokens_path: str | Path, node: str | None,

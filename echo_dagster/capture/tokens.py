@@ -14,9 +14,10 @@ import hmac
 import json
 import os
 import secrets
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
+
+from echo_dagster.watched import WatchedFile
 
 PREFIX = "echo_"
 
@@ -32,9 +33,8 @@ def _hash(token: str) -> str:
 class TokenStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._lock = threading.Lock()
-        self._seen: tuple | None = None
-        self._by_hash: dict[str, str] | TokenFileError = {}
+        self._by_hash = WatchedFile(self.path, lambda _: {e["sha256"]: e["tenant_id"] for e in self._entries()},
+                                    (TokenFileError,))
 
     def add(self, tenant_id: str) -> str:
         """A new token for `tenant_id`: returned once, only its hash is written."""
@@ -56,34 +56,13 @@ class TokenStore:
     def tenant_for(self, token: str) -> str | None:
         digest = _hash(token)
         found = None
-        for known, tenant in self._table().items():  # every entry compared, in constant time each
+        for known, tenant in self._by_hash.value().items():  # every entry compared, in constant time each
             if hmac.compare_digest(known, digest):
                 found = tenant
         return found
 
     def problem(self) -> str | None:
-        try:
-            self._table()
-        except TokenFileError as err:
-            return str(err)
-        return None
-
-    def _table(self) -> dict[str, str]:
-        try:
-            stat = self.path.stat()
-            seen = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        except FileNotFoundError:
-            seen = None
-        with self._lock:
-            if seen != self._seen:
-                try:
-                    self._by_hash = {e["sha256"]: e["tenant_id"] for e in self._entries()}
-                except TokenFileError as err:
-                    self._by_hash = err
-                self._seen = seen
-            if isinstance(self._by_hash, TokenFileError):
-                raise self._by_hash
-            return self._by_hash
+        return self._by_hash.problem()
 
     def _entries(self) -> list[dict]:
         if not self.path.is_file():
