@@ -70,6 +70,7 @@ class Clock:
 # hours the session lasted; this many scans cover the sessions open at once on a busy day.
 _SCANS_KEPT = 4_096
 _SCRUBBED_KEPT = 100_000
+_PATH_PARTS = str.maketrans("/\\", "\n\n")
 
 
 @dataclass
@@ -117,7 +118,10 @@ class FilterState:
         if findings is None:
             if len(self.scrubbed) > _SCRUBBED_KEPT:
                 self.scrubbed.clear()
-            findings = self.scrubbed[key] = find(text, language, ner=self.settings.ner if ner is None else ner)
+            findings = find(text, language, ner=self.settings.ner if ner is None else ner)
+            if not language:  # a path or a repo: each of its parts read alone too (`/srv/jane@x.org/`)
+                findings = _merge(findings + find(text.translate(_PATH_PARTS), "", ner=False))
+            self.scrubbed[key] = findings
         if known:
             findings = _merge(findings + find_values(text, known))
         self.pii_found.update(f.entity for f in findings)
