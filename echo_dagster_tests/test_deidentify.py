@@ -204,3 +204,9 @@ def test_the_prefilter_hides_nothing_from_the_secret_detectors():
             every_line.append((offset, line))
             offset += len(line) + 1
         assert _merge(_secret_findings(text)) == _merge(_secret_findings(text, every_line))
+
+
+def test_short_ipv6_matches_are_not_addresses():
+    # Presidio's IP recognizer takes the slice `x[::2]` for the address ::2.
+    assert find("evens = sample[::2]\nodds = sample[1::2]\nLOOPBACK = '::1'\n", "python") == []
+    assert [f.entity for f in find('ADDR = "fe80::1ff:fe23:4567:890a"\n', "python")] == ["IP_ADDRESS"]

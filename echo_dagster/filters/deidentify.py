@@ -111,7 +111,8 @@ def find(text: str, language: str, *, ner: bool = True, tree=None) -> list[Findi
     if not text:
         return []
     found = [f for f in map(functools.partial(_trim_email, text), _pattern_findings(text))
-             if f.entity not in PRESIDIO_ENTITIES or not glued(text, f.start, f.end)]
+             if f.entity not in PRESIDIO_ENTITIES
+             or not glued(text, f.start, f.end) and not not_an_address(text[f.start : f.end])]
     found += _secret_findings(text)
     if (ner or found) and tree is None:
         tree = parse(text.encode(), language) if language else None
@@ -130,6 +131,12 @@ def glued(text: str, start: int, end: int) -> bool:
 
     return (word(start - 1) or word(end) or (start >= 1 and text[start - 1] == "-" and word(start - 2))
             or (end < len(text) and text[end] == "-" and word(end + 1)))
+
+
+def not_an_address(match: str) -> bool:
+    """An IPv6 match with fewer than three groups (`::1`, or `::2` and `1::2` of slices `x[::2]`)
+    names no machine of anyone's."""
+    return "::" in match and "." not in match and len([g for g in match.split("%")[0].split(":") if g]) < 3
 
 
 def _trim_email(text: str, f: Finding) -> Finding:

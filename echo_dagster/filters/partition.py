@@ -20,7 +20,9 @@ import duckdb
 import pyarrow as pa
 
 from echo_dagster import warehouse
-from echo_dagster.filters.deidentify import DS_ENTITIES, DS_FILENAME, PLACEHOLDERS, _engines, not_a_secret
+from echo_dagster.filters.deidentify import (
+    DS_ENTITIES, DS_FILENAME, PLACEHOLDERS, _engines, not_a_secret, not_an_address,
+)
 from echo_dagster.harvest.refine import split_document
 from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row
 
@@ -202,8 +204,8 @@ def _presidio():
 
     _engines()  # tldextract offline
     # Each recognizer reads the lines holding a character its entity cannot lack.
-    needs = {"EMAIL_ADDRESS": "@", "IP_ADDRESS": ".:", "IBAN_CODE": "0123456789"}
-    return [(r, needs.get(r.supported_entities[0])) for r in (
+    needs = {"EMAIL_ADDRESS": "@", "IP_ADDRESS": "[.:]", "IBAN_CODE": r"\d"}
+    return [(r, needs.get(r.supported_entities[0], "number")) for r in (
         EmailRecognizer(), PhoneRecognizer(), IpRecognizer(), CreditCardRecognizer(), IbanRecognizer(),
         UsSsnRecognizer())], NlpArtifacts([], [], [], [], None, "en")
 
@@ -215,22 +217,29 @@ def _presidio():
 # on ids and hashes full of digits).
 _ONE_TOKEN = re.compile(r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*")
 _NOT_IN_NUMBERS = re.compile(r"[A-WYZa-wyz_]")  # phone numbers may hold `x` (an extension)
+_DIGIT = re.compile(r"\d")
 
 
-def _digits_entity_line(line: str) -> bool:
-    return any(c.isdigit() for c in line) and not (_ONE_TOKEN.fullmatch(line) and _NOT_IN_NUMBERS.search(line))
+def _number_line(line: str) -> bool:
+    return bool(_DIGIT.search(line)) and not (_ONE_TOKEN.fullmatch(line) and _NOT_IN_NUMBERS.search(line))
 
 
 def _presidio_lines(lines: list[str]):
     recognizers, no_nlp = _presidio()
+    selections = {}
     for recognizer, needed in recognizers:
-        chosen = [i for i, line in enumerate(lines)
-                  if (any(c in line for c in needed) if needed else _digits_entity_line(line))]
-        if not chosen:
+        if needed not in selections:
+            if needed == "number":
+                chosen = [i for i, line in enumerate(lines) if _number_line(line)]
+            else:
+                pattern = re.compile(needed)
+                chosen = [i for i, line in enumerate(lines) if pattern.search(line)]
+            selections[needed] = (chosen, *_line_index([lines[i] for i in chosen])) if chosen else None
+        if selections[needed] is None:
             continue
-        text, line_of = _line_index([lines[i] for i in chosen])
+        chosen, text, line_of = selections[needed]
         for r in recognizer.analyze(text, recognizer.supported_entities, no_nlp):
-            if r.score >= 0.4 and not _inside_token(text, r.start, r.end):
+            if r.score >= 0.4 and not _inside_token(text, r.start, r.end) and not not_an_address(text[r.start : r.end]):
                 yield chosen[line_of(r.start)], r.entity_type
 
 
@@ -271,7 +280,12 @@ def _plugin_lines(plugin, text: str, line_of, count: int) -> set[int]:
         patterns = [plugin.regex]
         accept = lambda m: plugin.calculate_shannon_entropy(m.group(2)) > plugin.entropy_limit  # noqa: E731
     elif isinstance(plugin, keyword.KeywordDetector):
-        patterns, accept = [re.compile(keyword.DENYLIST_REGEX, re.IGNORECASE)], None
+        # Its words are lowercase: matched in the lowercased text, where offsets stay (3× faster).
+        lowered = text.lower()
+        if len(lowered) == len(text):
+            text, patterns, accept = lowered, [re.compile(keyword.DENYLIST_REGEX)], None
+        else:
+            patterns, accept = [re.compile(keyword.DENYLIST_REGEX, re.IGNORECASE)], None
     else:  # a plugin of another kind: every line
         return set(range(count))
     found = set()
