@@ -115,3 +115,12 @@ def test_a_target_that_redaction_breaks_is_dropped_as_a_syntax_error(state):
     # A card number written as an int: `<CARD>` is no expression.
     out = filter_row(row(target="return charge(4111111111111111, r)\n"), state)
     assert out["drop_reason"] == "syntax_error" and "4111111111111111" not in out["target"]
+
+
+def test_the_context_window_is_whole_lines(state):
+    # The leak check reads the kept text line by line: a window cut in a line would show it a piece
+    # of a line that the redactor never read as such.
+    suffix = "\n" + "".join(f"value_{i} = compute({i}, r)  # step {i}\n" for i in range(200))
+    out = filter_row(row(suffix=suffix), state)
+    assert out["drop_reason"] is None and out["suffix"].endswith("\n") and len(out["suffix"]) <= 2_000
+    assert out["suffix"] == suffix[: len(out["suffix"])] and len(out["suffix"]) > 1_900

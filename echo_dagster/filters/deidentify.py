@@ -154,7 +154,7 @@ def _trim_email(text: str, f: Finding) -> Finding:
 # detectors (below). Private key blocks span lines and are looked for in the whole text.
 # Each shape is looked for on its own and the prefixes in the lowercased text (Presidio matches
 # case-insensitively): one regex alternation of them all scans 2-3× slower.
-_PII_SHAPES = tuple(re.compile(p) for p in ("@", r"\d(?:[^\d\n]*\d){3}", "::"))
+_PII_SHAPES = tuple(re.compile(p) for p in ("@", r"\d(?:[^\d\n]*\d){3}", "::", "(?:[0-9A-Fa-f]{1,4}:){3}"))
 _PII_WORDS = ("akia", "asia", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xoxa-", "xoxb-", "xoxp-",
               "xoxo-", "xoxs-", "xoxr-", "aiza", "bearer", "/home/", "/users/", "\\users\\")
 _LINE_ENTITIES = [e for e in _PATTERN_ENTITIES if e != "PRIVATE_KEY"]

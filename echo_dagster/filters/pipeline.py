@@ -161,10 +161,13 @@ def filter_row(row: dict, state: FilterState) -> dict:
     start, end = len(row["prefix"]), len(row["prefix"]) + len(row["target"])
     parses = scan.parses(document, start, end)
     clock.lap("syntax")
+    # Whole lines: the window starts at a line start and ends at a line end (what the leak check reads
+    # as a line is a line of the document).
     window = _line_start(document, start - s.prefix_window_chars, start)
+    window_end = _line_end(document, end + s.suffix_window_chars, end)
     prefix, target = redact(document, scan.findings, window, start), redact(document, scan.findings, start, end)
-    suffix = redact(document, scan.findings, end, end + s.suffix_window_chars)
-    state.pii_found.update(f.entity for f in scan.findings if f.end > window and f.start < end + s.suffix_window_chars)
+    suffix = redact(document, scan.findings, end, window_end)
+    state.pii_found.update(f.entity for f in scan.findings if f.end > window and f.start < window_end)
     out |= {"prefix": prefix, "suffix": suffix, "target": target}
     # The document's values wherever they recur: a key the proposal repeated, a name in the accepted text.
     out |= {n: state.scrub(row[n], language, scan.values(document)) for n in ("proposal", "accepted_text")}
@@ -294,6 +297,15 @@ def _line_start(text: str, at: int, limit: int) -> int:
     if at <= 0:
         return 0
     cut = text.find("\n", at - 1, limit)
+    return cut + 1 if cut >= 0 else at
+
+
+def _line_end(text: str, at: int, limit: int) -> int:
+    """The end of the last whole line before `at` (after its newline), or `at` when no line ends
+    between `limit` and `at`."""
+    if at >= len(text):
+        return len(text)
+    cut = text.rfind("\n", limit, at)
     return cut + 1 if cut >= 0 else at
 
 
