@@ -120,7 +120,7 @@ def find(text: str, language: str, *, ner: bool = True, tree=None) -> list[Findi
         found += _person_findings(text, prose_spans(text, language, tree))
     if found:
         found = fit_to_literals(found, literal_spans(text, language, tree))
-    return _merge(found)
+    return merge(found)
 
 
 def glued(text: str, start: int, end: int) -> bool:
@@ -559,12 +559,18 @@ def _entropy(value: str) -> float:
     return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
 
 
-def _merge(findings: list[Finding]) -> list[Finding]:
+def merge(findings: list[Finding]) -> list[Finding]:
+    """The findings sorted, overlapping ones merged."""
     merged: list[Finding] = []
     for f in sorted(findings):
         if merged and f.start < merged[-1].end:
             last = merged[-1]
-            merged[-1] = Finding(last.start, max(last.end, f.end), last.entity)
+            # The more telling entity names the merged span (a Stripe key found by the entropy detector too).
+            entity = f.entity if last.entity == "SECRET" else last.entity
+            merged[-1] = Finding(last.start, max(last.end, f.end), entity)
         else:
             merged.append(f)
     return merged
+
+
+_merge = merge

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datasketch import MinHash, MinHashLSH
 
 from echo_dagster.filters.deidentify import (
-    PLACEHOLDERS, Finding, _merge, find, find_values, literal_spans, prose_spans, redact, values,
+    PLACEHOLDERS, Finding, find, find_values, literal_spans, merge, prose_spans, redact, values,
 )
 from echo_dagster.splits import file_split
 from echo_dagster.syntax import compiles, error_spans, parse
@@ -120,10 +120,10 @@ class FilterState:
                 self.scrubbed.clear()
             findings = find(text, language, ner=self.settings.ner if ner is None else ner)
             if not language:  # a path or a repo: each of its parts read alone too (`/srv/jane@x.org/`)
-                findings = _merge(findings + find(text.translate(_PATH_PARTS), "", ner=False))
+                findings = merge(findings + find(text.translate(_PATH_PARTS), "", ner=False))
             self.scrubbed[key] = findings
         if known:
-            findings = _merge(findings + find_values(text, known))
+            findings = merge(findings + find_values(text, known))
         self.pii_found.update(f.entity for f in findings)
         return redact(text, findings, 0, len(text)) if findings else text
 
@@ -146,6 +146,7 @@ def filter_row(row: dict, state: FilterState) -> dict:
     out = {**row, "split": file_split(row["repo"], row["path"]), "drop_reason": None, "dedup_key": None}
     # Where the code lives can name its author (/home/jane.doe/...): de-identified for every row.
     out |= {"repo": state.scrub(row["repo"], "", ner=False), "path": state.scrub(row["path"], "", ner=False)}
+    clock.lap("deidentify")
     if state.opted_out(row):
         # Nothing of an opted-out user's code goes further, not even to a log.
         return {**out, "prefix": None, "suffix": None, "target": None, "proposal": None, "accepted_text": None,
