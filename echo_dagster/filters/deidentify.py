@@ -114,6 +114,7 @@ def find(text: str, language: str, *, ner: bool = True, tree=None) -> list[Findi
              if f.entity not in PRESIDIO_ENTITIES
              or not glued(text, f.start, f.end) and not not_an_address(text[f.start : f.end])]
     found += _secret_findings(text)
+    ner = ner and bool(_NAME_PAIR.search(text))  # no two capitalized words in a row: no name to look for
     if (ner or found) and tree is None:
         tree = parse(text.encode(), language) if language else None
     if ner:
@@ -165,6 +166,11 @@ _line_findings: dict[str, tuple[tuple[int, int, str], ...]] = {}
 def lines_holding(text: str, shapes: tuple[re.Pattern, ...], words: tuple[str, ...]) -> list[tuple[int, str]]:
     """(offset, line) of the lines holding a match of one of the patterns or one of the (lowercase)
     words in any case, in order."""
+    low = text.lower()
+    if len(text) < 1_000 and len(low) == len(text):  # a short text (a proposal, a path): most hold none
+        any_shape, any_word = _any_of(shapes, words)
+        if not any_shape.search(text) and not any_word.search(low):
+            return []
     starts = set()
     for shape in shapes:
         pos = 0
@@ -173,7 +179,6 @@ def lines_holding(text: str, shapes: tuple[re.Pattern, ...], words: tuple[str, .
             pos = text.find("\n", m.end())
             if pos < 0:
                 break
-    low = text.lower()
     if len(low) == len(text):
         for word in words:
             at = low.find(word)
@@ -199,6 +204,12 @@ def lines_holding(text: str, shapes: tuple[re.Pattern, ...], words: tuple[str, .
 @functools.cache
 def _words_pattern(words: tuple[str, ...]) -> re.Pattern:
     return re.compile("|".join(map(re.escape, words)), re.IGNORECASE)
+
+
+@functools.cache
+def _any_of(shapes: tuple[re.Pattern, ...], words: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern]:
+    """One pattern for all the shapes, one for all the (lowercase) words."""
+    return re.compile("|".join(s.pattern for s in shapes)), re.compile("|".join(map(re.escape, words)))
 
 
 def _pattern_findings(text: str) -> list[Finding]:
