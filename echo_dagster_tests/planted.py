@@ -47,6 +47,7 @@ class PlantedFile:
 
 _ALNUM = string.ascii_letters + string.digits
 _B64URL = _ALNUM + "-_"
+_UPPER_DIGITS = string.ascii_uppercase + string.digits
 
 
 def _pick(rng: random.Random, alphabet: str, n: int) -> str:
@@ -126,14 +127,13 @@ def _pem(rng: random.Random, kind: str) -> str:
 def value(kind: str, rng: random.Random) -> str:
     first, last = rng.choice(FIRST), rng.choice(LAST)
     return {
-        "aws_access_key": lambda: "AKIA" + _pick(rng, string.ascii_uppercase + string.digits, 16),
+        "aws_access_key": lambda: "AKIA" + _pick(rng, _UPPER_DIGITS, 16),
         "aws_secret_key": lambda: _pick(rng, _ALNUM + "/+", 40),
         "github_token": lambda: rng.choice(("ghp_", "gho_", "ghs_")) + _pick(rng, _ALNUM, 36),
         "slack_token": lambda: (rng.choice(("xoxb-", "xoxp-")) + str(rng.randint(10**10, 10**12)) + "-"
                                 + str(rng.randint(10**10, 10**12)) + "-" + _pick(rng, _ALNUM, 24)),
-        "slack_webhook": lambda: ("https://hooks.slack.com/services/T" + _pick(rng, string.ascii_uppercase + string.digits, 9)
-                                  + "/B" + _pick(rng, string.ascii_uppercase + string.digits, 9) + "/"
-                                  + _pick(rng, _ALNUM, 24)),
+        "slack_webhook": lambda: ("https://hooks.slack.com/services/T" + _pick(rng, _UPPER_DIGITS, 9)
+                                  + "/B" + _pick(rng, _UPPER_DIGITS, 9) + "/" + _pick(rng, _ALNUM, 24)),
         "stripe_key": lambda: rng.choice(("sk_live_", "rk_live_")) + _pick(rng, _ALNUM, rng.choice((24, 34, 99))),
         "google_api_key": lambda: "AIza" + _pick(rng, _B64URL, 35),
         "jwt": lambda: _jwt(rng),
@@ -176,7 +176,8 @@ _FORMS = {
     "config_dict": ['SETTINGS = {{\n    "host": "db.internal",\n    "port": 5432,\n    "{key}": "{v}",\n}}\n'],
     "env_default": ['{name} = os.getenv("{env}", "{v}")\n', '{name} = os.environ.get("{env}", "{v}")\n'],
     "comment": ["# {name}={v}  (rotate after the migration)\n", "# old {label}: {v}\n"],
-    "docstring": ['def connect():\n    """Connect to the staging cluster.\n\n    Uses {label} {v} until the vault is wired.\n    """\n    return None\n'],
+    "docstring": ['def connect():\n    """Connect to the staging cluster.\n\n    Uses {label} {v} until the vault is wired.\n'
+                  '    """\n    return None\n'],
     "log_string": ['log.info("using {label} %s", "{v}")\n', 'warnings.warn("{label} {v} is deprecated")\n'],
 }
 _PII_FORMS = {

@@ -67,9 +67,9 @@ def filtered_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse, op
     yield dg.AssetCheckResult(check_name=ACCOUNTING_CHECK, passed=in_rows == stored == accounted,
                               description=f"{in_rows} refined rows, {stored} stored, {accounted} kept or dropped")
     where = Counter(f"{leak.column}/{leak.entity}" for leak in found)
+    listed = ", ".join(f"{k} {n}" for k, n in where.most_common())
     yield dg.AssetCheckResult(check_name=NO_PII_CHECK, passed=not found,
-                              description=f"{len(found)} findings in kept rows"
-                                          + (f": {', '.join(f'{k} {n}' for k, n in where.most_common())}" if found else ""),
+                              description=f"{len(found)} findings in kept rows" + (f": {listed}" if found else ""),
                               metadata={"found": len(found), **{f"found/{k}": n for k, n in where.items()}})
     yield dg.AssetCheckResult(check_name=NO_DUPLICATES_CHECK, passed=repeated == 0,
                               description=f"{repeated} repeated dedup keys among training examples")
