@@ -81,3 +81,46 @@ def test_kept_rows_are_de_identified(state):
     out = filter_row(row(prefix=prefix), state)
     assert out["drop_reason"] is None and "jane.doe" not in out["prefix"] and "<EMAIL>" in out["prefix"]
     assert state.pii_found["EMAIL_ADDRESS"] == 1
+
+
+def test_every_text_column_of_a_kept_row_is_de_identified(state):
+    """The proposal and the accepted text held what the user edited away; the path names the user."""
+    leaked = "server.login(user, password)  # jane.doe@acme-corp.io AKIAIOSFODNN7EXAMPLE\n"
+    prefix = "import smtplib\n\n\ndef send(server, user, password):\n    "
+    out = filter_row(row(target="server.login(user, password)\n", prefix=prefix, suffix="\n", decision="accepted",
+                         proposal=leaked, accepted_text=leaked, source_kind="accepted_edited", es=0.4,
+                         path="/home/jane.doe/work/mailer/send.py", repo="/home/jane.doe/work/mailer"), state)
+    assert out["drop_reason"] is None
+    stored = " ".join(str(v) for v in out.values())
+    assert "jane.doe" not in stored and "AKIAIOSFODNN7EXAMPLE" not in stored, out
+    assert out["proposal"] == "server.login(user, password)  # <EMAIL> <KEY>\n" == out["accepted_text"]
+    assert out["path"] == "/home/<USER>/work/mailer/send.py"
+
+
+def test_a_value_found_in_the_document_is_replaced_in_the_proposal(state):
+    # The proposal alone does not say that the literal is a password; its document does.
+    prefix = 'DB_PASSWORD = "Zx9!qL2#vR7@pT4"\n\n\ndef connect():\n    '
+    out = filter_row(row(target="return open_db(DB_PASSWORD)\n", prefix=prefix, suffix="\n",
+                         proposal='return open_db("Zx9!qL2#vR7@pT4")\n'), state)
+    assert out["drop_reason"] is None and "Zx9!qL2" not in out["proposal"] and "Zx9!qL2" not in out["prefix"]
+
+
+def test_redaction_keeps_the_kept_target_parseable(state):
+    # Presidio's e-mail pattern took `email='` with it: `user(<EMAIL>')` was kept as code.
+    out = filter_row(row(target="return user(email='jane@example.com', r=r)\n"), state)
+    assert out["drop_reason"] is None and out["target"] == "return user(email='<EMAIL>', r=r)\n"
+
+
+def test_a_target_that_redaction_breaks_is_dropped_as_a_syntax_error(state):
+    # A card number written as an int: `<CARD>` is no expression.
+    out = filter_row(row(target="return charge(4111111111111111, r)\n"), state)
+    assert out["drop_reason"] == "syntax_error" and "4111111111111111" not in out["target"]
+
+
+def test_the_context_window_is_whole_lines(state):
+    # The leak check reads the kept text line by line: a window cut in a line would show it a piece
+    # of a line that the redactor never read as such.
+    suffix = "\n" + "".join(f"value_{i} = compute({i}, r)  # step {i}\n" for i in range(200))
+    out = filter_row(row(suffix=suffix), state)
+    assert out["drop_reason"] is None and out["suffix"].endswith("\n") and len(out["suffix"]) <= 2_000
+    assert out["suffix"] == suffix[: len(out["suffix"])] and len(out["suffix"]) > 1_900

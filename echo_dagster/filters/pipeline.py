@@ -5,13 +5,18 @@
     near_duplicate → eval_overlap
 
 Opt-out comes first so that nothing reads the code of someone who opted out. De-identification
-replaces PII and secrets with placeholders in prefix, suffix and target of every row that passes
-it. Rows from evaluation-split files (a deterministic hash of repo and path) go to the eval set,
-never to training, and no training target may equal or nearly equal an eval target.
+replaces PII and secrets with placeholders in every text column a row is stored with: prefix,
+suffix and target (from the findings in the whole final document), proposal and accepted text
+(their own findings, and wherever a value found in the document recurs in them), repo and path.
+The syntax check holds on what is kept: when de-identification replaced something in a document,
+the target must still parse in the redacted document. Rows from evaluation-split files (a
+deterministic hash of repo and path) go to the eval set, never to training, and no training
+target may equal or nearly equal an eval target.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 import time
@@ -20,7 +25,9 @@ from dataclasses import dataclass, field
 
 from datasketch import MinHash, MinHashLSH
 
-from echo_dagster.filters.deidentify import PLACEHOLDERS, Finding, find, redact
+from echo_dagster.filters.deidentify import (
+    PLACEHOLDERS, Finding, find, find_values, literal_spans, merge, prose_spans, redact, values,
+)
 from echo_dagster.splits import file_split
 from echo_dagster.syntax import compiles, error_spans, parse
 
@@ -62,6 +69,8 @@ class Clock:
 # Rows come in time order, and the rows of one final document (a session's) are spread over the
 # hours the session lasted; this many scans cover the sessions open at once on a busy day.
 _SCANS_KEPT = 4_096
+_SCRUBBED_KEPT = 100_000
+_PATH_PARTS = str.maketrans("/\\", "\n\n")
 
 
 @dataclass
@@ -78,6 +87,7 @@ class FilterState:
     pii_found: Counter = field(default_factory=Counter)
     clock: Clock = field(default_factory=lambda: Clock())
     scans: OrderedDict = field(default_factory=OrderedDict)  # the latest documents' scans
+    scrubbed: dict = field(default_factory=dict)  # findings of proposals, accepted texts, paths, repos
 
     def __post_init__(self):
         threshold = self.settings.near_duplicate_jaccard
@@ -98,6 +108,25 @@ class FilterState:
             self.scans.popitem(last=False)
         return scan
 
+    def scrub(self, text: str | None, language: str, known: dict | None = None, ner: bool | None = None) -> str | None:
+        """A text column de-identified on its own: its findings, and the values found in its
+        document wherever they occur in it."""
+        if not text:
+            return text
+        key = (text, language)
+        findings = self.scrubbed.get(key)
+        if findings is None:
+            if len(self.scrubbed) > _SCRUBBED_KEPT:
+                self.scrubbed.clear()
+            findings = find(text, language, ner=self.settings.ner if ner is None else ner)
+            if not language:  # a path or a repo: each of its parts read alone too (`/srv/jane@x.org/`)
+                findings = merge(findings + find(text.translate(_PATH_PARTS), "", ner=False))
+            self.scrubbed[key] = findings
+        if known:
+            findings = merge(findings + find_values(text, known))
+        self.pii_found.update(f.entity for f in findings)
+        return redact(text, findings, 0, len(text)) if findings else text
+
     def remember(self, key: str, target: str, split: str, signature: MinHash | None = None) -> None:
         """A kept row, that later rows are compared with."""
         if split == "eval":
@@ -115,25 +144,42 @@ def filter_row(row: dict, state: FilterState) -> dict:
     s, clock = state.settings, state.clock
     clock.start()
     out = {**row, "split": file_split(row["repo"], row["path"]), "drop_reason": None, "dedup_key": None}
+    # Where the code lives can name its author (/home/jane.doe/...): de-identified for every row.
+    out |= {"repo": state.scrub(row["repo"], "", ner=False), "path": state.scrub(row["path"], "", ner=False)}
+    clock.lap("deidentify")
     if state.opted_out(row):
         # Nothing of an opted-out user's code goes further, not even to a log.
         return {**out, "prefix": None, "suffix": None, "target": None, "proposal": None, "accepted_text": None,
                 "drop_reason": "opted_out"}
+    language = row["language"] or ""
     if row["target"] is None:
+        out |= {n: state.scrub(row[n], language) for n in ("proposal", "accepted_text")}
+        clock.lap("deidentify")
         return {**out, "drop_reason": row["reason"]}
     clock.lap("opt_out")
     document = row["prefix"] + row["target"] + row["suffix"]
-    scan = state.scan(document, row["language"] or "")
+    scan = state.scan(document, language)
     start, end = len(row["prefix"]), len(row["prefix"]) + len(row["target"])
     parses = scan.parses(document, start, end)
     clock.lap("syntax")
+    # Whole lines: the window starts at a line start and ends at a line end (what the leak check reads
+    # as a line is a line of the document).
+    window = _line_start(document, start - s.prefix_window_chars, start)
+    window_end = _line_end(document, end + s.suffix_window_chars, end)
+    prefix, target = redact(document, scan.findings, window, start), redact(document, scan.findings, start, end)
+    suffix = redact(document, scan.findings, end, window_end)
+    state.pii_found.update(f.entity for f in scan.findings if f.end > window and f.start < window_end)
+    out |= {"prefix": prefix, "suffix": suffix, "target": target}
+    # The document's values wherever they recur: a key the proposal repeated, a name in the accepted text.
+    out |= {n: state.scrub(row[n], language, scan.values(document)) for n in ("proposal", "accepted_text")}
+    clock.lap("deidentify")
     if not parses:
         return {**out, "drop_reason": "syntax_error"}
-    window = _line_start(document, start - s.prefix_window_chars, start)
-    prefix, target = redact(document, scan.findings, window, start), redact(document, scan.findings, start, end)
-    suffix = redact(document, scan.findings, end, end + s.suffix_window_chars)
-    state.pii_found.update(f.entity for f in scan.findings if f.end > window and f.start < end + s.suffix_window_chars)
-    out |= {"prefix": prefix, "suffix": suffix, "target": target}
+    # What is kept must parse too: a placeholder can break code where a finding left a literal.
+    if not scan.inert and not scan.redacted_parses(document, start, end, language):
+        clock.lap("syntax")
+        return {**out, "drop_reason": "syntax_error"}
+    clock.lap("syntax")
     mostly_pii = _pii_share(row["target"], target) > s.mostly_pii_share
     clock.lap("deidentify")
     if mostly_pii:
@@ -168,20 +214,46 @@ def filter_row(row: dict, state: FilterState) -> dict:
 @dataclass(frozen=True)
 class DocumentScan:
     """What the filters need to know of a final document, found once for all its rows: the syntax
-    errors (byte spans; None without a grammar), whether Python compiles it, its PII findings."""
+    errors (byte spans; None without a grammar), whether Python compiles it, its PII findings, and
+    the same of its redacted versions (one per way its rows cut it), when rows ask."""
 
     error_spans: list[tuple[int, int]] | None
     compiles: bool
     findings: list[Finding]
+    inert: bool = True  # replacing the findings cannot change how the document parses
+    redacted: dict = field(default_factory=dict, compare=False)  # redacted document: (error spans, compiles)
+    _values: list = field(default_factory=list, compare=False)
 
     def parses(self, document: str, start: int, end: int) -> bool:
         """Whether document[start:end] holds no syntax error."""
-        if self.error_spans is None:
-            return True  # no grammar: nothing to check with
-        if self.error_spans:
-            start, end = len(document[:start].encode()), len(document[:end].encode())
-            return not any(s < end and e > start or (s == e and start <= s <= end) for s, e in self.error_spans)
-        return self.compiles  # tree-sitter misses bad indentation; compile() does not
+        return _parses(self.error_spans, self.compiles, document, start, end)
+
+    def redacted_parses(self, document: str, start: int, end: int, language: str) -> bool:
+        """Whether the target still parses in the document as its row keeps it: the findings before,
+        in and after the target replaced (a finding cut by the target's edge on both sides)."""
+        head, body = redact(document, self.findings, 0, start), redact(document, self.findings, start, end)
+        redacted = head + body + redact(document, self.findings, end, len(document))
+        if redacted not in self.redacted:
+            tree = parse(redacted.encode(), language)
+            spans = error_spans(b"", language, tree) if tree else None
+            self.redacted[redacted] = (spans, language != "python" or bool(spans) or compiles(redacted))
+        spans, ok = self.redacted[redacted]
+        return _parses(spans, ok, redacted, len(head), len(head) + len(body))
+
+    def values(self, document: str) -> dict[str, str]:
+        """The texts of its findings, and their entities."""
+        if not self._values:
+            self._values.append(values(document, self.findings))
+        return self._values[0]
+
+
+def _parses(spans: list[tuple[int, int]] | None, ok: bool, document: str, start: int, end: int) -> bool:
+    if spans is None:
+        return True  # no grammar: nothing to check with
+    if spans:
+        start, end = len(document[:start].encode()), len(document[:end].encode())
+        return not any(s < end and e > start or (s == e and start <= s <= end) for s, e in spans)
+    return ok  # tree-sitter misses bad indentation; compile() does not
 
 
 def scan_document(document: str, language: str, ner: bool, clock: Clock) -> DocumentScan:
@@ -190,8 +262,35 @@ def scan_document(document: str, language: str, ner: bool, clock: Clock) -> Docu
     ok = language != "python" or bool(spans) or compiles(document)
     clock.lap("syntax")
     findings = find(document, language, ner=ner, tree=tree)
+    inert = not findings or language == "python" and _inert(document, findings, tree)
     clock.lap("deidentify")
-    return DocumentScan(spans, ok, findings)
+    return DocumentScan(spans, ok, findings, inert)
+
+
+# What a placeholder may not replace, or follow within a few characters, for the replacement to
+# leave Python's tokens as they were: quotes and backslashes (an escape cut in two), braces (an
+# f-string's fields), newlines.
+_TOKEN_BREAKERS = re.compile(r"[\n\\{}'\"]")
+
+
+def _inert(document: str, findings: list[Finding], tree) -> bool:
+    """Whether replacing the findings leaves a Python document's syntax as it was: each finding lies
+    inside one comment, or inside one string literal's content away from its escapes and fields."""
+    literals = literal_spans(document, "python", tree)
+    inside = {(s, e): (cs, ce) for s, e, cs, ce in literals}
+    spans = prose_spans(document, "python", tree)  # comments and literals
+    starts = [s for s, _ in spans]
+    for f in findings:
+        i = bisect.bisect_right(starts, f.start) - 1
+        if i < 0 or _TOKEN_BREAKERS.search(document, f.start, f.end):
+            return False
+        s, e = spans[i]
+        cs, ce = inside.get((s, e), (s, e))  # a comment: all of it
+        if not cs <= f.start < f.end <= ce:
+            return False
+        if (s, e) in inside and ("{" in document[cs:ce] or "\\" in document[max(cs, f.start - 10) : f.start]):
+            return False
+    return True
 
 
 def _line_start(text: str, at: int, limit: int) -> int:
@@ -199,6 +298,15 @@ def _line_start(text: str, at: int, limit: int) -> int:
     if at <= 0:
         return 0
     cut = text.find("\n", at - 1, limit)
+    return cut + 1 if cut >= 0 else at
+
+
+def _line_end(text: str, at: int, limit: int) -> int:
+    """The end of the last whole line before `at` (after its newline), or `at` when no line ends
+    between `limit` and `at`."""
+    if at >= len(text):
+        return len(text)
+    cut = text.rfind("\n", limit, at)
     return cut + 1 if cut >= 0 else at
 
 
