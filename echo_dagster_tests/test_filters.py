@@ -76,6 +76,17 @@ def test_eval_rows_are_routed_and_never_trained_on(state):
     assert leaked["drop_reason"] == "eval_overlap"
 
 
+def test_one_tenants_rows_never_make_anothers_a_duplicate_or_an_eval_overlap(state):
+    longer = "r2 = r * r\n    area = math.pi * r2\n    half = area / 2\n    return area, half\n"
+    assert filter_row(row(target=longer, path=eval_path(), tenant_id="t-c"), state)["split"] == "eval"
+    assert filter_row(row(tenant_id="t-c", completion_id="c-1"), state)["drop_reason"] is None
+    # Tenant A's own code, the same as C's: neither C's training row nor C's eval row suppresses it.
+    assert filter_row(row(tenant_id="t-a", completion_id="a-1"), state)["drop_reason"] is None
+    assert filter_row(row(target=longer, tenant_id="t-a", completion_id="a-2",
+                          prefix="import math\n\n\ndef disc(r):\n    "), state)["drop_reason"] is None
+    assert filter_row(row(tenant_id="t-a", completion_id="a-3"), state)["drop_reason"] == "duplicate"
+
+
 def test_kept_rows_are_de_identified(state):
     prefix = "# maintainer: jane.doe@example.org\nimport math\n\n\ndef area(r):\n    "
     out = filter_row(row(prefix=prefix), state)

@@ -46,12 +46,12 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, *, opted_out_use
                      dedup_window_days: int = DEDUP_WINDOW_DAYS, batch_rows: int = 1_000) -> FilterResult:
     state = FilterState(frozenset(opted_out_users), frozenset(opted_out_tenants), settings=settings)
     earlier = con.execute(
-        "SELECT dedup_key, target, split FROM filtered_dataset WHERE drop_reason IS NULL "
+        "SELECT tenant_id, dedup_key, target, split FROM filtered_dataset WHERE drop_reason IS NULL "
         "AND partition_date < $day AND (split = 'eval' OR partition_date >= $since)",
         {"day": day, "since": day - timedelta(days=dedup_window_days)},
     ).fetchall()
-    for key, target, split in earlier:
-        state.remember(key, target, split)
+    for tenant, key, target, split in earlier:
+        state.remember(tenant, key, target, split)
     # A cursor of its own streams the day's rows while `con` writes.
     rows = con.cursor().sql(
         "SELECT * EXCLUDE (partition_date, shown_ts) FROM refined_targets "

@@ -75,24 +75,26 @@ _PATH_PARTS = str.maketrans("/\\", "\n\n")
 
 @dataclass
 class FilterState:
-    """What earlier partitions contribute: their dedup keys and targets, and the eval targets."""
+    """What earlier partitions contribute: their dedup keys and targets, and the eval targets. All of
+    it is per tenant: one tenant's rows never make another's a duplicate or an eval overlap."""
 
     opted_out_users: frozenset = frozenset()
     opted_out_tenants: frozenset = frozenset()
-    seen_keys: set = field(default_factory=set)
-    seen: MinHashLSH | None = None
-    eval_keys: set = field(default_factory=set)
-    eval_targets: MinHashLSH | None = None
+    seen_keys: set = field(default_factory=set)  # dedup keys, which hold the tenant
+    seen: dict = field(default_factory=dict)  # tenant -> MinHashLSH of kept training targets
+    eval_keys: set = field(default_factory=set)  # (tenant, normalized eval target)
+    eval_targets: dict = field(default_factory=dict)  # tenant -> MinHashLSH of eval targets
     settings: FilterSettings = FilterSettings()
     pii_found: Counter = field(default_factory=Counter)
     clock: Clock = field(default_factory=lambda: Clock())
     scans: OrderedDict = field(default_factory=OrderedDict)  # the latest documents' scans
     scrubbed: dict = field(default_factory=dict)  # findings of proposals, accepted texts, paths, repos
 
-    def __post_init__(self):
-        threshold = self.settings.near_duplicate_jaccard
-        self.seen = self.seen or MinHashLSH(threshold=threshold, num_perm=64)
-        self.eval_targets = self.eval_targets or MinHashLSH(threshold=threshold, num_perm=64)
+    def _lsh(self, split: str, tenant: str) -> MinHashLSH:
+        index = self.eval_targets if split == "eval" else self.seen
+        if tenant not in index:
+            index[tenant] = MinHashLSH(threshold=self.settings.near_duplicate_jaccard, num_perm=64)
+        return index[tenant]
 
     def opted_out(self, row: dict) -> bool:
         return row["user_id"] in self.opted_out_users or row["tenant_id"] in self.opted_out_tenants
@@ -127,15 +129,24 @@ class FilterState:
         self.pii_found.update(f.entity for f in findings)
         return redact(text, findings, 0, len(text)) if findings else text
 
-    def remember(self, key: str, target: str, split: str, signature: MinHash | None = None) -> None:
-        """A kept row, that later rows are compared with."""
+    def remember(self, tenant: str, key: str, target: str, split: str, signature: MinHash | None = None) -> None:
+        """A kept row of `tenant`, that the tenant's later rows are compared with."""
         if split == "eval":
-            self.eval_keys.add(_normalized(target))
+            self.eval_keys.add((tenant, _normalized(target)))
         else:
             self.seen_keys.add(key)
-        lsh = self.eval_targets if split == "eval" else self.seen
+        lsh = self._lsh(split, tenant)
         if key not in lsh:
             lsh.insert(key, signature or minhash(target))
+
+    def duplicate(self, tenant: str, key: str, signature: MinHash) -> str | None:
+        if key in self.seen_keys:
+            return "duplicate"
+        return "near_duplicate" if tenant in self.seen and self.seen[tenant].query(signature) else None
+
+    def overlaps_eval(self, tenant: str, target: str, signature: MinHash) -> bool:
+        return (tenant, _normalized(target)) in self.eval_keys or \
+            (tenant in self.eval_targets and bool(self.eval_targets[tenant].query(signature)))
 
 
 def filter_row(row: dict, state: FilterState) -> dict:
@@ -193,20 +204,21 @@ def filter_row(row: dict, state: FilterState) -> dict:
     if (row.get("pasted_share") or 0.0) > s.paste_share:
         return {**out, "drop_reason": "paste_dominated"}
     clock.lap("noise")
-    key = _dedup_key(prefix, target, s.context_chars)
+    tenant = row["tenant_id"]
+    key = _dedup_key(tenant, prefix, target, s.context_chars)
     out["dedup_key"] = key
     signature = minhash(target)
     if out["split"] == "eval":
-        state.remember(key, target, "eval", signature)
+        state.remember(tenant, key, target, "eval", signature)
         clock.lap("dedup")
         return out
-    duplicate = "duplicate" if key in state.seen_keys else "near_duplicate" if state.seen.query(signature) else None
+    duplicate = state.duplicate(tenant, key, signature)
     clock.lap("dedup")
     if duplicate:
         return {**out, "drop_reason": duplicate}
-    overlap = _normalized(target) in state.eval_keys or state.eval_targets.query(signature)
+    overlap = state.overlaps_eval(tenant, target, signature)
     if not overlap:
-        state.remember(key, target, "train", signature)
+        state.remember(tenant, key, target, "train", signature)
     clock.lap("decontamination")
     return {**out, "drop_reason": "eval_overlap"} if overlap else out
 
@@ -321,9 +333,9 @@ def _normalized(text: str) -> str:
     return " ".join(text.split())
 
 
-def _dedup_key(prefix: str, target: str, context_chars: int) -> str:
+def _dedup_key(tenant: str, prefix: str, target: str, context_chars: int) -> str:
     context = _normalized(prefix[-context_chars:])
-    return hashlib.sha256(f"{context}\x00{_normalized(target)}".encode()).hexdigest()
+    return hashlib.sha256(f"{tenant}\x00{context}\x00{_normalized(target)}".encode()).hexdigest()
 
 
 _LINE_COMMENT = re.compile(r"(?:#|//)[^\n]*")
