@@ -161,6 +161,8 @@ def run_demo(args) -> int:
     from echo_dagster import warehouse
     from echo_dagster.definitions import defs
 
+    from echo_dagster.defs.daemon_state import adopt_run
+
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("harvest_job")
     failed = 0
@@ -169,6 +171,7 @@ def run_demo(args) -> int:
             partition_key=day.isoformat(), instance=instance, raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
+        adopt_run(instance, result.run_id)  # listed under harvest_job in the UI, as a launched run is
         failed += not result.success
         print(f"harvest_job[{day}]: {'success' if result.success else 'FAILED'} (run {result.run_id})")
     with warehouse.connect(home.warehouse_path(), read_only=True) as con:
@@ -203,6 +206,7 @@ def _demo_loop(dg, defs, instance, args) -> bool:
         result = defs.resolve_job_def(job).execute_in_process(
             instance=instance, raise_on_error=False, tags=tags, run_id=run_id,
             run_config={"ops": {asset: {"config": config}}, "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+        daemon_state.adopt_run(instance, result.run_id)
         print(f"{job}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
         for m in result.asset_materializations_for_node(asset) if result.success else []:
             _print_materialization(asset, {k: v.value for k, v in m.metadata.items()})

@@ -63,9 +63,9 @@ def test_the_demo_materializes_the_whole_graph_end_to_end(echo_home, tiny_model_
         assert roles == {"base", "champion", "challenger", "repository"}
         # The comparison as narrow tables the UI shows inline, acceptance first.
         acceptance = report_meta["acceptance"].value
-        assert [c.name for c in acceptance.schema.columns][:5] == ["model", "roles", "rows", "acceptance",
-                                                                  "95% interval"]
-        assert len(acceptance.records) == 3 and "data:image/png" in report_meta["chart_png"].value
+        assert [c.name for c in acceptance.schema.columns][:3] == ["model", "acceptance", "95% interval"]
+        assert [r.data["model"] for r in acceptance.records] == ["challenger", "champion, base", "repository"]
+        assert "data:image/png" in report_meta["chart_png"].value
         check = instance.get_latest_asset_check_evaluation_record(
             dg.AssetCheckKey(dg.AssetKey("eval_report"), "promotion_gate"))
         evaluation = check.event.dagster_event.event_specific_data
@@ -98,6 +98,12 @@ def test_the_demo_materializes_the_whole_graph_end_to_end(echo_home, tiny_model_
             [run] = instance.get_runs(dg.RunsFilter(job_name=job))
             assert (run.tags["dagster/sensor_name"], run.tags["dagster/run_key"]) == (sensor, run_key)
             assert [t.run_ids for t in daemon_ticks(instance, sensor) if t.timestamp < started] == [[run.run_id]]
+        # Every demo run has the code location's origin, as a launched run has: the UI lists it under its job.
+        origins = {(r.remote_job_origin.location_name, r.remote_job_origin.repository_origin.repository_name,
+                    r.tags[".dagster/repository"]) for r in instance.get_runs() if r.remote_job_origin}
+        assert instance.get_runs_count() == 5 and origins == {
+            ("echo_dagster", "__repository__", "__repository__@echo_dagster")}
+        assert len(instance.get_runs(dg.RunsFilter(tags={".dagster/repository": "__repository__@echo_dagster"}))) == 5
     finally:
         instance.dispose()
 

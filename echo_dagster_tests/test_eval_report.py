@@ -88,7 +88,7 @@ def test_the_ui_gets_the_comparison_in_narrow_tables_acceptance_first_with_bars(
     built = report.build("Echo evaluation", measured, None, {})
     # The challenger first; models by role (their names are long, and metadata of their own).
     header, rows = built.ui_tables[report.ACCEPTANCE]
-    assert header == ("model", "acceptance", "95% interval", "0 to 100%")
+    assert header == ("model", "acceptance", "95% interval", "bar, 0–100%")
     assert rows[0][:2] == ("challenger", "75.0%") and rows[0][2].endswith("%")
     assert rows[1] == ("champion, base", "0.0%", "0.0%–0.0%", "·" * report.BAR_CELLS)
     assert rows[0][3] == "█" * 7 + "▌" + "··"

@@ -7,8 +7,8 @@ already has. It runs what is requested with the tags the daemon gives a sensor's
 (`dagster/sensor_name`, `dagster/run_key`: what the daemon looks up to never launch a run key
 twice), and records the tick and the sensor's new cursor where the daemon and the UI read them (the
 sensor's instigator state and tick history in the instance, found by the sensor's selector:
-location, repository, name). This is Dagster's instance storage (`dagster._core`), as the daemon
-uses it.
+location, repository, name). The demo's runs get the code location's origin, as launched runs have
+(`adopt_run`). This is Dagster's instance storage (`dagster._core`), as the daemon uses it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import dagster as dg
 from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.definitions.sensor_definition import SensorType
-from dagster._core.remote_origin import RemoteInstigatorOrigin, RemoteRepositoryOrigin
+from dagster._core.remote_origin import RemoteInstigatorOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.scheduler.instigation import (
     InstigatorState,
     InstigatorStatus,
@@ -28,7 +28,7 @@ from dagster._core.scheduler.instigation import (
     TickData,
     TickStatus,
 )
-from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster._core.storage.tags import REPOSITORY_LABEL_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG
 from dagster._core.workspace.load import location_origin_from_module_name
 
 # The code location as workspace.yaml names and loads it (`dagster dev -w workspace.yaml`); a test
@@ -37,9 +37,24 @@ LOCATION_NAME = "echo_dagster"
 MODULE, ATTRIBUTE = "echo_dagster.definitions", "defs"
 
 
-def sensor_origin(name: str) -> RemoteInstigatorOrigin:
+def repository_origin() -> RemoteRepositoryOrigin:
     location = location_origin_from_module_name(MODULE, ATTRIBUTE, None, LOCATION_NAME)
-    return RemoteInstigatorOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), name)
+    return RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME)
+
+
+def sensor_origin(name: str) -> RemoteInstigatorOrigin:
+    return RemoteInstigatorOrigin(repository_origin(), name)
+
+
+def adopt_run(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Gives a run executed in this process (`execute_in_process`) the origin that a run launched by
+    the webserver or the daemon has: the code location `dagster dev` loads, and its repository label
+    tag. The UI then shows the run under its job (the Overview timeline, the job's *Runs*); without
+    them it shows the run only under *Runs*. The same change as `dagster run migrate-repository`."""
+    repository = repository_origin()
+    instance.add_run_tags(run_id, {REPOSITORY_LABEL_TAG: repository.get_label()})
+    run = instance.get_run_by_id(run_id)
+    instance.run_storage.replace_job_origin(run, RemoteJobOrigin(repository, run.job_name))
 
 
 @dataclass

@@ -118,6 +118,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
         "acceptance": _table(built.ui_tables[report.ACCEPTANCE], _ACCEPTANCE_HELP),
         "measures": _table(built.ui_tables[report.MEASURES], _MEASURES_HELP),
         "challenger": challenger, "champion": registry.champion() or config.base_model,
+        "repository_baseline": repository["name"] if repository else "(none: run baseline_job)",
         "eval_rows": len(rows), "decision": decision,
         "by_language": _table(built.ui_tables[report.BY_LANGUAGE]),
         "by_source_kind": _table(built.ui_tables[report.BY_SOURCE_KIND]),
@@ -128,7 +129,8 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
     for role in ROLES:
         result = by_role(results, role)
         metadata[f"acceptance/{role}"] = dg.MetadataValue.float(
-            result.summary["acceptance"][0] if result is not None and result.summary.get("n") else float("nan"))
+            round(result.summary["acceptance"][0], 4) if result is not None and result.summary.get("n")
+            else float("nan"))
     yield dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
         check_name="promotion_gate", passed=verdict.promote, severity=dg.AssetCheckSeverity.WARN,
         description="; ".join(verdict.reasons),
@@ -137,7 +139,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
 
 _ACCEPTANCE_HELP = {
     "model": "the models measured, by role: the challenger (the latest Echo checkpoint), the champion, the base "
-             "model, the repository-files baseline; their names are in this materialization's metadata",
+             "model, the repository-files baseline; their names: challenger, champion, repository_baseline",
     "acceptance": "share of the held-out rows whose proposal a user would accept: not empty, edit similarity >= "
                   "0.8 with as many first lines of the target",
     "95% interval": "bootstrap interval of the acceptance",

@@ -42,7 +42,7 @@ def retrain_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse, mo
     if count < needed:
         return dg.SkipReason(f"{count} training examples {since}; {needed} start a training.")
     return dg.RunRequest(run_key=f"after-{cutoff or 'start'}",
-                         tags={"echo/data_cutoff": cutoff or "", "echo/new_rows": str(count)})
+                         tags={"echo/data_cutoff": cutoff or "none", "echo/new_rows": str(count)})
 
 
 @dg.asset_sensor(

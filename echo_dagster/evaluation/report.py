@@ -100,7 +100,7 @@ def _acceptance(results: list[ArmResult]) -> Table:
     values = [r.summary.get("acceptance") for r in results]
     top = max((v[2] for v in values if v), default=0.0)
     scale = next((s for s in (0.05, 0.1, 0.2, 0.25, 0.5, 1.0) if top <= s), 1.0)
-    header = ("model", "acceptance", "95% interval", f"0 to {scale:.0%}")
+    header = ("model", "acceptance", "95% interval", f"bar, 0–{scale:.0%}")
     rows = [(_role(r), _pct(v[0] if v else None), f"{v[1]:.1%}–{v[2]:.1%}" if v else "–",
              bar(v[0] / scale if v else 0.0)) for r, v in zip(results, values)]
     return header, rows
