@@ -134,17 +134,25 @@ def _store(url: str):
 def run_demo(args) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(home.dagster_home()))
     home.dagster_home().mkdir(parents=True, exist_ok=True)
+    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+    demo_days = tuple(yesterday - timedelta(days=n) for n in reversed(range(args.days)))
+    start = os.environ.get("ECHO_START_DATE")
+    if start and date.fromisoformat(start) > demo_days[0]:
+        print(f"echo-dagster: ECHO_START_DATE={start} comes after the demo's first day {demo_days[0]}: unset it "
+              "or set an earlier day", file=sys.stderr)
+        return 2
+    print(f"ECHO_HOME={home.echo_home()}")
+    # Simulated before the definitions load: the daily partitions start at the landing zone's first day.
+    if run_simulate(args, demo_days[0], home.landing_url()) is None:
+        return 2
     # Imported here so that DAGSTER_HOME and ECHO_HOME are settled before definitions load.
     import dagster as dg
 
     from echo_dagster import warehouse
     from echo_dagster.definitions import defs
 
-    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
-    demo_days = tuple(yesterday - timedelta(days=n) for n in reversed(range(args.days)))
-    print(f"ECHO_HOME={home.echo_home()}")
-    if run_simulate(args, demo_days[0], defs.resources["landing"].url) is None:
-        return 2
+    from echo_dagster.defs.daemon_state import adopt_run
+
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("harvest_job")
     failed = 0
@@ -153,6 +161,7 @@ def run_demo(args) -> int:
             partition_key=day.isoformat(), instance=instance, raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
+        adopt_run(instance, result.run_id)  # listed under harvest_job in the UI, as a launched run is
         failed += not result.success
         print(f"harvest_job[{day}]: {'success' if result.success else 'FAILED'} (run {result.run_id})")
     with warehouse.connect(home.warehouse_path(), read_only=True) as con:
@@ -167,43 +176,59 @@ DEMO_RETRAIN_THRESHOLD = 20  # training examples; a deployment's default is 5,00
 
 
 def _demo_loop(dg, defs, instance, args) -> bool:
-    """What the daemon would do after the harvest: retrain_sensor's rule, train_job, then the
-    repository baseline (baseline_job) and evaluate_sensor's eval_job, each a real run."""
-    from echo_dagster.defs.sensors import retrain_sensor
+    """What the daemon would do after the harvest, no daemon running: retrain_sensor's tick and the
+    train_job it requests, the repository baseline (baseline_job), evaluate_sensor's tick and its
+    eval_job, each a real run. The sensors' ticks are evaluated and recorded as the daemon does
+    (`defs.daemon_state`), so that a daemon started later (make ui) finds them done."""
+    from dagster._core.utils import make_new_run_id
+
+    from echo_dagster.defs import daemon_state
     from echo_dagster.model.loading import default_spec
 
     os.environ.setdefault("ECHO_RETRAIN_THRESHOLD", str(DEMO_RETRAIN_THRESHOLD))
-    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
-        tick = retrain_sensor(context)
-    if isinstance(tick, dg.SkipReason):
-        print(f"\nretrain_sensor: skip, {tick.skip_message}")
-        return True
-    print(f"\nretrain_sensor: requests train_job ({tick.tags['echo/new_rows']} new training examples)")
     # A few dozen examples and a few steps: a higher learning rate than the default's 3e-4.
     train = {"base_model": args.model or default_spec(), "min_examples": 8, "epochs": 10, "learning_rate": 1e-3,
              "max_steps": args.train_steps, "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
     evaluate = {"base_model": train["base_model"], "max_rows": args.eval_rows, "replay_source": args.source,
                 "replay_completions": args.replay_completions, "humaneval_problems": args.humaneval_problems}
-    runs = {"train_job": ("finetuned_checkpoint", train),
-            # The token budget stops it after as many tokens as train_job's: a few hundred examples suffice.
-            "baseline_job": ("repository_checkpoint", {**train, "source": args.source, "examples": 300}),
-            "eval_job": ("eval_report", evaluate)}
-    for job, (asset, config) in runs.items():
+
+    def run(job: str, asset: str, config: dict, tags: dict | None = None, run_id: str | None = None) -> bool:
         result = defs.resolve_job_def(job).execute_in_process(
-            instance=instance, raise_on_error=False,
+            instance=instance, raise_on_error=False, tags=tags, run_id=run_id,
             run_config={"ops": {asset: {"config": config}}, "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+        daemon_state.adopt_run(instance, result.run_id)
         print(f"{job}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-        if not result.success:
-            return False
-        for m in result.asset_materializations_for_node(asset):
+        for m in result.asset_materializations_for_node(asset) if result.success else []:
             _print_materialization(asset, {k: v.value for k, v in m.metadata.items()})
-    return True
+        return result.success
+
+    def sensor_runs(name: str, job: str, asset: str, config: dict) -> bool | None:
+        """The sensor's tick and the runs it requests; None when it requests none."""
+        tick = daemon_state.evaluate(instance, defs, name)
+        tick.run_ids = [make_new_run_id() for _ in tick.requests]
+        daemon_state.record(instance, tick)  # before the runs, as the daemon records its tick
+        if not tick.requests:
+            print(f"\n{name}: {tick.sentence}")
+            return None
+        print(f"\n{name}: requests {job} (" + "; ".join(
+            f"run key {r.run_key}" + (f", {r.tags['echo/new_rows']} new training examples"
+                                      if "echo/new_rows" in r.tags else "") for r in tick.requests) + ")")
+        return all([run(job, asset, config, tick.run_tags(r), run_id)
+                    for r, run_id in zip(tick.requests, tick.run_ids)])
+
+    trained = sensor_runs("retrain_sensor", "train_job", "finetuned_checkpoint", train)
+    if trained is False:
+        return False
+    # The token budget stops it after as many tokens as train_job's: a few hundred examples suffice.
+    if trained and not run("baseline_job", "repository_checkpoint", {**train, "source": args.source, "examples": 300}):
+        return False
+    return sensor_runs("evaluate_sensor", "eval_job", "eval_report", evaluate) is not False
 
 
 def _print_materialization(asset: str, meta: dict) -> None:
     if asset != "eval_report":
         _print_table(asset, ("examples", "steps", "final loss", "tokens/s", "name"),
-                     [(meta["examples"], meta["steps"], round(meta["final_loss"], 3), meta["tokens_per_s"],
+                     [(meta["examples"], meta["steps"], f"{meta['final_loss']:.3f}", f"{meta['tokens_per_s']:.0f}",
                        meta["name"])])
         return
     rows = []

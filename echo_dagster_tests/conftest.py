@@ -1,3 +1,4 @@
+import os
 import socket
 from pathlib import Path
 
@@ -5,6 +6,11 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The tests harvest fixed days of 2026; without this the daily partitions would start where each
+# test session's landing zone does (echo_dagster.defs.partitions), and those days would not exist.
+# Tests of that discovery unset it.
+os.environ.setdefault("ECHO_START_DATE", "2026-01-01")
 
 
 @pytest.fixture

@@ -35,11 +35,12 @@ def test_the_replay_gives_every_model_the_same_held_out_sessions():
     assert seen[0] == seen[1] and good.completions == bad.completions == len(seen[0]) > 0
     assert bad.accepted == 0 and good.acceptance_rate > 0.2
     # Held-out files only: each prompt opens and ends as an eval-split file of the corpus (PII may be
-    # planted in between).
+    # planted in between; a cursor may stand within a file's first 40 characters).
     files = scan_source(SOURCE).files
     held_out = [f for f in files if file_split(repo_of(f.path), f.path) == "eval"]
     assert 0 < len(held_out) < len(files)
-    assert all(any(f.text.endswith(r.suffix) and f.text[:40] == r.prefix[:40] for f in held_out) for r in seen[0])
+    assert all(any(f.text.endswith(r.suffix) and f.text.startswith(r.prefix[:40]) for f in held_out)
+               for r in seen[0])
 
 
 def results():
@@ -80,3 +81,25 @@ def test_every_decision_is_recorded_in_the_registry(tmp_path):
     assert [(d["challenger"], d["promoted"], d["reasons"]) for d in kept] == [("echo-1", False, ["a tie"]),
                                                                               ("echo-2", True, ["a win"])]
     assert all(d["decided_at"] for d in kept)
+
+
+def test_the_ui_gets_the_comparison_in_narrow_tables_acceptance_first_with_bars():
+    measured = results()
+    built = report.build("Echo evaluation", measured, None, {})
+    # The challenger first; models by role (their names are long, and metadata of their own).
+    header, rows = built.ui_tables[report.ACCEPTANCE]
+    assert header == ("model", "acceptance", "95% interval", "bar, 0–100%")
+    assert rows[0][:2] == ("challenger", "75.0%") and rows[0][2].endswith("%")
+    assert rows[1] == ("champion, base", "0.0%", "0.0%–0.0%", "·" * report.BAR_CELLS)
+    assert rows[0][3] == "█" * 7 + "▌" + "··"
+    header, rows = built.ui_tables[report.MEASURES]
+    assert header == ("measure", "challenger", "champion, base")
+    assert [r[0] for r in rows] == ["generation rate", "exact match", "ES", "replay acceptance", "HumanEval pass@1"]
+    assert rows[1][1:] == ("75.0%", "0.0%") and rows[3][1:] == ("30.0%", "10.0%")
+    header, rows = built.ui_tables[report.BY_SOURCE_KIND]
+    assert header == ("source kind", "challenger", "champion, base")
+    assert [r[0] for r in rows] == ["accepted_edited", "rejected_rewritten"]
+    # At most four columns: they fit an asset overview's metadata column.
+    assert all(len(h) <= 4 for h, _ in built.ui_tables.values())
+    assert report.bar(0.5, 4) == "██··" and report.bar(1 / 32, 4) == "▏···"
+    assert report.bar(2.0, 2) == "██" and report.bar(-1.0, 2) == "··"

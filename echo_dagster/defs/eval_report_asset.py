@@ -19,8 +19,9 @@ _GENERATION = GenerationConfig()
 
 
 class EvalConfig(dg.Config):
-    base_model: str = Field(default_factory=default_spec, description="The base model's spec, measured as the "
-                                                                      "baseline (and the champion while none is).")
+    # A default, not a factory: the Launchpad shows it.
+    base_model: str = Field(default=default_spec(), description="The base model's spec, measured as the baseline "
+                                                                "(and the champion while none is).")
     max_rows: int = Field(default=300, description="Held-out rows of the eval set to score (a stable sample).")
     replay_completions: int = Field(default=120, description="Completions of the replay A/B on held-out files, "
                                                              "per model (0: no replay).")
@@ -108,20 +109,52 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
     context.log.info(f"Promotion gate: {'promoted' if verdict.promote else 'not promoted'} — "
                      + "; ".join(verdict.reasons))
 
-    tables = list(built.tables)
-    metadata = {"report": dg.MetadataValue.path(str(page)), "challenger": challenger,
-                "champion": registry.champion() or config.base_model, "promoted": verdict.promote,
-                "decision": decision, "eval_rows": len(rows),
-                "models": dg.MetadataValue.md(built.markdown(tables[0])),
-                "by_language": dg.MetadataValue.md(built.markdown(tables[1])),
-                "by_source_kind": dg.MetadataValue.md(built.markdown(tables[2])),
-                "chart": dg.MetadataValue.md(built.chart_markdown()),
-                "figures": dg.MetadataValue.json(built.figures)}
+    metadata = {
+        "promoted": verdict.promote,
+        # Markdown: the UI wraps it (a text value stays on one line, cut off).
+        "gate": dg.MetadataValue.md(f"**{'Promoted' if verdict.promote else 'Not promoted'}**: "
+                                    + "; ".join(verdict.reasons)),
+        "report": dg.MetadataValue.path(str(page)),
+        "acceptance": _table(built.ui_tables[report.ACCEPTANCE], _ACCEPTANCE_HELP),
+        "measures": _table(built.ui_tables[report.MEASURES], _MEASURES_HELP),
+        "challenger": challenger, "champion": registry.champion() or config.base_model,
+        "repository_baseline": repository["name"] if repository else "(none: run baseline_job)",
+        "eval_rows": len(rows), "decision": decision,
+        "by_language": _table(built.ui_tables[report.BY_LANGUAGE]),
+        "by_source_kind": _table(built.ui_tables[report.BY_SOURCE_KIND]),
+        "chart_png": dg.MetadataValue.md(built.chart_markdown()),
+        "figures": dg.MetadataValue.json(built.figures),
+    }
+    # Every role every time (NaN when a role has no model), so that the plots have no gaps.
     for role in ROLES:
         result = by_role(results, role)
-        if result is not None:
-            metadata[f"acceptance/{role}"] = result.summary["acceptance"][0]
+        metadata[f"acceptance/{role}"] = dg.MetadataValue.float(
+            round(result.summary["acceptance"][0], 4) if result is not None and result.summary.get("n")
+            else float("nan"))
     yield dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
         check_name="promotion_gate", passed=verdict.promote, severity=dg.AssetCheckSeverity.WARN,
         description="; ".join(verdict.reasons),
         metadata={k: v for k, v in verdict.figures.items() if isinstance(v, (int, float))})])
+
+
+_ACCEPTANCE_HELP = {
+    "model": "the models measured, by role: the challenger (the latest Echo checkpoint), the champion, the base "
+             "model, the repository-files baseline; their names: challenger, champion, repository_baseline",
+    "acceptance": "share of the held-out rows whose proposal a user would accept: not empty, edit similarity >= "
+                  "0.8 with as many first lines of the target",
+    "95% interval": "bootstrap interval of the acceptance",
+}
+_MEASURES_HELP = {
+    "measure": "generation rate: characters of the proposals that survive in the targets, per target character; "
+               "exact match: the proposal is the target; ES: mean edit similarity with the target; replay "
+               "acceptance: acceptance in the replay A/B on held-out files; HumanEval pass@1: the forgetting "
+               "guard, one-line HumanEval solutions that pass",
+}
+
+
+def _table(table: report.Table, help: dict[str, str] | None = None) -> dg.TableMetadataValue:
+    """A report table as a table metadata value: the UI shows it inline, whatever its size."""
+    header, rows = table
+    help = help or {}
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, "string", description=help.get(name)) for name in header])
+    return dg.MetadataValue.table(records=[dg.TableRecord(dict(zip(header, row))) for row in rows], schema=schema)

@@ -6,8 +6,10 @@ import dagster as dg
 from echo_dagster.defs.partitions import daily_partitions
 from echo_dagster.defs.refined_targets_asset import refined_targets
 from echo_dagster.defs.resources import OptOutList, Warehouse
-from echo_dagster.filters.partition import DEDUP_WINDOW_DAYS, filter_partition, leaks
+from echo_dagster.filters.deidentify import PLACEHOLDERS
+from echo_dagster.filters.partition import DEDUP_WINDOW_DAYS, FilterResult, filter_partition, leaks
 from echo_dagster.filters.pipeline import REASONS
+from echo_dagster.harvest.refine import REASONS as REFINE_REASONS
 
 ACCOUNTING_CHECK = "accounting_check"
 NO_PII_CHECK = "no_pii_check"
@@ -57,13 +59,7 @@ def filtered_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse, op
             "SELECT count(*) FROM filtered_dataset WHERE partition_date = $d AND drop_reason IS NULL "
             "AND (list_contains($users, user_id) OR list_contains($tenants, tenant_id))",
             {"d": day, "users": sorted(users), "tenants": sorted(tenants)}).fetchone()[0]
-    metadata = {"dagster/row_count": result.kept_train, "rows_in": result.rows_in,
-                "kept_train": result.kept_train, "kept_eval": result.kept_eval}
-    metadata |= {f"dropped/{r}": result.dropped.get(r, 0) for r in REASONS}
-    metadata |= {f"dropped/{r}": n for r, n in result.dropped.items() if r not in REASONS}  # refine reasons
-    metadata |= {f"pii/{e}": n for e, n in result.pii_found.items()}
-    metadata |= {f"seconds/{step}": t for step, t in result.seconds.items()}
-    yield dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=_metadata(result, stored))
     accounted = result.kept_train + result.kept_eval + sum(result.dropped.values())
     yield dg.AssetCheckResult(check_name=ACCOUNTING_CHECK, passed=in_rows == stored == accounted,
                               description=f"{in_rows} refined rows, {stored} stored, {accounted} kept or dropped")
@@ -76,3 +72,24 @@ def filtered_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse, op
                               description=f"{repeated} repeated dedup keys among training examples")
     yield dg.AssetCheckResult(check_name=NO_OPT_OUT_CHECK, passed=kept_opted == 0,
                               description=f"{kept_opted} kept rows of opted-out users or tenants")
+
+
+# The filters' steps, timed (filters.pipeline's laps).
+STEPS = ("opt_out", "syntax", "deidentify", "noise", "dedup", "decontamination")
+
+
+def _metadata(result: FilterResult, stored: int) -> dict:
+    """The same numeric keys every day, zeros included, so that the UI plots each across partitions
+    without gaps. `dagster/row_count`: the partition's rows in table filtered_dataset (kept and
+    dropped)."""
+    metadata = {"dagster/row_count": stored, "rows_in": result.rows_in, "kept_train": result.kept_train,
+                "kept_eval": result.kept_eval, "dropped": sum(result.dropped.values())}
+    # The filters' reasons, then a refined row's own (a completion without a target).
+    reasons = REASONS + tuple(r for r in REFINE_REASONS if r not in REASONS)
+    metadata |= {f"dropped/{r}": result.dropped.get(r, 0) for r in reasons}
+    metadata |= {f"dropped/{r}": n for r, n in result.dropped.items() if r not in reasons}  # a reason added later
+    metadata |= {f"pii/{e}": result.pii_found.get(e, 0) for e in PLACEHOLDERS}
+    metadata |= {f"pii/{e}": n for e, n in result.pii_found.items() if e not in PLACEHOLDERS}
+    metadata |= {f"seconds/{s}": result.seconds.get(s, 0.0) for s in STEPS}
+    metadata |= {f"seconds/{s}": t for s, t in result.seconds.items() if s not in STEPS}
+    return metadata

@@ -5,6 +5,7 @@ import time
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -21,6 +22,11 @@ from echo_dagster.training.repository import repository_examples
 from echo_dagster.training.trainer import Progress, TrainSettings, eta_text, train
 
 _DEFAULTS = TrainSettings()
+# The Launchpad's YAML: every choice a word that YAML reads as that word (YAML 1.1 reads `no`, `on`,
+# `yes` as booleans, and the asset Launchpad re-writes the defaults without quotes). accelerate's own
+# spelling of full precision is "no"; an older run config that says 'no' (quoted) still validates.
+Precision = Literal["fp32", "bf16", "fp16", "no"]
+_ACCELERATE_PRECISION = {"fp32": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 class TrainConfig(dg.Config):
@@ -30,11 +36,14 @@ class TrainConfig(dg.Config):
     replay_share: float = Field(default=0.0, description="Add older examples (before the window), as a share of "
                                                          "the window's, to limit forgetting.")
     min_examples: int = Field(default=16, description="Fewer examples than this: no training, a skip with counts.")
-    start_from: str = Field(default="base", description="'base': the base model; 'champion': the current champion "
-                                                        "(the base when there is none).")
-    base_model: str = Field(default_factory=default_spec, description="Model spec of the base (see README, "
-                                                                      "'The model runtime').")
-    method: str = Field(default=_DEFAULTS.method, description="'lora' (peft) or 'full' (every weight).")
+    start_from: Literal["base", "champion"] = Field(
+        default="base", description="base: the base model; champion: the current champion (the base when there is "
+                                    "none).")
+    # A default, not a factory: the Launchpad shows it.
+    base_model: str = Field(default=default_spec(), description="Model spec of the base (see README, 'The model "
+                                                                "runtime').")
+    method: Literal["lora", "full"] = Field(default=_DEFAULTS.method, description="lora (peft) or full (every "
+                                                                                   "weight).")
     lora_r: int = Field(default=_DEFAULTS.lora_r, description="LoRA rank.")
     lora_alpha: int = Field(default=_DEFAULTS.lora_alpha, description="LoRA scaling (alpha / r multiplies the update).")
     lora_dropout: float = Field(default=_DEFAULTS.lora_dropout, description="Dropout on the LoRA input.")
@@ -51,7 +60,9 @@ class TrainConfig(dg.Config):
     seed: int = Field(default=_DEFAULTS.seed, description="Seeds the sample, the batch order and the weights.")
     save_every: int = Field(default=_DEFAULTS.save_every, description="Save resumable state every K steps.")
     gradient_checkpointing: bool = Field(default=False, description="Less memory, about 25% slower.")
-    mixed_precision: str = Field(default="no", description="'no' (fp32, CPU) or 'bf16' (a GPU that has it).")
+    mixed_precision: Precision = Field(
+        default="fp32", description="fp32 (full precision: a CPU), bf16 (a GPU that has it) or fp16. 'no', quoted, "
+                                    "is an older name of fp32.")
 
 
 @dg.asset(
@@ -125,7 +136,8 @@ def train_and_register(context: dg.AssetExecutionContext, config: TrainConfig, r
     champion = registry.champion() if config.start_from == "champion" else None
     base = str(registry.local(champion) / "merged") if champion else config.base_model
     settings = TrainSettings(**{k: getattr(config, k) for k in asdict(_DEFAULTS) if hasattr(config, k)}
-                             | {"target_modules": tuple(config.target_modules), "max_tokens": max_tokens})
+                             | {"target_modules": tuple(config.target_modules), "max_tokens": max_tokens,
+                                "mixed_precision": _ACCELERATE_PRECISION[config.mixed_precision]})
     name = f"{name}-{data_hash([(data_meta['hash'], base, json.dumps(asdict(settings), sort_keys=True))])[:10]}"
     work = home.echo_home() / "training" / name
     bar = tqdm(desc=name, unit="step")
@@ -152,10 +164,15 @@ def train_and_register(context: dg.AssetExecutionContext, config: TrainConfig, r
     (work / "checkpoint" / "echo_meta.json").write_text(json.dumps(meta, indent=2))
     address = registry.publish(work / "checkpoint", name)
     shutil.rmtree(work, ignore_errors=True)  # published; the resumable state is no longer needed
+    # Numbers every time (NaN for none), so that the UI plots each across checkpoints.
     return dg.MaterializeResult(metadata={
         "name": name, "address": address, "examples": len(examples), "steps": result.steps,
-        "resumed_from": result.resumed_from, "final_loss": result.final_loss, "tokens": result.tokens,
-        "tokens_per_s": round(result.tokens / result.seconds) if result.seconds else None,
+        "resumed_from": result.resumed_from or 0,
+        "final_loss": dg.MetadataValue.float(float(result.final_loss) if result.final_loss is not None
+                                             else float("nan")),
+        "tokens": result.tokens,
+        "tokens_per_s": dg.MetadataValue.float(float(round(result.tokens / result.seconds)) if result.seconds
+                                               else float("nan")),
         "data_hash": data_meta["hash"]} | ({"data_cutoff": data_meta["cutoff"]} if "cutoff" in data_meta else {}))
 
 

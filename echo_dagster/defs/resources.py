@@ -45,8 +45,11 @@ class Warehouse(dg.ConfigurableResource):
     lock_wait_s: float = 600.0
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = False, window=None) -> Iterator[duckdb.DuckDBPyConnection]:
-        with warehouse.connect(self.path, read_only=read_only, wait_s=self.lock_wait_s, window=window) as con:
+    def connect(self, read_only: bool = False, window=None,
+                wait_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """`wait_s`: how long to wait for another process's lock (default: `lock_wait_s`)."""
+        wait = self.lock_wait_s if wait_s is None else wait_s
+        with warehouse.connect(self.path, read_only=read_only, wait_s=wait, window=window) as con:
             yield con
 
 

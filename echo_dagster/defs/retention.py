@@ -67,19 +67,22 @@ def opt_out_purge_job():
 
 
 retention_schedule = dg.ScheduleDefinition(
-    job=retention_job, cron_schedule="0 3 * * *", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING, description="Daily at 03:00 UTC, after the harvest.")
+    name="retention_schedule", job=retention_job, cron_schedule="0 3 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily at 03:00 UTC, after the harvest: retention_job deletes raw experience older than "
+                f"{RetentionConfig.model_fields['keep_days'].default} days (ECHO_RETENTION_DAYS).")
 
 
-@dg.sensor(job=opt_out_purge_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(job=opt_out_purge_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Every minute: requests opt_out_purge_job when the opt-out list (ECHO_OPT_OUT) changes "
+                       "(run key: its content's hash).")
 def opt_out_sensor(context: dg.SensorEvaluationContext, opt_out: OptOutList):
-    """Requests opt_out_purge_job when the opt-out list changes (run key: its content's hash)."""
     path = Path(opt_out.path)
     text = path.read_bytes() if path.is_file() else b""
     if not text.strip():
-        return dg.SkipReason(f"{path}: nobody opted out")
+        return dg.SkipReason(f"Nobody opted out: {path} lists no one.")
     digest = hashlib.sha256(text).hexdigest()[:16]
     if context.cursor == digest:
-        return dg.SkipReason(f"{path} unchanged since the last purge")
+        return dg.SkipReason(f"{path} is unchanged since the last purge.")
     context.update_cursor(digest)
     return dg.RunRequest(run_key=f"opt-out-{digest}")

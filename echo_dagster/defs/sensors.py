@@ -7,32 +7,50 @@ from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint
 from echo_dagster.defs.jobs import eval_job, train_job
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
 from echo_dagster.training.window import training_rows_after
+from echo_dagster.warehouse import WarehouseBusy
 
 # Training examples since the latest checkpoint's data that start a new training; the demo sets a
 # small value (ECHO_RETRAIN_THRESHOLD).
 DEFAULT_THRESHOLD = 5_000
+# A tick must end well within the daemon's sensor timeout (60 s); a harvest holds the warehouse
+# only for its last short write.
+WAREHOUSE_WAIT_S = 20.0
 
 
-@dg.sensor(job=train_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING)
+def threshold() -> int:
+    return int(os.environ.get("ECHO_RETRAIN_THRESHOLD", DEFAULT_THRESHOLD))
+
+
+@dg.sensor(
+    job=train_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
+    description=f"Every 5 minutes: requests train_job when {threshold():,} training examples "
+                "(ECHO_RETRAIN_THRESHOLD) arrived in partitions after the latest Echo checkpoint's data cutoff. "
+                "Run key: that cutoff, so a training of the same data is never launched twice.",
+)
 def retrain_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse, models: ModelRegistry):
-    """Requests train_job when enough training examples arrived in partitions after the data cutoff
-    of the latest checkpoint. The run key is that cutoff: the same training is never launched twice."""
-    threshold = int(os.environ.get("ECHO_RETRAIN_THRESHOLD", DEFAULT_THRESHOLD))
+    needed = threshold()
     latest = models.registry().latest()
     cutoff = latest["data"]["cutoff"] if latest else None
-    with warehouse.connect(read_only=True) as con:
-        count, newest = training_rows_after(con, cutoff)
+    try:
+        with warehouse.connect(read_only=True, wait_s=WAREHOUSE_WAIT_S) as con:
+            count, newest = training_rows_after(con, cutoff)
+    except WarehouseBusy:
+        return dg.SkipReason(f"The warehouse stayed locked by a writer for {WAREHOUSE_WAIT_S:.0f} s; "
+                             "the next tick counts again.")
     context.update_cursor(json.dumps({"cutoff": cutoff, "new_rows": count, "newest": str(newest) if newest else None}))
-    if count < threshold:
-        return dg.SkipReason(f"{count} training examples after cutoff {cutoff or '(no checkpoint yet)'}; "
-                             f"{threshold} start a training")
+    since = f"after the data cutoff {cutoff} of {latest['name']}" if latest else "(no Echo checkpoint yet)"
+    if count < needed:
+        return dg.SkipReason(f"{count} training examples {since}; {needed} start a training.")
     return dg.RunRequest(run_key=f"after-{cutoff or 'start'}",
-                         tags={"echo/data_cutoff": cutoff or "", "echo/new_rows": str(count)})
+                         tags={"echo/data_cutoff": cutoff or "none", "echo/new_rows": str(count)})
 
 
-@dg.asset_sensor(asset_key=finetuned_checkpoint.key, job=eval_job, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.asset_sensor(
+    asset_key=finetuned_checkpoint.key, job=eval_job, default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests eval_job for every new finetuned_checkpoint (run key: evaluate-<checkpoint>), so "
+                "that each challenger meets the promotion gate once.",
+)
 def evaluate_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    """Requests eval_job for every new checkpoint: each challenger meets the promotion gate once."""
     materialization = asset_event.asset_materialization
     name = materialization.metadata["name"].value if materialization else asset_event.run_id
     return dg.RunRequest(run_key=f"evaluate-{name}", tags={"echo/challenger": str(name)})

@@ -7,7 +7,7 @@ import base64
 import html
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from echo_dagster.evaluation.gate import Verdict
@@ -16,12 +16,26 @@ from echo_dagster.evaluation.suite import ArmResult
 Table = tuple[tuple[str, ...], list[tuple[str, ...]]]  # header, rows
 
 
+# The Dagster UI shows a table metadata value inline at any size but a Markdown one only under
+# 1,000 characters (else behind "[Show Markdown]"), and cuts off what is wider than its column (about
+# 450 pixels on an asset's overview): the UI gets narrow tables, one question each (`ui_tables`),
+# the models named by their roles (the names are in the asset's metadata), and the chart as bars of
+# text.
+ACCEPTANCE = "Acceptance on the held-out eval set"
+MEASURES = "Other measures"
+BY_LANGUAGE = "Acceptance by language"
+BY_SOURCE_KIND = "Acceptance by source kind"
+BAR_CELLS = 10
+ROLE_ORDER = ("challenger", "champion", "base", "repository")
+
+
 @dataclass(frozen=True)
 class Report:
     title: str
     tables: dict[str, Table]  # caption -> table
     chart_png: bytes
     figures: dict  # everything, as JSON
+    ui_tables: dict[str, Table] = field(default_factory=dict)  # caption -> a narrow table for the Dagster UI
 
     def markdown(self, caption: str) -> str:
         header, rows = self.tables[caption]
@@ -65,7 +79,58 @@ def build(title: str, results: list[ArmResult], verdict: Verdict | None, context
     figures = {**context, "models": [_figures(r) for r in results],
                "gate": {"promote": verdict.promote, "reasons": verdict.reasons, "figures": verdict.figures}
                if verdict else None}
-    return Report(title, tables, _chart(results), figures)
+    ui = {ACCEPTANCE: _acceptance(results), MEASURES: _measures(results),
+          BY_LANGUAGE: _by_group(results, "by_language", "language"),
+          BY_SOURCE_KIND: _by_group(results, "by_source_kind", "source kind")}
+    return Report(title, tables, _chart(results), figures, ui)
+
+
+def _by_roles(results: list[ArmResult]) -> list[ArmResult]:
+    """The models, the challenger first, then the champion, the base, the repository baseline."""
+    return sorted(results, key=lambda r: min(ROLE_ORDER.index(role) for role in r.arm.roles))
+
+
+def _role(r: ArmResult) -> str:
+    return ", ".join(sorted(r.arm.roles, key=ROLE_ORDER.index))
+
+
+def _acceptance(results: list[ArmResult]) -> Table:
+    """Per model: acceptance, its interval and a bar (the bars' scale: the highest upper bound)."""
+    results = _by_roles(results)
+    values = [r.summary.get("acceptance") for r in results]
+    top = max((v[2] for v in values if v), default=0.0)
+    scale = next((s for s in (0.05, 0.1, 0.2, 0.25, 0.5, 1.0) if top <= s), 1.0)
+    header = ("model", "acceptance", "95% interval", f"bar, 0–{scale:.0%}")
+    rows = [(_role(r), _pct(v[0] if v else None), f"{v[1]:.1%}–{v[2]:.1%}" if v else "–",
+             bar(v[0] / scale if v else 0.0)) for r, v in zip(results, values)]
+    return header, rows
+
+
+def _measures(results: list[ArmResult]) -> Table:
+    """A row per measure, a column per model."""
+    results = _by_roles(results)
+    header = ("measure", *map(_role, results))
+    rows = [(label, *(_pct(r.summary[m][0] if r.summary.get(m) else None) for r in results))
+            for m, label in (("generation_rate", "generation rate"), ("exact_match", "exact match"),
+                             ("edit_similarity", "ES"))]
+    rows.append(("replay acceptance", *(_pct((r.replay or {}).get("acceptance_rate")) for r in results)))
+    rows.append(("HumanEval pass@1", *(_pct(r.humaneval_pass_at_1) for r in results)))
+    return header, rows
+
+
+def _by_group(results: list[ArmResult], attribute: str, label: str) -> Table:
+    """A row per group, a column per model: acceptance and the group's rows."""
+    results = _by_roles(results)
+    groups = sorted({g for r in results for g in getattr(r, attribute)})
+    return (label, *map(_role, results)), [(g, *(_cell(getattr(r, attribute).get(g)) for r in results))
+                                           for g in groups]
+
+
+def bar(share: float, cells: int = BAR_CELLS) -> str:
+    """`share` (0 to 1) of `cells` character cells, in eighths of a cell."""
+    eighths = round(max(0.0, min(1.0, share)) * cells * 8)
+    full, rest = divmod(eighths, 8)
+    return ("█" * full + ("▏▎▍▌▋▊▉"[rest - 1] if rest else "")).ljust(cells, "·")
 
 
 def _overall(results: list[ArmResult]) -> Table:
