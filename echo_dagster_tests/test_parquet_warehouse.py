@@ -96,7 +96,8 @@ sys.exit(0 if result.success else 1)
 
 def test_workers_write_different_days_at_once(landing, tmp_path):
     parquet = f"parquet:{tmp_path / 'pq'}"
-    env = {"PYTHONPATH": str(REPO), "ECHO_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(REPO), "ECHO_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin",
+           "ECHO_START_DATE": "2026-01-01"}  # the fixed days lie before the data an empty ECHO_HOME holds
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, landing.url, parquet, day.isoformat()], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for day in DAYS]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
