@@ -42,6 +42,8 @@ postgres:
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
 
 test: setup postgres
+	# The layers of .importlinter: each imports only the layers below it.
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q; status=$$?; [ $$status -eq 5 ] && echo "no tests collected" && exit 0; exit $$status
 
 ui: setup instance

@@ -26,12 +26,12 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
+from report import report, table
 
+from echo_dagster.corpus import DEFAULT_CORPUS, scan_source
 from echo_dagster.landing import LocalLandingStore
 from echo_dagster.simulate.oracle import half_right
 from echo_dagster.simulate.run import SimulationSpec, simulate
-from echo_dagster.simulate.sources import DEFAULT_CORPUS, scan_source
-from report import report, table
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -30,10 +30,19 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from echo_dagster.capture.loadtest import (BigPosts, LocalServer, SlowClients, big_events_body, continue_posts,
-                                           junk_lines_body, landed_once, run_load)
-from echo_dagster.capture.tokens import TokenStore
 from report import report
+
+from echo_dagster.capture.loadtest import (
+    BigPosts,
+    LocalServer,
+    SlowClients,
+    big_events_body,
+    continue_posts,
+    junk_lines_body,
+    landed_once,
+    run_load,
+)
+from echo_dagster.capture.tokens import TokenStore
 
 
 def main() -> None:

@@ -22,15 +22,16 @@ from report import report
 def main() -> None:
     import torch
 
-    from echo_dagster import home
-    from echo_dagster.model.generation import CompletionRequest, GenerationConfig, complete, prompt_ids
-    from echo_dagster.model.loading import default_spec, load_model
-    from echo_dagster.simulate.sources import scan_source
+    from echo_dagster import env
+    from echo_dagster.completion import CompletionRequest
+    from echo_dagster.corpus import scan_source
+    from echo_dagster.model.generation import GenerationConfig, complete, prompt_ids
+    from echo_dagster.model.loading import load_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--model", default=default_spec())
+    parser.add_argument("--model", default=env.base_model())
     parser.add_argument("--source", default="dagster_shared")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -42,7 +43,7 @@ def main() -> None:
         text = rng.choice(files).text
         cut = rng.randrange(len(text) // 4, len(text))
         requests.append(CompletionRequest(text[:cut], text[cut:]))
-    loaded = load_model(args.model, home.echo_home() / "models", device=args.device)
+    loaded = load_model(args.model, env.models_cache(), device=args.device)
     model, tokenizer = loaded.model, loaded.tokenizer
     config = GenerationConfig(batch_size=args.batch_size, max_new_tokens=32)
     prompts = [prompt_ids(tokenizer, r, config.context_tokens) for r in requests]

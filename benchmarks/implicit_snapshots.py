@@ -16,12 +16,13 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
+from report import report, table
+
+from echo_dagster.corpus import DEFAULT_CORPUS, scan_source
 from echo_dagster.landing import LocalLandingStore
 from echo_dagster.simulate.client_logs import measure_recovery
 from echo_dagster.simulate.oracle import half_right
 from echo_dagster.simulate.run import SimulationSpec, simulate
-from echo_dagster.simulate.sources import DEFAULT_CORPUS, scan_source
-from report import report, table
 
 
 def main() -> None:

@@ -32,9 +32,8 @@ VARIANTS = {
 
 
 def run_variant(overrides: dict, steps: int, mixed_precision: str) -> dict:
-    from echo_dagster import home
-    from echo_dagster.model.loading import default_spec
-    from echo_dagster.simulate.sources import DEFAULT_CORPUS
+    from echo_dagster import env
+    from echo_dagster.corpus import DEFAULT_CORPUS
     from echo_dagster.training.repository import repository_examples
     from echo_dagster.training.trainer import TrainSettings, train
 
@@ -43,7 +42,7 @@ def run_variant(overrides: dict, steps: int, mixed_precision: str) -> dict:
     marks = []
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = train(default_spec(), home.echo_home() / "models", examples, Path(tmp) / "w", Path(tmp) / "o",
+        result = train(env.base_model(), env.models_cache(), examples, Path(tmp) / "w", Path(tmp) / "o",
                        settings, lambda p: marks.append((time.perf_counter(), p.step)))
         total = time.perf_counter() - start
     step_s = [b[0] - a[0] for a, b in zip(marks, marks[1:])]  # from the second step on

@@ -8,8 +8,9 @@ import os
 import sys
 from datetime import date, datetime, timedelta, timezone
 
-from echo_dagster import home
-from echo_dagster.simulate.sources import DEFAULT_CORPUS
+from echo_dagster import env
+from echo_dagster.corpus import DEFAULT_CORPUS
+from echo_dagster.landing import open_store
 
 # Real code that installs with the project and is newer than the base model's training data
 # (dagster-shared was split out of dagster in 2025).
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "import":
         return run_import(args)
     if args.command == "simulate":
-        return 0 if run_simulate(args, args.start, args.landing or home.landing_url()) else 2
+        return 0 if run_simulate(args, args.start, args.landing or env.landing_url()) else 2
     return run_demo(args)
 
 
@@ -72,15 +73,15 @@ def _simulation_options(parser, *, users: int, sessions: int, max_completions: i
 def run_simulate(args, start: date, landing_url: str):
     """Runs the simulator; returns its summary, or None after printing why it could not run."""
     from echo_dagster.model.generation import complete
-    from echo_dagster.model.loading import default_spec, load_model
+    from echo_dagster.model.loading import load_model
     from echo_dagster.simulate.run import SimulationSpec, simulate
 
-    landing = _store(landing_url)
-    truth = _store(landing_url.rstrip("/") + "-truth")
-    model = args.model or default_spec()
+    landing = open_store(landing_url)
+    truth = open_store(landing_url.rstrip("/") + "-truth")
+    model = args.model or env.base_model()
 
     def propose(requests):  # the model loads only once the source has been scanned
-        return complete(load_model(model, home.echo_home() / "models"), requests, progress=True)
+        return complete(load_model(model, env.models_cache()), requests, progress=True)
 
     spec = SimulationSpec(source=args.source, start=start, days=args.days, users=args.users,
                           sessions_per_user_day=args.sessions_per_user_day, max_completions=args.max_completions,
@@ -99,7 +100,7 @@ def run_import(args) -> int:
     from echo_dagster.clients.importer import import_logs
 
     try:
-        summary = import_logs(args.client, args.paths, _store(args.landing or home.landing_url()), args.tenant)
+        summary = import_logs(args.client, args.paths, open_store(args.landing or env.landing_url()), args.tenant)
     except (OSError, ValueError) as err:
         print(f"echo-dagster: {err}", file=sys.stderr)
         return 2
@@ -125,32 +126,25 @@ def run_token(args) -> int:
     return 0
 
 
-def _store(url: str):
-    from echo_dagster.defs.resources import LandingZone, s3_resource
-
-    return LandingZone(url=url, s3=s3_resource()).store()
-
-
 def run_demo(args) -> int:
-    os.environ.setdefault("DAGSTER_HOME", str(home.dagster_home()))
-    home.dagster_home().mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("DAGSTER_HOME", str(env.dagster_home()))
+    env.dagster_home().mkdir(parents=True, exist_ok=True)
     yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
     demo_days = tuple(yesterday - timedelta(days=n) for n in reversed(range(args.days)))
-    start = os.environ.get("ECHO_START_DATE")
+    start = env.start_date()
     if start and date.fromisoformat(start) > demo_days[0]:
         print(f"echo-dagster: ECHO_START_DATE={start} comes after the demo's first day {demo_days[0]}: unset it "
               "or set an earlier day", file=sys.stderr)
         return 2
-    print(f"ECHO_HOME={home.echo_home()}")
+    print(f"ECHO_HOME={env.echo_home()}")
     # Simulated before the definitions load: the daily partitions start at the landing zone's first day.
-    if run_simulate(args, demo_days[0], home.landing_url()) is None:
+    if run_simulate(args, demo_days[0], env.landing_url()) is None:
         return 2
     # Imported here so that DAGSTER_HOME and ECHO_HOME are settled before definitions load.
     import dagster as dg
 
     from echo_dagster import warehouse
     from echo_dagster.definitions import defs
-
     from echo_dagster.defs.daemon_state import adopt_run
 
     instance = dg.DagsterInstance.get()
@@ -164,7 +158,7 @@ def run_demo(args) -> int:
         adopt_run(instance, result.run_id)  # listed under harvest_job in the UI, as a launched run is
         failed += not result.success
         print(f"harvest_job[{day}]: {'success' if result.success else 'FAILED'} (run {result.run_id})")
-    with warehouse.connect(home.warehouse_path(), read_only=True) as con:
+    with warehouse.connect(env.warehouse_url(), read_only=True) as con:
         _print_summary(con, demo_days)
     if args.train_steps and not failed:
         failed += not _demo_loop(dg, defs, instance, args)
@@ -183,11 +177,10 @@ def _demo_loop(dg, defs, instance, args) -> bool:
     from dagster._core.utils import make_new_run_id
 
     from echo_dagster.defs import daemon_state
-    from echo_dagster.model.loading import default_spec
 
     os.environ.setdefault("ECHO_RETRAIN_THRESHOLD", str(DEMO_RETRAIN_THRESHOLD))
     # A few dozen examples and a few steps: a higher learning rate than the default's 3e-4.
-    train = {"base_model": args.model or default_spec(), "min_examples": 8, "epochs": 10, "learning_rate": 1e-3,
+    train = {"base_model": args.model or env.base_model(), "min_examples": 8, "epochs": 10, "learning_rate": 1e-3,
              "max_steps": args.train_steps, "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
     evaluate = {"base_model": train["base_model"], "max_rows": args.eval_rows, "replay_source": args.source,
                 "replay_completions": args.replay_completions, "humaneval_problems": args.humaneval_problems}

@@ -17,6 +17,8 @@ from datetime import date
 from pathlib import Path
 from typing import BinaryIO, Callable, Protocol
 
+from echo_dagster import env
+
 EVENT_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 
@@ -235,6 +237,22 @@ class _StreamingRaw(io.RawIOBase):
     def close(self) -> None:
         self._body.close()
         super().close()
+
+
+def open_store(url: str, s3_client_factory: Callable[[], object] | None = None) -> LandingStore:
+    """The landing zone at `url`: a folder, or `s3://bucket/prefix` through `s3_client_factory`
+    (default: boto3's credential chain, with `ECHO_S3_ENDPOINT_URL`). It must pickle: worker
+    processes make their own clients."""
+    if url.startswith("s3://"):
+        bucket, prefix = parse_s3_url(url)
+        return S3LandingStore(s3_client_factory or default_s3_client, bucket, prefix)
+    return LocalLandingStore(url)
+
+
+def default_s3_client():
+    import boto3
+
+    return boto3.client("s3", endpoint_url=env.s3_endpoint_url())
 
 
 def folder_day(name: str) -> date | None:

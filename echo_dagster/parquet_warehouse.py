@@ -21,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 
-from echo_dagster import home, schema
+from echo_dagster import env, schema
 from echo_dagster.partition_files import PartitionFiles
 
 PREFIX = "parquet:"
@@ -32,7 +32,7 @@ def is_parquet(path) -> bool:
 
 
 def _files(path) -> PartitionFiles:
-    return PartitionFiles(str(path)[len(PREFIX):], home.echo_home() / "parquet-cache")
+    return PartitionFiles(str(path)[len(PREFIX):], env.echo_home() / "parquet-cache")
 
 
 def _in_window(day: date, window: tuple[date, date] | None) -> bool:

@@ -13,19 +13,16 @@ import shutil
 from datetime import date, datetime
 from pathlib import Path
 
-from echo_dagster.landing import folder_day, parse_s3_url
+from echo_dagster.landing import default_s3_client, folder_day, parse_s3_url
 
 
 class PartitionFiles:
     def __init__(self, url: str, cache_dir: str | Path):
         self.url = url
         if url.startswith("s3://"):
-            import boto3
-
             self.bucket, prefix = parse_s3_url(url)
             self.prefix = prefix.strip("/")
-            # The same variables as the rest of the project's S3 access; credentials by boto3's chain.
-            self.s3 = boto3.client("s3", endpoint_url=os.environ.get("ECHO_S3_ENDPOINT_URL") or None)
+            self.s3 = default_s3_client()
             self.local = Path(cache_dir) / self.bucket / self.prefix
         else:
             self.s3 = None

@@ -8,7 +8,6 @@ deadline) while another process holds it.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -17,9 +16,8 @@ from pathlib import Path
 
 import duckdb
 
-from echo_dagster import parquet_warehouse, schema
+from echo_dagster import env, parquet_warehouse, schema
 
-MEMORY_LIMIT = "2GB"  # DuckDB's, per connection; ECHO_DUCKDB_MEMORY overrides it
 
 class WarehouseBusy(RuntimeError):
     pass
@@ -78,7 +76,7 @@ def _open(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnecti
     try:
         # Beyond it DuckDB spills to its temp folder beside the file (a day's sort of documents is
         # larger than memory at scale).
-        con.execute(f"SET memory_limit = '{os.environ.get('ECHO_DUCKDB_MEMORY', MEMORY_LIMIT)}'")
+        con.execute(f"SET memory_limit = '{env.duckdb_memory()}'")
         if not read_only:
             schema.create(con)
     except BaseException:

@@ -50,7 +50,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Llama with a BPE tokenizer trained on this repository's code, saved as a
     Hugging Face folder: for tests that need *a* model, not a good one."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     folder = tmp_path_factory.mktemp("tiny-model")

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from echo_dagster import optout
 from echo_dagster.capture import bodies
 from echo_dagster.capture.app import CaptureSettings, create_app
 from echo_dagster.capture.loadtest import LocalServer, SlowClients, continue_body, event, junk_lines_body
@@ -31,7 +32,6 @@ from echo_dagster.clients.continue_dev import continue_completion
 from echo_dagster.clients.implicit import LiveStreams, _cost
 from echo_dagster.clients.records import ClientCompletion, ReadResult
 from echo_dagster.events import REASONS
-from echo_dagster import optout
 
 CONTINUE_DATA = {"completionId": "c-1", "timestamp": "2026-11-21T10:00:00Z", "prefix": "def area(r):\n    ",
                  "suffix": "\n", "completion": "return 3.14 * r * r", "accepted": True, "time": 80,

@@ -5,12 +5,12 @@ hadolint, the images' pins against pyproject.toml, and the GPU executors' config
 import os
 import shutil
 import subprocess
-import tomllib
 import uuid
 
 import boto3
 import dagster as dg
 import pytest
+import tomllib
 import yaml
 from dagster_aws.s3 import S3Resource
 from packaging.requirements import Requirement

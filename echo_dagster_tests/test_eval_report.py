@@ -3,10 +3,10 @@ decision record."""
 
 import json
 
+from echo_dagster.corpus import scan_source
 from echo_dagster.evaluation import gate, offline, report
 from echo_dagster.evaluation.suite import Arm, ArmResult, arms, by_role
 from echo_dagster.simulate.run import SimulationSpec, replay
-from echo_dagster.simulate.sources import scan_source
 from echo_dagster.splits import file_split, repo_of
 from echo_dagster.training.registry import Registry
 from echo_dagster_tests.test_simulate import SOURCE, START, half_right

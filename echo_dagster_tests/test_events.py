@@ -3,7 +3,13 @@ import json
 import pytest
 
 from echo_dagster.events import (
-    CompletionAccepted, CompletionRejected, CompletionShown, DocumentClosed, DocumentSnapshot, EventError, parse_event,
+    CompletionAccepted,
+    CompletionRejected,
+    CompletionShown,
+    DocumentClosed,
+    DocumentSnapshot,
+    EventError,
+    parse_event,
 )
 
 COMMON = {

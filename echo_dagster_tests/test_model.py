@@ -3,9 +3,8 @@
 import pytest
 from transformers import AutoTokenizer
 
-from echo_dagster.model.generation import (
-    CompletionRequest, GenerationConfig, complete, fim_token_ids, postprocess, prompt_ids,
-)
+from echo_dagster.completion import CompletionRequest, postprocess
+from echo_dagster.model.generation import GenerationConfig, complete, fim_token_ids, prompt_ids
 from echo_dagster.model.loading import load_model
 from echo_dagster.syntax import trim_to_boundary
 

@@ -18,7 +18,7 @@ def test_ids_are_the_rest_of_the_line_with_spaces_and_any_unicode(tmp_path):
 def test_a_malformed_line_is_an_error_naming_file_and_line(tmp_path, bad):
     path = tmp_path / "opt_out.txt"
     path.write_text(f"user:ok\n{bad}\n")
-    with pytest.raises(optout.OptOutError, match=rf"opt_out.txt:2: expected 'user:<id>' or 'tenant:<id>'"):
+    with pytest.raises(optout.OptOutError, match=r"opt_out.txt:2: expected 'user:<id>' or 'tenant:<id>'"):
         optout.load(path)
 
 

@@ -1,9 +1,9 @@
 """raw_sessions as a real Dagster materialization, on local and S3 landing zones."""
 
 import uuid
-from pathlib import Path
 from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
 import boto3
 import dagster as dg

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from echo_dagster.evaluation.metrics import edit_similarity, exact_match, first_lines, simulated_accept
+from echo_dagster.corpus import scan_source
 from echo_dagster.events import parse_event
 from echo_dagster.ingest.raw_sessions import ingest_partition
 from echo_dagster.landing import LocalLandingStore
+from echo_dagster.metrics import edit_similarity, exact_match, first_lines, simulated_accept
 from echo_dagster.simulate import oracle
 from echo_dagster.simulate.run import SimulationSpec, simulate
 from echo_dagster.simulate.sessions import NoiseConfig
-from echo_dagster.simulate.sources import scan_source
 
 # A fixed installed package, not this repository: the corpus must not change with every commit.
 SOURCE = str(Path(importlib.util.find_spec("dagster_shared").origin).parent)

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from echo_dagster_tests.conftest import REPO
-from echo_dagster_tests.launchpad import (IS_VALID, REPOSITORY, ROOT_DEFAULT_YAML, js_yaml_roundtrip,
-                                          webserver_context)
+from echo_dagster_tests.launchpad import IS_VALID, REPOSITORY, ROOT_DEFAULT_YAML, js_yaml_roundtrip, webserver_context
 
 REPOSITORY_NAME = "__repository__"
 

@@ -15,12 +15,11 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
-from echo_dagster import home
+from echo_dagster import env, landing, optout
 from echo_dagster.capture.app import CaptureSettings, create_app
 from echo_dagster.capture.guard import ConnectionStats, guarded_protocol
 from echo_dagster.capture.sink import LocalSink, StoreSink
 from echo_dagster.capture.tokens import TokenStore
-from echo_dagster import optout
 
 log = logging.getLogger("echo_dagster.capture")
 
@@ -65,7 +64,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def default_tokens_path() -> Path:
-    return home.echo_home() / "capture" / "tokens.json"
+    return env.echo_home() / "capture" / "tokens.json"
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -106,14 +105,10 @@ def within_fd_limit(settings: CaptureSettings) -> CaptureSettings:
 
 def build_app(landing_url: str, tokens_path: str | Path, node: str | None = None,
               settings: CaptureSettings = CaptureSettings(), connection_stats: ConnectionStats | None = None):
-    from echo_dagster.defs.resources import LandingZone, default_resources, s3_resource
-
     node = node or socket.gethostname()
-    if landing_url.startswith("s3://"):
-        sink = StoreSink(LandingZone(url=landing_url, s3=s3_resource()).store(), node)
-    else:
-        sink = LocalSink(landing_url, node)
-    opt_out = optout.watch(default_resources()["opt_out"].path)
+    sink = StoreSink(landing.open_store(landing_url), node) if landing_url.startswith("s3://") \
+        else LocalSink(landing_url, node)
+    opt_out = optout.watch(env.opt_out_path())
     return create_app(TokenStore(tokens_path), sink, opt_out.value, settings, connection_stats)
 
 
@@ -138,7 +133,7 @@ def serve(host: str, port: int, landing_url: str, tokens_path: str | Path, node:
 def run(args: argparse.Namespace) -> int:
     """`echo-dagster serve`."""
     try:
-        serve(args.host, args.port, args.landing or home.landing_url(), args.tokens or default_tokens_path(),
+        serve(args.host, args.port, args.landing or env.landing_url(), args.tokens or default_tokens_path(),
               args.node, settings_from(args), args.http)
     except RuntimeError as err:
         print(f"echo-dagster: {err}", file=sys.stderr)

@@ -4,15 +4,14 @@ from datetime import date
 import dagster as dg
 from pydantic import Field
 
-from echo_dagster import home
+from echo_dagster import env
+from echo_dagster.corpus import DEFAULT_CORPUS
 from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint, repository_checkpoint
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
 from echo_dagster.evaluation import gate, offline, report
 from echo_dagster.evaluation.suite import ROLES, SuiteSettings, arms, by_role, run_suite
 from echo_dagster.model.generation import GenerationConfig
-from echo_dagster.model.loading import default_spec
 from echo_dagster.simulate.run import SimulationSpec
-from echo_dagster.simulate.sources import DEFAULT_CORPUS
 
 _GATE = gate.GateSettings()
 _GENERATION = GenerationConfig()
@@ -20,7 +19,7 @@ _GENERATION = GenerationConfig()
 
 class EvalConfig(dg.Config):
     # A default, not a factory: the Launchpad shows it.
-    base_model: str = Field(default=default_spec(), description="The base model's spec, measured as the baseline "
+    base_model: str = Field(default=env.base_model(), description="The base model's spec, measured as the baseline "
                                                                 "(and the champion while none is).")
     max_rows: int = Field(default=300, description="Held-out rows of the eval set to score (a stable sample).")
     replay_completions: int = Field(default=120, description="Completions of the replay A/B on held-out files, "
@@ -82,7 +81,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
         humaneval_problems=config.humaneval_problems, resamples=config.resamples)
     measured = arms(config.base_model, checkpoint(champion) if champion else None, checkpoint(challenger),
                     checkpoint(repository["name"]) if repository else None)
-    results = run_suite(measured, rows, settings, home.echo_home() / "models", log=context.log.info)
+    results = run_suite(measured, rows, settings, env.models_cache(), log=context.log.info)
 
     new, old = by_role(results, "challenger"), by_role(results, "champion")
     if new is old:
@@ -99,7 +98,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
     built = report.build(f"Echo evaluation {stamp}: {challenger}", results, verdict,
                          {"challenger": challenger, "champion_before": old.arm.name, "eval_rows": len(rows),
                           "config": config.model_dump()})
-    page = built.write(home.echo_home() / "reports" / f"{stamp}-{challenger}")
+    page = built.write(env.echo_home() / "reports" / f"{stamp}-{challenger}")
     context.log.info(f"Report: {page}")
     if verdict.promote:
         registry.set_champion(challenger, "; ".join(verdict.reasons))

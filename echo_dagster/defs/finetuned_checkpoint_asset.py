@@ -11,11 +11,10 @@ import dagster as dg
 from pydantic import Field
 from tqdm import tqdm
 
-from echo_dagster import home
+from echo_dagster import env
+from echo_dagster.corpus import DEFAULT_CORPUS
 from echo_dagster.defs.filtered_dataset_asset import filtered_dataset
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
-from echo_dagster.model.loading import default_spec
-from echo_dagster.simulate.sources import DEFAULT_CORPUS
 from echo_dagster.training import window
 from echo_dagster.training.examples import data_hash
 from echo_dagster.training.repository import repository_examples
@@ -40,7 +39,7 @@ class TrainConfig(dg.Config):
         default="base", description="base: the base model; champion: the current champion (the base when there is "
                                     "none).")
     # A default, not a factory: the Launchpad shows it.
-    base_model: str = Field(default=default_spec(), description="Model spec of the base (see README, 'The model "
+    base_model: str = Field(default=env.base_model(), description="Model spec of the base (see README, 'The model "
                                                                 "runtime').")
     method: Literal["lora", "full"] = Field(default=_DEFAULTS.method, description="lora (peft) or full (every "
                                                                                    "weight).")
@@ -139,7 +138,7 @@ def train_and_register(context: dg.AssetExecutionContext, config: TrainConfig, r
                              | {"target_modules": tuple(config.target_modules), "max_tokens": max_tokens,
                                 "mixed_precision": _ACCELERATE_PRECISION[config.mixed_precision]})
     name = f"{name}-{data_hash([(data_meta['hash'], base, json.dumps(asdict(settings), sort_keys=True))])[:10]}"
-    work = home.echo_home() / "training" / name
+    work = env.echo_home() / "training" / name
     bar = tqdm(desc=name, unit="step")
 
     def on_step(p: Progress) -> None:
@@ -151,7 +150,7 @@ def train_and_register(context: dg.AssetExecutionContext, config: TrainConfig, r
                              f"ETA {eta_text(p.eta_s)}")
 
     context.log.info(f"Checkpoint {name} from {base}.")
-    result = train(base, home.echo_home() / "models", examples, work / "run", work / "checkpoint", settings, on_step)
+    result = train(base, env.models_cache(), examples, work / "run", work / "checkpoint", settings, on_step)
     bar.close()
     meta = {
         "name": name, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,6 +1,7 @@
-import os
 
 import dagster as dg
+
+from echo_dagster import env
 
 harvest_job = dg.define_asset_job(
     "harvest_job",
@@ -15,7 +16,7 @@ def train_executor() -> dg.ExecutorDefinition:
     (`ECHO_TRAINER_IMAGE`) with a GPU (a device request; a `nvidia.com/gpu` limit), with
     dagster-docker or dagster-k8s installed. One training at a time either way: the step is in
     pool `gpu`, which dagster.yaml gives one slot."""
-    kind = os.environ.get("ECHO_TRAIN_EXECUTOR", "in_process")
+    kind = env.train_executor()
     if kind == "in_process":
         return dg.in_process_executor
     if kind == "docker":
@@ -32,7 +33,7 @@ def train_executor() -> dg.ExecutorDefinition:
 def gpu_executor_config(kind: str) -> dict:
     """The trainer image with a GPU. For Docker, the run launcher's env vars, network and volumes
     carry over to the step's container."""
-    image = os.environ.get("ECHO_TRAINER_IMAGE", "echo-dagster-trainer")
+    image = env.trainer_image()
     if kind == "docker":
         return {"image": image, "container_kwargs": {"device_requests": [{"count": -1, "capabilities": [["gpu"]]}]}}
     return {"job_image": image,

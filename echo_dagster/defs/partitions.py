@@ -7,30 +7,24 @@ span the days there is data for, not months of empty days before them. A landing
 earlier days later (an import of old logs) needs the code location reloaded (the UI's *Reload*)."""
 
 import logging
-import os
 from datetime import date, datetime, timezone
 
 import dagster as dg
 
-from echo_dagster import home
+from echo_dagster import env
+from echo_dagster.landing import open_store
 
 log = logging.getLogger(__name__)
 
 
 def first_day() -> date:
-    configured = os.environ.get("ECHO_START_DATE")
+    configured = env.start_date()
     if configured:
         return date.fromisoformat(configured)
     today = datetime.now(timezone.utc).date()
-    url = home.landing_url()
+    url = env.landing_url()
     try:
-        from dagster_aws.s3 import S3Resource
-
-        from echo_dagster.defs.resources import LandingZone
-
-        # Outside a run, so no dg.EnvVar: boto3 reads the AWS_* variables itself.
-        s3 = S3Resource(endpoint_url=os.environ.get("ECHO_S3_ENDPOINT_URL"))
-        days = LandingZone(url=url, s3=s3).store().days()
+        days = open_store(url).days()
     except Exception as exc:  # a code location must load even when the landing zone is unreachable
         if "NoSuchBucket" not in str(exc):
             log.warning(f"Could not list the landing zone {url} ({exc}); daily partitions start today. "

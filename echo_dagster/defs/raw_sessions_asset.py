@@ -4,8 +4,8 @@ from pydantic import Field
 from echo_dagster.defs.partitions import daily_partitions
 from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse
 from echo_dagster.events import EVENT_TYPES, REASONS
-from echo_dagster.ingest.reader import FILE_REASONS
 from echo_dagster.ingest.raw_sessions import IngestResult, IngestSettings, check_accounting, ingest_partition
+from echo_dagster.ingest.reader import FILE_REASONS
 
 ACCOUNTING_CHECK = "accounting_check"
 

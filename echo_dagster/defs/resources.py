@@ -11,8 +11,8 @@ import dagster as dg
 import duckdb
 from dagster_aws.s3 import S3Resource
 
-from echo_dagster import home, optout, warehouse
-from echo_dagster.landing import LandingStore, LocalLandingStore, S3LandingStore, parse_s3_url
+from echo_dagster import env, landing, optout, warehouse
+from echo_dagster.landing import LandingStore, parse_s3_url
 from echo_dagster.training.registry import Registry
 
 
@@ -25,11 +25,8 @@ class LandingZone(dg.ConfigurableResource):
     s3: S3Resource
 
     def store(self) -> LandingStore:
-        if self.url.startswith("s3://"):
-            bucket, prefix = parse_s3_url(self.url)
-            fields = {name: getattr(self.s3, name) for name in S3Resource.model_fields}
-            return S3LandingStore(functools.partial(_s3_client, fields), bucket, prefix)
-        return LocalLandingStore(self.url)
+        fields = {name: getattr(self.s3, name) for name in S3Resource.model_fields}
+        return landing.open_store(self.url, functools.partial(_s3_client, fields))
 
 
 def _s3_client(fields: dict):
@@ -90,15 +87,15 @@ def s3_resource() -> S3Resource:
         )
         if os.environ.get(var)
     }
-    return S3Resource(endpoint_url=os.environ.get("ECHO_S3_ENDPOINT_URL"), **secrets)
+    return S3Resource(endpoint_url=env.s3_endpoint_url(), **secrets)
 
 
 def default_resources() -> dict:
     """The embedded default under ECHO_HOME, each path overridable by its environment variable."""
     return {
-        "landing": LandingZone(url=home.landing_url(), s3=s3_resource()),
-        "warehouse": Warehouse(path=str(home.warehouse_path())),
-        "opt_out": OptOutList(path=os.environ.get("ECHO_OPT_OUT") or str(home.echo_home() / "opt_out.txt")),
-        "models": ModelRegistry(url=os.environ.get("ECHO_MODELS") or str(home.echo_home() / "registry"),
-                                s3=s3_resource(), cache_dir=str(home.echo_home() / "models")),
+        "landing": LandingZone(url=env.landing_url(), s3=s3_resource()),
+        "warehouse": Warehouse(path=str(env.warehouse_url())),
+        "opt_out": OptOutList(path=env.opt_out_path()),
+        "models": ModelRegistry(url=env.models_url(),
+                                s3=s3_resource(), cache_dir=str(env.models_cache())),
     }

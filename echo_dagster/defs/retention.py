@@ -2,22 +2,19 @@
 whenever the opt-out list changes (`opt_out_sensor`). The work is `echo_dagster.retention`'s."""
 
 import hashlib
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from echo_dagster import retention
+from echo_dagster import env, retention
 from echo_dagster.defs.resources import LandingZone, ModelRegistry, OptOutList, Warehouse
-
-DEFAULT_KEEP_DAYS = 30
 
 
 class RetentionConfig(dg.Config):
     keep_days: int = Field(
-        default=int(os.environ.get("ECHO_RETENTION_DAYS", DEFAULT_KEEP_DAYS)), ge=1,
+        default=env.retention_days(), ge=1,
         description="Days of raw experience kept (landing files by arrival day; raw_sessions, quarantine, "
                     "refined_targets, final_documents by partition). Default: $ECHO_RETENTION_DAYS or 30.")
 

@@ -1,24 +1,21 @@
 import json
-import os
 
 import dagster as dg
 
+from echo_dagster import env
 from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint
 from echo_dagster.defs.jobs import eval_job, train_job
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
 from echo_dagster.training.window import training_rows_after
 from echo_dagster.warehouse import WarehouseBusy
 
-# Training examples since the latest checkpoint's data that start a new training; the demo sets a
-# small value (ECHO_RETRAIN_THRESHOLD).
-DEFAULT_THRESHOLD = 5_000
 # A tick must end well within the daemon's sensor timeout (60 s); a harvest holds the warehouse
 # only for its last short write.
 WAREHOUSE_WAIT_S = 20.0
 
 
 def threshold() -> int:
-    return int(os.environ.get("ECHO_RETRAIN_THRESHOLD", DEFAULT_THRESHOLD))
+    return env.retrain_threshold()
 
 
 @dg.sensor(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from echo_dagster.model.generation import CompletionRequest
+from echo_dagster.completion import CompletionRequest
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from echo_dagster.evaluation.metrics import (
-    DEFAULT_TAU, edit_similarity, exact_match, first_lines, simulated_accept, surviving_chars,
+from echo_dagster.metrics import (
+    DEFAULT_TAU,
+    edit_similarity,
+    exact_match,
+    first_lines,
+    simulated_accept,
+    surviving_chars,
 )
 
 
@@ -51,7 +56,7 @@ def held_out_rows(con, limit: int, seed: int = 0) -> list[dict]:
 def evaluate(propose, rows: list[dict], tau: float = DEFAULT_TAU) -> list[Scored]:
     """Proposals for held-out rows (prefix, suffix, language, target, ...), scored. `propose` takes
     CompletionRequests, as a model serving them does (`model.generation.complete`)."""
-    from echo_dagster.model.generation import CompletionRequest
+    from echo_dagster.completion import CompletionRequest
 
     return score(rows, propose([CompletionRequest(r["prefix"], r["suffix"] or "", r["language"] or "")
                                 for r in rows]), tau)

@@ -21,10 +21,15 @@ import pyarrow as pa
 
 from echo_dagster import schema, warehouse
 from echo_dagster.filters.deidentify import (
-    DS_ENTITIES, DS_FILENAME, PLACEHOLDERS, _engines, not_a_secret, not_an_address,
+    DS_ENTITIES,
+    DS_FILENAME,
+    PLACEHOLDERS,
+    _engines,
+    not_a_secret,
+    not_an_address,
 )
-from echo_dagster.harvest.refine import split_document
 from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row
+from echo_dagster.harvest.refine import split_document
 
 DEDUP_WINDOW_DAYS = 30  # how far back a new example is compared with kept ones
 
@@ -176,7 +181,12 @@ def _line_index(lines: list[str]):
 def _presidio():
     from presidio_analyzer.nlp_engine import NlpArtifacts
     from presidio_analyzer.predefined_recognizers import (
-        CreditCardRecognizer, EmailRecognizer, IbanRecognizer, IpRecognizer, PhoneRecognizer, UsSsnRecognizer,
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        PhoneRecognizer,
+        UsSsnRecognizer,
     )
 
     _engines()  # tldextract offline

@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from datasketch import MinHash, MinHashLSH
 
 from echo_dagster.filters.deidentify import (
-    PLACEHOLDERS, Finding, find, find_values, literal_spans, merge, prose_spans, redact, values,
+    PLACEHOLDERS,
+    Finding,
+    find,
+    find_values,
+    literal_spans,
+    merge,
+    prose_spans,
+    redact,
+    values,
 )
 from echo_dagster.splits import file_split
 from echo_dagster.syntax import compiles, error_spans, parse

@@ -3,7 +3,7 @@
 For every completion shown: its decision; the final state — the last save or close snapshot after
 the decision, else the last snapshot; the cursor carried through every snapshot in between (left
 and right of it, so that what the user inserted there lies between the two); and that region cut
-to a syntactic unit by the rule that cuts proposals (`model.generation.postprocess`). The example
+to a syntactic unit by the rule that cuts proposals (`completion.postprocess`). The example
 is (prefix', suffix', target) taken from the final document: the row holds the document and where
 the target starts in it (`split_document`). A completion with no usable final
 state keeps a row with its reason.
@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from echo_dagster.evaluation.metrics import edit_similarity, surviving_chars
+from echo_dagster.completion import CompletionRequest, postprocess
 from echo_dagster.harvest.align import AlignmentTooCostly, Diff
-from echo_dagster.model.generation import CompletionRequest, postprocess
+from echo_dagster.metrics import edit_similarity, surviving_chars
 from echo_dagster.syntax import parse
 
 # Reasons a completion yields no target (refined_targets.reason).

@@ -1,16 +1,11 @@
 """Completions from a causal LM: prompts within a token budget, batched greedy decoding (left
-padding, KV cache), stop rules, and a cut at a syntactic boundary.
-
-A trigger in the middle of a line completes that line; a trigger at the start of a line (only
-indentation typed) completes a block: lines until the code dedents below the cursor's indentation,
-at most `max_lines`.
-"""
+padding, KV cache), stopped and cut by `completion`'s rules."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from echo_dagster.syntax import indent_of, trim_to_boundary
+from echo_dagster.completion import CompletionRequest, is_mid_line, is_whole, postprocess
 
 # FIM token spellings in common code models, (prefix, suffix, middle); prompts are built PSM.
 _FIM_SPELLINGS = (
@@ -18,13 +13,6 @@ _FIM_SPELLINGS = (
     ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
     ("<|fim_begin|>", "<|fim_hole|>", "<|fim_end|>"),
 )
-
-
-@dataclass(frozen=True)
-class CompletionRequest:
-    prefix: str
-    suffix: str = ""
-    language: str = "python"
 
 
 @dataclass(frozen=True)
@@ -41,10 +29,6 @@ def fim_token_ids(tokenizer) -> tuple[int, int, int] | None:
         if all(token in vocab for token in spelling):
             return tuple(vocab[token] for token in spelling)
     return None
-
-
-def is_mid_line(prefix: str) -> bool:
-    return bool(prefix.rpartition("\n")[2].strip())
 
 
 def prompt_ids(tokenizer, request: CompletionRequest, context_tokens: int) -> list[int]:
@@ -129,42 +113,4 @@ class _StopRules:
         import torch
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
-        return torch.tensor([_finished(r, t, self.max_lines) for r, t in zip(self.requests, texts)])
-
-
-def _finished(request: CompletionRequest, text: str, max_lines: int) -> bool:
-    if is_mid_line(request.prefix):
-        return "\n" in text
-    lines = text.split("\n")
-    complete_lines = lines[:-1]
-    if len(complete_lines) >= max_lines:
-        return True
-    indent = indent_of(request.prefix.rpartition("\n")[2])
-    return any(line.strip() and indent_of(line) < indent for line in complete_lines[1:])
-
-
-def postprocess(request: CompletionRequest, text: str, max_lines: int, tree=None) -> str:
-    """The proposal to insert at the cursor: one line for a mid-line trigger, else the block's
-    lines up to a dedent, cut at a syntactic boundary. `tree`: see `trim_to_boundary`."""
-    if is_mid_line(request.prefix):
-        return text.split("\n", 1)[0].rstrip()
-    typed = request.prefix.rpartition("\n")[2]
-    indent = indent_of(typed)
-    parts = text.split("\n")
-    terminated = len(parts) > 1
-    lines = parts[:-1] if terminated else parts  # a last line without its newline was cut short
-    while lines and not lines[0].strip():
-        lines = lines[1:]  # a proposal does not open with blank lines
-    kept = []
-    for n, line in enumerate(lines[:max_lines]):
-        if n and line.strip() and indent_of(line) < indent:
-            break
-        kept.append(line.rstrip())
-    while kept and not kept[-1].strip():
-        kept.pop()
-    if not kept:
-        return ""
-    kept[0] = kept[0][len(typed):] if kept[0].startswith(typed) else kept[0].lstrip()
-    proposal = "\n".join(kept) + ("\n" if terminated else "")
-    return trim_to_boundary(request.prefix, proposal, request.language, tree=tree)
-
+        return torch.tensor([is_whole(r, t, self.max_lines) for r, t in zip(self.requests, texts)])

@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import importlib.util
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,6 @@ class LoadedModel:
     name: str  # the spec it was loaded from
     model: object  # a transformers causal LM, in eval mode
     tokenizer: object
-
-
-def default_spec() -> str:
-    return os.environ.get("ECHO_BASE_MODEL", EMBEDDED)
 
 
 def load_model(spec: str, models_dir: str | Path, *, device: str = "cpu") -> LoadedModel:

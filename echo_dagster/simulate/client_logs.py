@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from echo_dagster.clients.continue_dev import read_continue
 from echo_dagster.clients.implicit import to_events
 from echo_dagster.clients.tabby import read_tabby
-from echo_dagster.evaluation.metrics import exact_match, first_lines
 from echo_dagster.harvest.refine import refine_session
+from echo_dagster.metrics import exact_match, first_lines
 
 CONTINUE_WINDOW_CHARS = (1200, 800)
 TABBY_WINDOW_LINES = (20, 20)

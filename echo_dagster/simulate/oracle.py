@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from echo_dagster.evaluation.metrics import first_lines
-from echo_dagster.model.generation import is_mid_line
+from echo_dagster.completion import is_mid_line
+from echo_dagster.metrics import first_lines
 
 
 def half_right(texts: list[str]):

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
+from echo_dagster.completion import CompletionRequest
+from echo_dagster.corpus import SourceFile, SourceScan, scan_source
 from echo_dagster.landing import LandingStore, day_folder
-from echo_dagster.model.generation import CompletionRequest
 from echo_dagster.simulate.sessions import NoiseConfig, SessionOutput, SessionPlan, plan_session, session_events
-from echo_dagster.simulate.sources import SourceFile, SourceScan, scan_source
 from echo_dagster.simulate.users import make_personas
 from echo_dagster.splits import file_split, repo_of, user_split
 

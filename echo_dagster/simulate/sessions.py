@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from echo_dagster.evaluation.metrics import edit_similarity, first_lines, simulated_accept, surviving_chars
+from echo_dagster.completion import CompletionRequest
+from echo_dagster.corpus import SourceFile
 from echo_dagster.events import format_ts
-from echo_dagster.model.generation import CompletionRequest
-from echo_dagster.simulate.sources import SourceFile
+from echo_dagster.metrics import edit_similarity, first_lines, simulated_accept, surviving_chars
 from echo_dagster.simulate.users import Persona
 from echo_dagster.splits import repo_of
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from echo_dagster.evaluation.metrics import DEFAULT_TAU
+from echo_dagster.metrics import DEFAULT_TAU
 
 
 @dataclass(frozen=True)

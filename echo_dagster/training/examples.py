@@ -12,7 +12,8 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from echo_dagster.model.generation import CompletionRequest, is_mid_line, prompt_ids
+from echo_dagster.completion import CompletionRequest, is_mid_line
+from echo_dagster.model.generation import prompt_ids
 
 IGNORE = -100  # labels the loss skips
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from echo_dagster.simulate.sources import scan_source
+from echo_dagster.corpus import scan_source
 from echo_dagster.splits import file_split, repo_of
 
 

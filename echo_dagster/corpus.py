@@ -9,7 +9,6 @@ from pathlib import Path
 
 from echo_dagster.syntax import EXTENSIONS, error_spans, parser_for
 
-
 DEFAULT_CORPUS = "dagster_shared"  # an installed package the demo replays
 
 
