@@ -41,7 +41,19 @@ class TrainConfig(dg.Config):
     target_modules: list[str] = Field(default=list(_DEFAULTS.target_modules),
                                       description="Modules that get LoRA adapters (attention projections by default).")
     learning_rate: float = Field(default=_DEFAULTS.learning_rate, description="Peak learning rate (linear decay).")
-    warmup_steps: int = Field(default=_DEFAULTS.warmup_steps, description="Steps of linear warmup.")
+    lora_layers: int = Field(default=_DEFAULTS.lora_layers, description="Adapt only the top N layers (0: all); "
+                                                                        "backward stops below the lowest one.")
+    warmup_share: float = Field(default=_DEFAULTS.warmup_share, description="Share of the steps the learning "
+                                                                            "rate warms up over.")
+    max_grad_norm: float = Field(default=_DEFAULTS.max_grad_norm, description="Gradients are clipped to this "
+                                                                              "norm (0: no clipping).")
+    validation_share: float = Field(default=_DEFAULTS.validation_share,
+                                    description="Share of the examples' files held out to measure the loss while "
+                                                "training; the best step's weights are kept (0: none).")
+    eval_every: int = Field(default=_DEFAULTS.eval_every, description="Steps between validation measurements "
+                                                                      "(0: about ten a run).")
+    patience: int = Field(default=_DEFAULTS.patience, description="Validation measurements without improvement "
+                                                                  "before training stops (0: never early).")
     batch_size: int = Field(default=_DEFAULTS.batch_size, description="Examples a step.")
     bucket_by_length: bool = Field(default=True, description="Batch examples of similar lengths (less padding).")
     epochs: int = Field(default=_DEFAULTS.epochs, description="Passes over the examples.")
@@ -51,7 +63,8 @@ class TrainConfig(dg.Config):
     seed: int = Field(default=_DEFAULTS.seed, description="Seeds the sample, the batch order and the weights.")
     save_every: int = Field(default=_DEFAULTS.save_every, description="Save resumable state every K steps.")
     gradient_checkpointing: bool = Field(default=False, description="Less memory, about 25% slower.")
-    mixed_precision: str = Field(default="no", description="'no' (fp32, CPU) or 'bf16' (a GPU that has it).")
+    precision: str = Field(default=_DEFAULTS.precision, description="'auto' (bf16 where the processor has it, "
+                                                                    "else fp32), 'fp32' or 'bf16'.")
 
 
 @dg.asset(
