@@ -31,14 +31,14 @@ VARIANTS = {
 }
 
 
-def run_variant(overrides: dict, steps: int, mixed_precision: str) -> dict:
+def run_variant(overrides: dict, steps: int, precision: str) -> dict:
     from echo_dagster import env
     from echo_dagster.corpus import DEFAULT_CORPUS
     from echo_dagster.training.repository import repository_examples
     from echo_dagster.training.trainer import TrainSettings, train
 
     examples = repository_examples(DEFAULT_CORPUS, 400, seed=0)
-    settings = TrainSettings(max_steps=steps, save_every=10_000, mixed_precision=mixed_precision, **overrides)
+    settings = TrainSettings(max_steps=steps, save_every=10_000, precision=precision, **overrides)
     marks = []
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -58,17 +58,17 @@ def run_variant(overrides: dict, steps: int, mixed_precision: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--mixed-precision", default="no")
+    parser.add_argument("--precision", default="no")
     parser.add_argument("--device-note", default="this machine's CPU (2 cores)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(VARIANTS[args.variant], args.steps, args.mixed_precision)))
+        print(json.dumps(run_variant(VARIANTS[args.variant], args.steps, args.precision)))
         return
     figures = {}
     for name in VARIANTS:
         done = subprocess.run([sys.executable, __file__, "--variant", name, "--steps", str(args.steps),
-                               "--mixed-precision", args.mixed_precision], check=True, capture_output=True, text=True)
+                               "--precision", args.precision], check=True, capture_output=True, text=True)
         figures[name] = json.loads(done.stdout.splitlines()[-1])
     baseline = figures["random_batches (baseline)"]["tokens_per_s"]
     for f in figures.values():

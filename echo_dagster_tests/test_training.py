@@ -313,3 +313,70 @@ def test_the_window_takes_the_last_days_a_cap_and_a_replay_of_older_days(tmp_pat
     assert len(capped.examples) == 5 and set(capped.rows_per_partition) <= {
         (DAY + timedelta(days=1)).isoformat(), (DAY + timedelta(days=2)).isoformat()}
     assert replayed.replayed == 5 and len(replayed.examples) == 15 and len(replayed.rows_per_partition) >= 2
+
+
+def _file_examples(files: int, per_file: int) -> list[dict]:
+    return [{"completion_id": f"f{f}-{n}", "repo": "shop", "path": f"pkg/mod_{f}.py", "language": "python",
+             "prefix": f"def area_{f}_{n}(r):\n    ", "suffix": "\n", "target": f"return {f + n} * r * r\n"}
+            for f in range(files) for n in range(per_file)]
+
+
+def test_the_loss_on_target_positions_equals_the_whole_models_loss(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from echo_dagster.training.examples import collate
+    from echo_dagster.training.trainer import target_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    encoded = [encode(tokenizer, x["prefix"], x["suffix"], x["target"], "python", context_tokens=32,
+                      max_target_tokens=16) for x in _file_examples(2, 3)]
+    batch = collate(encoded, tokenizer.pad_token_id)
+    with torch.no_grad():
+        assert torch.allclose(target_loss(model, batch), model(**batch).loss, atol=1e-5)
+
+
+def test_validation_holds_out_whole_files():
+    from echo_dagster.training.trainer import split_validation
+
+    examples = _file_examples(40, 5)
+    train_rows, held_out = split_validation(examples, 0.2, seed=0)
+    assert len(train_rows) + len(held_out) == len(examples) and 0 < len(held_out) < len(examples) / 2
+    assert not {r["path"] for r in train_rows} & {r["path"] for r in held_out}
+    assert split_validation(examples, 0.2, seed=0) == (train_rows, held_out)  # stable
+    assert split_validation(examples, 0.0, seed=0) == (examples, [])
+
+
+def test_a_training_that_makes_the_model_worse_keeps_the_base_weights_and_stops(tmp_path, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from echo_dagster.training.trainer import TrainSettings, train
+
+    settings = TrainSettings(method="full", learning_rate=5.0, max_grad_norm=0.0, warmup_share=0.0, batch_size=4,
+                             context_tokens=32, max_target_tokens=16, validation_share=0.3, eval_every=1, patience=2,
+                             save_every=1000)
+    result = train(str(tiny_model_dir), tmp_path / "m", _file_examples(20, 4), tmp_path / "w", tmp_path / "o",
+                   settings)
+    assert result.best_step == 0 and result.stopped_early and result.steps == 2
+    assert [step for step, _ in result.validation] == [0, 1, 2]
+    assert all(loss > result.base_validation_loss for _, loss in result.validation[1:])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tokenizer("def area(r):\n    ", return_tensors="pt")
+    with torch.no_grad():
+        saved = AutoModelForCausalLM.from_pretrained(tmp_path / "o" / "merged")(**ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(**ids).logits
+    assert torch.equal(saved, base)
+
+
+def test_a_training_that_learns_keeps_its_best_step(tmp_path, tiny_model_dir):
+    from echo_dagster.training.trainer import TrainSettings, train
+
+    settings = TrainSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=3e-3, batch_size=4,
+                             context_tokens=32, max_target_tokens=16, validation_share=0.3, eval_every=2,
+                             save_every=1000, epochs=3)
+    result = train(str(tiny_model_dir), tmp_path / "m", _file_examples(20, 4), tmp_path / "w", tmp_path / "o",
+                   settings)
+    assert result.best_step > 0 and result.best_validation_loss < result.base_validation_loss
+    assert result.best_validation_loss == min(loss for _, loss in result.validation)

@@ -1,10 +1,5 @@
-import json
-import shutil
-import subprocess
 import time
 from dataclasses import asdict
-from importlib.metadata import version
-from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -17,24 +12,18 @@ from echo_dagster.defs.filtered_dataset_asset import filtered_dataset
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
 from echo_dagster.training import window
 from echo_dagster.training.examples import data_hash
+from echo_dagster.training.publish import Published, base_for, train_and_publish
 from echo_dagster.training.repository import repository_examples
-from echo_dagster.training.trainer import Progress, TrainSettings, eta_text, train
+from echo_dagster.training.trainer import Progress, TrainSettings, eta_text
 
 _DEFAULTS = TrainSettings()
+
+
 # The Launchpad's YAML: every choice a word that YAML reads as that word (YAML 1.1 reads `no`, `on`,
-# `yes` as booleans, and the asset Launchpad re-writes the defaults without quotes). accelerate's own
-# spelling of full precision is "no"; an older run config that says 'no' (quoted) still validates.
-Precision = Literal["fp32", "bf16", "fp16", "no"]
-_ACCELERATE_PRECISION = {"fp32": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}
+# `yes` as booleans, and the asset Launchpad re-writes the defaults without quotes).
+class TrainerConfig(dg.Config):
+    """The trainer's knobs, shared by both training assets (`training.trainer.TrainSettings`)."""
 
-
-class TrainConfig(dg.Config):
-    days: int = Field(default=0, description="Train on the last N daily partitions that hold training examples "
-                                             "(0: all of them).")
-    max_examples: int = Field(default=0, description="At most this many examples, a stable random sample (0: all).")
-    replay_share: float = Field(default=0.0, description="Add older examples (before the window), as a share of "
-                                                         "the window's, to limit forgetting.")
-    min_examples: int = Field(default=16, description="Fewer examples than this: no training, a skip with counts.")
     start_from: Literal["base", "champion"] = Field(
         default="base", description="base: the base model; champion: the current champion (the base when there is "
                                     "none).")
@@ -49,19 +38,46 @@ class TrainConfig(dg.Config):
     target_modules: list[str] = Field(default=list(_DEFAULTS.target_modules),
                                       description="Modules that get LoRA adapters (attention projections by default).")
     learning_rate: float = Field(default=_DEFAULTS.learning_rate, description="Peak learning rate (linear decay).")
-    warmup_steps: int = Field(default=_DEFAULTS.warmup_steps, description="Steps of linear warmup.")
+    lora_layers: int = Field(default=_DEFAULTS.lora_layers, description="Adapt only the top N layers (0: all); "
+                                                                        "backward stops below the lowest one.")
+    warmup_share: float = Field(default=_DEFAULTS.warmup_share, description="Share of the steps the learning "
+                                                                            "rate warms up over.")
+    max_grad_norm: float = Field(default=_DEFAULTS.max_grad_norm, description="Gradients are clipped to this "
+                                                                              "norm (0: no clipping).")
+    validation_share: float = Field(default=_DEFAULTS.validation_share,
+                                    description="Share of the examples' files held out to measure the loss while "
+                                                "training; the best step's weights are kept (0: none).")
+    eval_every: int = Field(default=_DEFAULTS.eval_every, description="Steps between validation measurements "
+                                                                      "(0: about ten a run).")
+    patience: int = Field(default=_DEFAULTS.patience, description="Validation measurements without improvement "
+                                                                  "before training stops (0: never early).")
     batch_size: int = Field(default=_DEFAULTS.batch_size, description="Examples a step.")
-    bucket_by_length: bool = Field(default=True, description="Batch examples of similar lengths (less padding).")
+    bucket_by_length: bool = Field(default=_DEFAULTS.bucket_by_length, description="Batch examples of similar lengths (less padding).")
     epochs: int = Field(default=_DEFAULTS.epochs, description="Passes over the examples.")
     max_steps: int = Field(default=_DEFAULTS.max_steps, description="Stop after this many steps (0: no limit).")
     context_tokens: int = Field(default=_DEFAULTS.context_tokens, description="Prompt budget, as in generation.")
     max_target_tokens: int = Field(default=_DEFAULTS.max_target_tokens, description="Target tokens kept an example.")
     seed: int = Field(default=_DEFAULTS.seed, description="Seeds the sample, the batch order and the weights.")
     save_every: int = Field(default=_DEFAULTS.save_every, description="Save resumable state every K steps.")
-    gradient_checkpointing: bool = Field(default=False, description="Less memory, about 25% slower.")
-    mixed_precision: Precision = Field(
-        default="fp32", description="fp32 (full precision: a CPU), bf16 (a GPU that has it) or fp16. 'no', quoted, "
-                                    "is an older name of fp32.")
+    gradient_checkpointing: bool = Field(default=_DEFAULTS.gradient_checkpointing, description="Less memory, about 25% slower.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default=_DEFAULTS.precision, description="auto: bf16 where the processor computes it (a GPU that has it, a "
+                                                 "CPU with AVX-512 BF16), else fp32.")
+
+    def settings(self, max_tokens: int = 0) -> TrainSettings:
+        return TrainSettings(**{k: getattr(self, k) for k in asdict(_DEFAULTS) if k in type(self).model_fields}
+                             | {"target_modules": tuple(self.target_modules), "max_tokens": max_tokens})
+
+
+class TrainConfig(TrainerConfig):
+    """Which harvested examples the Echo checkpoint trains on, and how."""
+
+    days: int = Field(default=0, description="Train on the last N daily partitions that hold training examples "
+                                             "(0: all of them).")
+    max_examples: int = Field(default=0, description="At most this many examples, a stable random sample (0: all).")
+    replay_share: float = Field(default=0.0, description="Add older examples (before the window), as a share of "
+                                                         "the window's, to limit forgetting.")
+    min_examples: int = Field(default=16, description="Fewer examples than this: no training, a skip with counts.")
 
 
 @dg.asset(
@@ -84,15 +100,16 @@ def finetuned_checkpoint(context: dg.AssetExecutionContext, config: TrainConfig,
         context.log.warning(f"Not training: {len(data.examples)} training examples in the window "
                             f"(days={config.days}), fewer than min_examples={config.min_examples}.")
         return
-    name = f"echo-{data.cutoff.isoformat()}"
-    context.log.info(f"Training {name} on {len(data.examples)} examples ({data.replayed} replayed) of "
+    context.log.info(f"{len(data.examples)} examples ({data.replayed} replayed) of "
                      f"{len(data.rows_per_partition)} partitions.")
     data_meta = {"cutoff": data.cutoff.isoformat(), "examples": len(data.examples), "replayed": data.replayed,
                  "rows_per_partition": data.rows_per_partition, "hash": data.hash}
-    yield train_and_register(context, config, registry, data.examples, "echo", name, data_meta)
+    yield _train(context, config, registry, data.examples, "echo", f"echo-{data.cutoff.isoformat()}", data_meta)
 
 
-class RepositoryTrainConfig(TrainConfig):
+class RepositoryTrainConfig(TrainerConfig):
+    """Which repository files the baseline trains on, and how."""
+
     source: str = Field(default=DEFAULT_CORPUS, description="A folder of code or an installed package: its "
                                                             "training-split files are the examples.")
     examples: int = Field(default=2_000, description="Examples cut from the files.")
@@ -122,24 +139,16 @@ def repository_checkpoint(context: dg.AssetExecutionContext, config: RepositoryT
         budget = latest["metrics"]["tokens"]
     examples = repository_examples(config.source, config.examples, config.seed)
     digest = data_hash([(e["completion_id"], e["target"]) for e in examples])
-    name = f"repo-{time.strftime('%Y-%m-%d')}"
-    context.log.info(f"Training {name} on {len(examples)} examples of {config.source}, {budget} tokens.")
+    context.log.info(f"{len(examples)} examples of {config.source}, {budget} tokens.")
     data_meta = {"source": config.source, "examples": len(examples), "token_budget": budget, "hash": digest}
-    yield train_and_register(context, config, registry, examples, "repository", name, data_meta, max_tokens=budget)
+    yield _train(context, config, registry, examples, "repository", f"repo-{time.strftime('%Y-%m-%d')}", data_meta,
+                 max_tokens=budget)
 
 
-def train_and_register(context: dg.AssetExecutionContext, config: TrainConfig, registry, examples: list[dict],
-                       kind: str, name: str, data_meta: dict, max_tokens: int = 0) -> dg.MaterializeResult:
-    """Trains (resuming a killed run of the same data and config), writes echo_meta.json, publishes
-    under `name` and a hash of the data and the config: the same training has the same name."""
-    champion = registry.champion() if config.start_from == "champion" else None
-    base = str(registry.local(champion) / "merged") if champion else config.base_model
-    settings = TrainSettings(**{k: getattr(config, k) for k in asdict(_DEFAULTS) if hasattr(config, k)}
-                             | {"target_modules": tuple(config.target_modules), "max_tokens": max_tokens,
-                                "mixed_precision": _ACCELERATE_PRECISION[config.mixed_precision]})
-    name = f"{name}-{data_hash([(data_meta['hash'], base, json.dumps(asdict(settings), sort_keys=True))])[:10]}"
-    work = env.echo_home() / "training" / name
-    bar = tqdm(desc=name, unit="step")
+def _train(context: dg.AssetExecutionContext, config: TrainerConfig, registry, examples: list[dict], kind: str,
+           prefix: str, data: dict, max_tokens: int = 0) -> dg.MaterializeResult:
+    base, champion = base_for(registry, config.start_from, config.base_model)
+    bar = tqdm(desc=prefix, unit="step")
 
     def on_step(p: Progress) -> None:
         bar.total = p.total
@@ -149,36 +158,26 @@ def train_and_register(context: dg.AssetExecutionContext, config: TrainConfig, r
             context.log.info(f"step {p.step}/{p.total} loss {p.loss:.4f} {p.tokens_per_s:.0f} tokens/s "
                              f"ETA {eta_text(p.eta_s)}")
 
-    context.log.info(f"Checkpoint {name} from {base}.")
-    result = train(base, env.models_cache(), examples, work / "run", work / "checkpoint", settings, on_step)
+    context.log.info(f"Training {prefix} from {base}.")
+    published = train_and_publish(registry, examples, kind=kind, prefix=prefix, data=data, base=base,
+                                  champion=champion, settings=config.settings(max_tokens),
+                                  run_config=config.model_dump(), work_root=env.echo_home() / "training",
+                                  models_dir=env.models_cache(), on_step=on_step)
     bar.close()
-    meta = {
-        "name": name, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "base_model": base, "started_from": "champion" if champion else "base", "champion_at_start": champion,
-        "config": config.model_dump(), "data": data_meta, "code_version": _code_version(), "seed": config.seed,
-        "metrics": {"steps": result.steps, "resumed_from": result.resumed_from, "examples_encoded": result.examples,
-                    "tokens": result.tokens, "seconds": round(result.seconds, 1), "final_loss": result.final_loss,
-                    "first_loss": result.losses[0] if result.losses else None},
-    }
-    (work / "checkpoint" / "echo_meta.json").write_text(json.dumps(meta, indent=2))
-    address = registry.publish(work / "checkpoint", name)
-    shutil.rmtree(work, ignore_errors=True)  # published; the resumable state is no longer needed
+    return dg.MaterializeResult(metadata=_metadata(published, len(examples)))
+
+
+def _number(value) -> dg.MetadataValue:
     # Numbers every time (NaN for none), so that the UI plots each across checkpoints.
-    return dg.MaterializeResult(metadata={
-        "name": name, "address": address, "examples": len(examples), "steps": result.steps,
-        "resumed_from": result.resumed_from or 0,
-        "final_loss": dg.MetadataValue.float(float(result.final_loss) if result.final_loss is not None
-                                             else float("nan")),
-        "tokens": result.tokens,
-        "tokens_per_s": dg.MetadataValue.float(float(round(result.tokens / result.seconds)) if result.seconds
-                                               else float("nan")),
-        "data_hash": data_meta["hash"]} | ({"data_cutoff": data_meta["cutoff"]} if "cutoff" in data_meta else {}))
+    return dg.MetadataValue.float(float(value) if value is not None else float("nan"))
 
 
-def _code_version() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
-                                capture_output=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"echo-dagster {version('echo-dagster')}" + (f" ({commit})" if commit else "")
+def _metadata(published: Published, examples: int) -> dict:
+    result, data = published.result, published.meta["data"]
+    return {"name": published.name, "address": published.address, "examples": examples, "steps": result.steps,
+            "resumed_from": result.resumed_from or 0, "final_loss": _number(result.final_loss),
+            "base_validation_loss": _number(result.base_validation_loss),
+            "best_validation_loss": _number(result.best_validation_loss), "best_step": result.best_step,
+            "stopped_early": result.stopped_early, "precision": result.precision, "tokens": result.tokens,
+            "tokens_per_s": _number(round(result.tokens / result.seconds) if result.seconds else None),
+            "data_hash": data["hash"]} | ({"data_cutoff": data["cutoff"]} if "cutoff" in data else {})

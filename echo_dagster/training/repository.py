@@ -27,7 +27,7 @@ def repository_examples(source: str, count: int, seed: int, max_lines: int = 4) 
         if not target.strip():
             continue
         indent = target[: len(target) - len(target.lstrip(" \t"))]
-        examples.append({"completion_id": f"{file.path}:{at}", "prefix": "".join(lines[:at]) + indent,
+        examples.append({"completion_id": f"{file.path}:{at}", "path": file.path, "prefix": "".join(lines[:at]) + indent,
                          "suffix": "".join(lines[at + len(taken) :]), "target": target[len(indent) :],
                          "language": file.language})
     return examples

@@ -1,13 +1,26 @@
 """Fine-tuning on refined targets: LoRA through peft (or every weight), a plain loop under
 accelerate, resumable from its last saved step.
 
-The loop saves its state (weights being trained, optimizer, scheduler, random generators) every
-`save_every` steps; the order of the batches follows from the seed, so a run killed mid-way and
-started again on the same work folder continues from the saved step with the same batches.
+Training must not make the model worse: a slice of the examples' files is held out (by file, as
+the eval split is, so nothing of a held-out file is trained on), its loss is measured before the
+first step and every `eval_every` steps, the weights of the best step are kept, and training stops
+once `patience` measurements in a row did not improve. Gradients are clipped; the learning rate
+warms up over a share of the steps, then decays linearly.
+
+The loss is computed only where it is taken — on the target tokens: the hidden states of every
+position come from the model's body, the 49,152-wide vocabulary projection only from the target
+positions (the prompt's logits and their gradients were most of a step's memory and a fifth of
+its work).
+
+The loop saves its state (weights being trained, optimizer, scheduler, random generators, the
+best weights and the validation history) every `save_every` steps; the order of the batches
+follows from the seed, so a run killed mid-way and started again on the same work folder
+continues from the saved step with the same batches.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,7 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from echo_dagster.model.loading import load_model, resolve_folder, split_spec
-from echo_dagster.training.examples import batches, collate, encode
+from echo_dagster.training.examples import IGNORE, batches, collate, encode
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -28,8 +43,10 @@ class TrainSettings:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    lora_layers: int = 0  # adapt only the top N layers (0: all): backward stops below the lowest adapted one
     learning_rate: float = 3e-4
-    warmup_steps: int = 2
+    warmup_share: float = 0.1  # of the steps, warming the learning rate up
+    max_grad_norm: float = 1.0  # gradients clipped to this norm (0: no clipping)
     batch_size: int = 8
     bucket_by_length: bool = True  # batches of similar lengths: less padding
     epochs: int = 1
@@ -40,7 +57,11 @@ class TrainSettings:
     seed: int = 0
     save_every: int = 10
     gradient_checkpointing: bool = False
-    mixed_precision: str = "no"  # "bf16" on a GPU that has it
+    precision: str = "auto"  # bf16 autocast where the processor has it (GPU, or CPU with AVX-512 BF16), else fp32
+    validation_share: float = 0.1  # of the files, held out to measure the loss while training (0: none)
+    max_validation_examples: int = 256
+    eval_every: int = 0  # steps between validation measurements (0: about ten a run)
+    patience: int = 3  # measurements without improvement before stopping (0: never stop early)
 
 
 @dataclass
@@ -54,12 +75,25 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    steps: int
+    steps: int  # taken (a run that stops early takes fewer than planned)
     resumed_from: int
     examples: int
     tokens: int  # trained on in this run (not counting steps done before a resume)
     seconds: float
     losses: list[float] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss); step 0: the base
+    best_step: int = 0  # whose weights were saved
+    stopped_early: bool = False
+    validation_examples: int = 0
+    precision: str = "fp32"
+
+    @property
+    def best_validation_loss(self) -> float | None:
+        return dict(self.validation).get(self.best_step)
+
+    @property
+    def base_validation_loss(self) -> float | None:
+        return dict(self.validation).get(0)
 
     @property
     def final_loss(self) -> float | None:
@@ -69,9 +103,10 @@ class TrainResult:
 
 def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir: str | Path, out_dir: str | Path,
           settings: TrainSettings = TrainSettings(), on_step: Callable[[Progress], None] | None = None) -> TrainResult:
-    """Fine-tunes `base_spec` on `examples` (dicts with prefix, suffix, target, language) and saves
-    the checkpoint into `out_dir`: `adapter/` (LoRA only), `merged/` (a plain Hugging Face model with
-    its tokenizer). `work_dir` keeps the resumable state."""
+    """Fine-tunes `base_spec` on `examples` (dicts with prefix, suffix, target, language, and path
+    where known) and saves the checkpoint of the best validation step into `out_dir`: `adapter/`
+    (LoRA only), `merged/` (a plain Hugging Face model with its tokenizer). `work_dir` keeps the
+    resumable state."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -79,7 +114,11 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
 
     if settings.method not in ("lora", "full"):
         raise ValueError(f"method {settings.method!r}: expected 'lora' or 'full'")
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available())
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"precision {settings.precision!r}: expected one of {', '.join(PRECISIONS)}")
+    precision = resolve_precision(settings.precision)
+    accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",
+                              cpu=not torch.cuda.is_available())
     set_seed(settings.seed)
     try:
         loaded = load_model(base_spec, models_dir, device="cpu")
@@ -93,35 +132,52 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
 
         if split_spec(base_spec)[1] is not None:
             model = model.merge_and_unload()  # a champion given as an adapter: train a new one on top
+        layers = model.config.num_hidden_layers
+        top = list(range(layers - settings.lora_layers, layers)) if 0 < settings.lora_layers < layers else None
         model = get_peft_model(model, LoraConfig(
             r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-            target_modules=list(settings.target_modules), task_type="CAUSAL_LM"))
+            target_modules=list(settings.target_modules), layers_to_transform=top, task_type="CAUSAL_LM"))
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
-    encoded = [e for e in (encode(tokenizer, x["prefix"], x["suffix"], x["target"], x["language"] or "",
-                                  context_tokens=settings.context_tokens,
-                                  max_target_tokens=settings.max_target_tokens) for x in examples) if e]
+    train_rows, held_out = split_validation(examples, settings.validation_share, settings.seed)
+    encode_all = lambda rows: [e for e in (encode(  # noqa: E731
+        tokenizer, x["prefix"], x["suffix"], x["target"], x["language"] or "", context_tokens=settings.context_tokens,
+        max_target_tokens=settings.max_target_tokens) for x in rows) if e]
+    encoded, validation = encode_all(train_rows), encode_all(held_out[: settings.max_validation_examples])
     if not encoded:
         raise ValueError("no training example holds a target token")
     plan = [b for epoch in range(settings.epochs)
             for b in batches(encoded, settings.batch_size, settings.seed + epoch, settings.bucket_by_length)]
     total = min(len(plan), settings.max_steps) if settings.max_steps else len(plan)
+    every = settings.eval_every or max(1, math.ceil(total / 10))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
-    scheduler = get_linear_schedule_with_warmup(optimizer, min(settings.warmup_steps, total), total)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(settings.warmup_share * total), total)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     work = Path(work_dir)
-    start = _load_state(accelerator, work, settings)
-    model.train()
-    result = TrainResult(steps=total, resumed_from=start, examples=len(encoded), tokens=0, seconds=0.0)
-    began = time.perf_counter()
     pad = tokenizer.pad_token_id
+    tracker = _Best(accelerator.unwrap_model(model), settings.patience)
+    start = _load_state(accelerator, work, settings, tracker)
+    result = TrainResult(steps=total, resumed_from=start, examples=len(encoded), tokens=0, seconds=0.0,
+                         validation_examples=len(validation), precision=precision)
+
+    def measure(step: int) -> None:
+        if validation:
+            tracker.update(step, validation_loss(model, validation, settings.batch_size, pad, accelerator))
+
+    if start == 0:
+        measure(0)  # the base model's held-out loss: a checkpoint is kept only where it beats it
+    began = time.perf_counter()
     for step in range(start, total):
+        model.train()
         batch = {k: v.to(accelerator.device) for k, v in collate(plan[step], pad).items()}
-        loss = model(**batch).loss
+        with accelerator.autocast():
+            loss = target_loss(model, batch)
         accelerator.backward(loss)
+        if settings.max_grad_norm:
+            accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
@@ -129,18 +185,132 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
         result.losses.append(float(loss.detach()))
         result.seconds = time.perf_counter() - began
         done = step + 1 - start
+        if (step + 1) % every == 0 or step + 1 == total:
+            measure(step + 1)
         if on_step:
             rate = result.tokens / result.seconds if result.seconds else 0.0
             on_step(Progress(step + 1, total, result.losses[-1], rate, result.seconds / done * (total - step - 1)))
         if settings.max_tokens and result.tokens >= settings.max_tokens:
             result.steps = step + 1
             break
+        if tracker.exhausted:
+            result.steps, result.stopped_early = step + 1, True
+            break
         if (step + 1) % settings.save_every == 0 and step + 1 < total:
-            _save_state(accelerator, work, step + 1, settings)
+            _save_state(accelerator, work, step + 1, settings, tracker)
     model = accelerator.unwrap_model(model)
+    tracker.restore(model)
+    result.validation, result.best_step = list(tracker.history), tracker.best_step
     model.eval()
     _save_checkpoint(model, tokenizer, Path(out_dir), settings, resolve_folder(split_spec(base_spec)[0], models_dir))
     return result
+
+
+def resolve_precision(precision: str) -> str:
+    """'fp32' or 'bf16': `auto` takes bf16 where the processor computes it natively."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
+        else "fp32"
+
+
+def target_loss(model, batch: dict):
+    """Mean cross-entropy over the target tokens, with logits computed only at the positions that
+    predict them."""
+    import torch
+
+    body = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = body.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    taken = labels != IGNORE
+    logits = body.lm_head(hidden[:, :-1][taken]).float()
+    return torch.nn.functional.cross_entropy(logits, labels[taken])
+
+
+def validation_loss(model, examples: list, batch_size: int, pad: int, accelerator) -> float:
+    """The mean target-token loss on held-out examples."""
+    import torch
+
+    model.eval()
+    total = tokens = 0.0
+    with torch.no_grad(), accelerator.autocast():
+        for start in range(0, len(examples), batch_size):
+            batch = {k: v.to(accelerator.device) for k, v in collate(examples[start : start + batch_size],
+                                                                       pad).items()}
+            n = int((batch["labels"][:, 1:] != IGNORE).sum())
+            total += float(target_loss(model, batch)) * n
+            tokens += n
+    return total / tokens
+
+
+def split_validation(examples: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(training, held out): whole files held out — a file's examples share most of their context,
+    so a held-out example from a trained-on file would measure memory, not learning. Examples
+    without a path are keyed by their id. No split when either side would be empty."""
+    if share <= 0:
+        return examples, []
+
+    def held(row: dict) -> bool:
+        key = f"validation:{seed}:{row.get('repo')}/{row.get('path') or row.get('completion_id')}"
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") < share * 2**32
+
+    train_rows = [r for r in examples if not held(r)]
+    held_out = [r for r in examples if held(r)]
+    return (train_rows, held_out) if train_rows and held_out else (examples, [])
+
+
+class _Best:
+    """The validation history, the best step so far and a copy of its trainable weights."""
+
+    def __init__(self, model, patience: int):
+        self.model, self.patience = model, patience
+        self.history: list[tuple[int, float]] = []
+        self.best_step, self.best_loss, self.since_best = 0, math.inf, 0
+        self.weights: dict | None = None
+
+    def update(self, step: int, loss: float) -> None:
+        self.history.append((step, loss))
+        if loss < self.best_loss:
+            self.best_step, self.best_loss, self.since_best = step, loss, 0
+            self.weights = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        else:
+            self.since_best += 1
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.patience) and self.since_best >= self.patience
+
+    def restore(self, model) -> None:
+        """The best step's weights back into the model (the starting ones when no step beat them);
+        without a validation slice the last step's stand."""
+        if self.weights is None:
+            return
+        import torch
+
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if param.requires_grad:
+                    param.copy_(self.weights[name])
+
+    def save(self, folder: Path) -> dict:
+        if self.weights is not None:
+            import torch
+
+            torch.save(self.weights, folder / "best.pt")
+        return {"history": self.history, "best_step": self.best_step, "best_loss": self.best_loss,
+                "since_best": self.since_best}
+
+    def load(self, folder: Path, state: dict) -> None:
+        import torch
+
+        self.history = [tuple(h) for h in state["history"]]
+        self.best_step, self.best_loss, self.since_best = state["best_step"], state["best_loss"], state["since_best"]
+        best = folder / "best.pt"
+        self.weights = torch.load(best, weights_only=True) if best.is_file() else None
 
 
 def _save_checkpoint(model, tokenizer, out: Path, settings: TrainSettings, base_folder: Path) -> None:
@@ -162,13 +332,15 @@ def _fingerprint(settings: TrainSettings) -> dict:
     return asdict(settings) | {"target_modules": list(settings.target_modules)}
 
 
-def _save_state(accelerator, work: Path, step: int, settings: TrainSettings) -> None:
+def _save_state(accelerator, work: Path, step: int, settings: TrainSettings, best: _Best) -> None:
     """Saved beside the last state, then swapped in: a kill during the save leaves the last one."""
     work.mkdir(parents=True, exist_ok=True)
     fresh, state, old = work / "state.new", work / "state", work / "state.old"
     shutil.rmtree(fresh, ignore_errors=True)
     accelerator.save_state(str(fresh))
-    (fresh / "step.json").write_text(json.dumps({"step": step, "settings": _fingerprint(settings)}))
+    validation = best.save(fresh)
+    (fresh / "step.json").write_text(json.dumps({"step": step, "settings": _fingerprint(settings),
+                                                 "validation": validation}))
     shutil.rmtree(old, ignore_errors=True)
     if state.exists():
         os.replace(state, old)
@@ -176,7 +348,7 @@ def _save_state(accelerator, work: Path, step: int, settings: TrainSettings) -> 
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_state(accelerator, work: Path, settings: TrainSettings) -> int:
+def _load_state(accelerator, work: Path, settings: TrainSettings, best: _Best) -> int:
     """The step to start from: that of the saved state, when one was saved with the same settings."""
     for folder in (work / "state", work / "state.old"):
         marker = folder / "step.json"
@@ -185,6 +357,7 @@ def _load_state(accelerator, work: Path, settings: TrainSettings) -> int:
             if saved["settings"] != _fingerprint(settings):
                 raise ValueError(f"{folder} was saved by a run with other settings: remove it to start over")
             accelerator.load_state(str(folder))
+            best.load(folder, saved["validation"])
             return int(saved["step"])
     return 0
 

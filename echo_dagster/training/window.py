@@ -11,7 +11,7 @@ import duckdb
 
 from echo_dagster.training.examples import data_hash
 
-_NAMES = ("completion_id", "partition_date", "prefix", "suffix", "target", "language")
+_NAMES = ("completion_id", "partition_date", "repo", "path", "prefix", "suffix", "target", "language")
 _FIELDS = ", ".join(_NAMES)
 
 

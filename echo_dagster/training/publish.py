@@ -1,0 +1,72 @@
+"""A training, from examples to a registered checkpoint: named by what it is trained on and how,
+trained (resuming a killed run of the same name), described in `echo_meta.json` and published.
+
+The same data, base and settings give the same name, so a retried run resumes its own work folder
+and a finished one is published again under the name it had.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from echo_dagster.training.examples import data_hash
+from echo_dagster.training.registry import Registry
+from echo_dagster.training.trainer import Progress, TrainResult, TrainSettings, train
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    address: str
+    result: TrainResult
+    meta: dict
+
+
+def base_for(registry: Registry, start_from: str, base_model: str) -> tuple[str, str | None]:
+    """(the spec training starts from, the champion's name when it starts from the champion)."""
+    champion = registry.champion() if start_from == "champion" else None
+    return (str(registry.local(champion) / "merged"), champion) if champion else (base_model, None)
+
+
+def train_and_publish(registry: Registry, examples: list[dict], *, kind: str, prefix: str, data: dict, base: str,
+                      champion: str | None, settings: TrainSettings, run_config: dict, work_root: Path,
+                      models_dir: Path, on_step: Callable[[Progress], None] | None = None) -> Published:
+    """`kind`: "echo" or "repository"; `prefix`: the name's start (e.g. echo-<cutoff>); `data`: what
+    the examples are (`hash` at least), recorded in echo_meta.json beside `run_config`."""
+    fingerprint = data_hash([(data["hash"], base, json.dumps(asdict(settings), sort_keys=True))])
+    name = f"{prefix}-{fingerprint[:10]}"
+    work = work_root / name
+    result = train(base, models_dir, examples, work / "run", work / "checkpoint", settings, on_step)
+    meta = {
+        "name": name, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "base_model": base, "started_from": "champion" if champion else "base", "champion_at_start": champion,
+        "config": run_config, "data": data, "code_version": code_version(), "seed": settings.seed,
+        "metrics": {"steps": result.steps, "resumed_from": result.resumed_from, "examples_encoded": result.examples,
+                    "tokens": result.tokens, "seconds": round(result.seconds, 1), "final_loss": result.final_loss,
+                    "first_loss": result.losses[0] if result.losses else None, "precision": result.precision,
+                    "validation_examples": result.validation_examples, "validation": result.validation,
+                    "base_validation_loss": result.base_validation_loss,
+                    "best_validation_loss": result.best_validation_loss, "best_step": result.best_step,
+                    "stopped_early": result.stopped_early},
+    }
+    (work / "checkpoint" / "echo_meta.json").write_text(json.dumps(meta, indent=2))
+    address = registry.publish(work / "checkpoint", name)
+    shutil.rmtree(work, ignore_errors=True)  # published; the resumable state is no longer needed
+    return Published(name, address, result, meta)
+
+
+def code_version() -> str:
+    """The package's version and, in a git checkout, its commit."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
+                                capture_output=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"echo-dagster {version('echo-dagster')}" + (f" ({commit})" if commit else "")
