@@ -58,7 +58,7 @@ def run_variant(overrides: dict, steps: int, precision: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--precision", default="no")
+    parser.add_argument("--precision", default="fp32")
     parser.add_argument("--device-note", default="this machine's CPU (2 cores)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()

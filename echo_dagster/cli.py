@@ -180,8 +180,9 @@ def _demo_loop(dg, defs, instance, args) -> bool:
 
     os.environ.setdefault("ECHO_RETRAIN_THRESHOLD", str(DEMO_RETRAIN_THRESHOLD))
     # A few dozen examples and a few steps: a higher learning rate than the default's 3e-4.
-    train = {"base_model": args.model or env.base_model(), "min_examples": 8, "epochs": 10, "learning_rate": 1e-3,
-             "max_steps": args.train_steps, "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
+    trainer = {"base_model": args.model or env.base_model(), "epochs": 10, "learning_rate": 1e-3,
+               "max_steps": args.train_steps, "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
+    train = {**trainer, "min_examples": 8}
     evaluate = {"base_model": train["base_model"], "max_rows": args.eval_rows, "replay_source": args.source,
                 "replay_completions": args.replay_completions, "humaneval_problems": args.humaneval_problems}
 
@@ -213,7 +214,7 @@ def _demo_loop(dg, defs, instance, args) -> bool:
     if trained is False:
         return False
     # The token budget stops it after as many tokens as train_job's: a few hundred examples suffice.
-    if trained and not run("baseline_job", "repository_checkpoint", {**train, "source": args.source, "examples": 300}):
+    if trained and not run("baseline_job", "repository_checkpoint", {**trainer, "source": args.source, "examples": 300}):
         return False
     return sensor_runs("evaluate_sensor", "eval_job", "eval_report", evaluate) is not False
 
