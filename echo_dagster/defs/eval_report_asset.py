@@ -1,6 +1,3 @@
-import time
-from datetime import date
-
 import dagster as dg
 from pydantic import Field
 
@@ -8,10 +5,9 @@ from echo_dagster import env
 from echo_dagster.corpus import DEFAULT_CORPUS
 from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint, repository_checkpoint
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
-from echo_dagster.evaluation import gate, offline, report
-from echo_dagster.evaluation.suite import ROLES, SuiteSettings, arms, by_role, run_suite
+from echo_dagster.evaluation import gate, offline, promotion, report
+from echo_dagster.evaluation.suite import ROLES, SuiteSettings, by_role
 from echo_dagster.model.generation import GenerationConfig
-from echo_dagster.simulate.run import SimulationSpec
 
 _GATE = gate.GateSettings()
 _GENERATION = GenerationConfig()
@@ -57,68 +53,39 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
     repository-files baseline: scores on the held-out eval set, a replay A/B on held-out files, the
     HumanEval forgetting guard; then the promotion gate. The report is written under
     $ECHO_HOME/reports/; every decision is recorded in the registry."""
-    registry = models.registry()
-    latest = registry.latest("echo")
-    if latest is None:
-        context.log.warning("Nothing to evaluate: the registry holds no Echo checkpoint (run train_job).")
-        return
     with warehouse.connect(read_only=True) as con:
         rows = offline.held_out_rows(con, config.max_rows)
     if not rows:
         context.log.warning("Nothing to evaluate on: the eval set is empty (run harvest_job).")
         return
-    challenger, champion = latest["name"], registry.champion()
-    repository = registry.latest("repository")
-
-    def checkpoint(name: str) -> tuple[str, str]:
-        return name, str(registry.local(name) / "merged")
-
     settings = SuiteSettings(
         generation=GenerationConfig(context_tokens=config.context_tokens, batch_size=config.batch_size),
-        replay=SimulationSpec(source=config.replay_source, start=date(2026, 1, 5), days=1, users=config.replay_users,
-                              max_completions=config.replay_completions, seed=config.replay_seed)
-        if config.replay_completions else None,
+        replay=promotion.replay_spec(config.replay_source, config.replay_users, config.replay_completions,
+                                     config.replay_seed),
         humaneval_problems=config.humaneval_problems, resamples=config.resamples)
-    measured = arms(config.base_model, checkpoint(champion) if champion else None, checkpoint(challenger),
-                    checkpoint(repository["name"]) if repository else None)
-    results = run_suite(measured, rows, settings, env.models_cache(), log=context.log.info)
-
-    new, old = by_role(results, "challenger"), by_role(results, "champion")
-    if new is old:
-        verdict = gate.Verdict(False, [f"{challenger} is already the champion"])
-    elif registry.marks(challenger):
-        verdict = gate.Verdict(False, [f"{challenger} is marked: {registry.marks(challenger)[-1]['reason']}"])
-    else:
-        verdict = gate.decide(gate.Scores([s.accepted for s in new.scored], new.humaneval_pass_at_1),
-                              gate.Scores([s.accepted for s in old.scored], old.humaneval_pass_at_1),
-                              gate.GateSettings(config.min_acceptance_gain, config.max_humaneval_drop,
-                                                config.confidence, config.resamples))
-
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    built = report.build(f"Echo evaluation {stamp}: {challenger}", results, verdict,
-                         {"challenger": challenger, "champion_before": old.arm.name, "eval_rows": len(rows),
-                          "config": config.model_dump()})
-    page = built.write(env.echo_home() / "reports" / f"{stamp}-{challenger}")
-    context.log.info(f"Report: {page}")
-    if verdict.promote:
-        registry.set_champion(challenger, "; ".join(verdict.reasons))
-    decision = registry.record_decision({"challenger": challenger, "champion": old.arm.name,
-                                         "promoted": verdict.promote, "reasons": verdict.reasons,
-                                         "figures": verdict.figures, "eval_rows": len(rows)})
+    outcome = promotion.evaluate_challenger(
+        models.registry(), rows, config.base_model, settings,
+        gate.GateSettings(config.min_acceptance_gain, config.max_humaneval_drop, config.confidence, config.resamples),
+        env.models_cache(), env.echo_home() / "reports", config.model_dump(), log=context.log.info)
+    if outcome is None:
+        context.log.warning("Nothing to evaluate: the registry holds no Echo checkpoint (run train_job).")
+        return
+    verdict, built = outcome.verdict, outcome.report
+    context.log.info(f"Report: {outcome.page}")
     context.log.info(f"Promotion gate: {'promoted' if verdict.promote else 'not promoted'} — "
                      + "; ".join(verdict.reasons))
-
     metadata = {
         "promoted": verdict.promote,
         # Markdown: the UI wraps it (a text value stays on one line, cut off).
         "gate": dg.MetadataValue.md(f"**{'Promoted' if verdict.promote else 'Not promoted'}**: "
                                     + "; ".join(verdict.reasons)),
-        "report": dg.MetadataValue.path(str(page)),
+        "report": dg.MetadataValue.path(str(outcome.page)),
         "acceptance": _table(built.ui_tables[report.ACCEPTANCE], _ACCEPTANCE_HELP),
         "measures": _table(built.ui_tables[report.MEASURES], _MEASURES_HELP),
-        "challenger": challenger, "champion": registry.champion() or config.base_model,
-        "repository_baseline": repository["name"] if repository else "(none: run baseline_job)",
-        "eval_rows": len(rows), "decision": decision,
+        "challenger": outcome.challenger,
+        "champion": outcome.challenger if verdict.promote else outcome.champion_before,
+        "repository_baseline": outcome.repository or "(none: run baseline_job)",
+        "eval_rows": len(rows), "decision": outcome.decision,
         "by_language": _table(built.ui_tables[report.BY_LANGUAGE]),
         "by_source_kind": _table(built.ui_tables[report.BY_SOURCE_KIND]),
         "chart_png": dg.MetadataValue.md(built.chart_markdown()),
@@ -126,7 +93,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
     }
     # Every role every time (NaN when a role has no model), so that the plots have no gaps.
     for role in ROLES:
-        result = by_role(results, role)
+        result = by_role(outcome.results, role)
         metadata[f"acceptance/{role}"] = dg.MetadataValue.float(
             round(result.summary["acceptance"][0], 4) if result is not None and result.summary.get("n")
             else float("nan"))

@@ -1,0 +1,83 @@
+"""The challenger meets the gate: the models measured, the verdict, the report, and the record of
+the decision in the registry (and the new champion when it wins)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from echo_dagster.evaluation import gate, report
+from echo_dagster.evaluation.suite import ArmResult, SuiteSettings, arms, by_role, run_suite
+from echo_dagster.simulate.run import SimulationSpec
+from echo_dagster.training.registry import Registry
+
+# The replay A/B writes nothing, so its sessions' day only has to be the same for every model.
+REPLAY_DAY = date(2026, 1, 5)
+
+
+def replay_spec(source: str, users: int, completions: int, seed: int) -> SimulationSpec | None:
+    """The replay A/B's sessions on held-out files: one day, every model the same (None: no replay)."""
+    if not completions:
+        return None
+    return SimulationSpec(source=source, start=REPLAY_DAY, days=1, users=users, max_completions=completions,
+                          seed=seed)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    challenger: str
+    champion_before: str
+    repository: str | None
+    results: list[ArmResult]
+    verdict: gate.Verdict
+    report: report.Report
+    page: Path
+    decision: str  # the decision's record in the registry
+
+
+def evaluate_challenger(registry: Registry, rows: list[dict], base_model: str, settings: SuiteSettings,
+                        gate_settings: gate.GateSettings, models_dir: Path, reports_dir: Path, run_config: dict,
+                        log: Callable[[str], None] = print) -> Outcome | None:
+    """The latest Echo checkpoint against the base, the champion and the repository baseline on
+    `rows` (held-out eval rows); None when the registry holds no Echo checkpoint."""
+    latest = registry.latest("echo")
+    if latest is None:
+        return None
+    challenger, champion = latest["name"], registry.champion()
+    repository = registry.latest("repository")
+
+    def checkpoint(name: str) -> tuple[str, str]:
+        return name, str(registry.local(name) / "merged")
+
+    measured = arms(base_model, checkpoint(champion) if champion else None, checkpoint(challenger),
+                    checkpoint(repository["name"]) if repository else None)
+    results = run_suite(measured, rows, settings, models_dir, log=log)
+    new, old = by_role(results, "challenger"), by_role(results, "champion")
+    verdict = judge(registry, challenger, new, old, gate_settings)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    built = report.build(f"Echo evaluation {stamp}: {challenger}", results, verdict,
+                         {"challenger": challenger, "champion_before": old.arm.name, "eval_rows": len(rows),
+                          "config": run_config})
+    page = built.write(reports_dir / f"{stamp}-{challenger}")
+    if verdict.promote:
+        registry.set_champion(challenger, "; ".join(verdict.reasons))
+    decision = registry.record_decision({"challenger": challenger, "champion": old.arm.name,
+                                         "promoted": verdict.promote, "reasons": verdict.reasons,
+                                         "figures": verdict.figures, "eval_rows": len(rows)})
+    return Outcome(challenger, old.arm.name, repository["name"] if repository else None, results, verdict, built,
+                   page, decision)
+
+
+def judge(registry: Registry, challenger: str, new: ArmResult, old: ArmResult,
+          settings: gate.GateSettings) -> gate.Verdict:
+    """The gate's verdict, after the two refusals that need no measurement: a challenger that is
+    already the champion, and one marked (trained on data whose subject opted out)."""
+    if new is old:
+        return gate.Verdict(False, [f"{challenger} is already the champion"])
+    if registry.marks(challenger):
+        return gate.Verdict(False, [f"{challenger} is marked: {registry.marks(challenger)[-1]['reason']}"])
+    return gate.decide(gate.Scores([s.accepted for s in new.scored], new.humaneval_pass_at_1),
+                       gate.Scores([s.accepted for s in old.scored], old.humaneval_pass_at_1), settings)
