@@ -51,7 +51,7 @@ def test_the_harvest_chain_filters_the_simulators_logs(tmp_path):
 
 
 def test_the_pii_re_scan_finds_what_slipped_into_kept_rows(tmp_path):
-    from echo_dagster.filters.partition import leaks
+    from echo_dagster.filters.checks import leaks
 
     day = date(2026, 11, 2)
     with warehouse.connect(tmp_path / "wh.duckdb") as con:
@@ -191,7 +191,7 @@ def test_planted_values_do_not_survive_the_harvest(tmp_path):
 
 def test_the_leak_check_reads_every_text_column(tmp_path):
     """Values the redactor missed, in columns it once skipped, are caught; placeholders and ids are not."""
-    from echo_dagster.filters.partition import leaks
+    from echo_dagster.filters.checks import leaks
 
     with warehouse.connect(tmp_path / "wh.duckdb") as con:
         rows = [
