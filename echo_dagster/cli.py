@@ -145,7 +145,6 @@ def run_demo(args) -> int:
 
     from echo_dagster import warehouse
     from echo_dagster.definitions import defs
-    from echo_dagster.defs.daemon_state import adopt_run
 
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("harvest_job")
@@ -155,7 +154,6 @@ def run_demo(args) -> int:
             partition_key=day.isoformat(), instance=instance, raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
-        adopt_run(instance, result.run_id)  # listed under harvest_job in the UI, as a launched run is
         failed += not result.success
         print(f"harvest_job[{day}]: {'success' if result.success else 'FAILED'} (run {result.run_id})")
     with warehouse.connect(env.warehouse_url(), read_only=True) as con:
@@ -172,10 +170,9 @@ DEMO_RETRAIN_THRESHOLD = 20  # training examples; a deployment's default is 5,00
 def _demo_loop(dg, defs, instance, args) -> bool:
     """What the daemon would do after the harvest, no daemon running: retrain_sensor's tick and the
     train_job it requests, the repository baseline (baseline_job), evaluate_sensor's tick and its
-    eval_job, each a real run. The sensors' ticks are evaluated and recorded as the daemon does
-    (`defs.daemon_state`), so that a daemon started later (make ui) finds them done."""
-    from dagster._core.utils import make_new_run_id
-
+    eval_job, each a real run. The sensors' ticks are evaluated as the daemon does and their runs
+    tagged as the daemon tags them (`defs.daemon_state`), so that a daemon started later (make ui)
+    finds them done."""
     from echo_dagster.defs import daemon_state
 
     os.environ.setdefault("ECHO_RETRAIN_THRESHOLD", str(DEMO_RETRAIN_THRESHOLD))
@@ -186,11 +183,10 @@ def _demo_loop(dg, defs, instance, args) -> bool:
     evaluate = {"base_model": train["base_model"], "max_rows": args.eval_rows, "replay_source": args.source,
                 "replay_completions": args.replay_completions, "humaneval_problems": args.humaneval_problems}
 
-    def run(job: str, asset: str, config: dict, tags: dict | None = None, run_id: str | None = None) -> bool:
+    def run(job: str, asset: str, config: dict, tags: dict | None = None) -> bool:
         result = defs.resolve_job_def(job).execute_in_process(
-            instance=instance, raise_on_error=False, tags=tags, run_id=run_id,
+            instance=instance, raise_on_error=False, tags=tags,
             run_config={"ops": {asset: {"config": config}}, "loggers": {"console": {"config": {"log_level": "INFO"}}}})
-        daemon_state.adopt_run(instance, result.run_id)
         print(f"{job}: {'success' if result.success else 'FAILED'} (run {result.run_id})")
         for m in result.asset_materializations_for_node(asset) if result.success else []:
             _print_materialization(asset, {k: v.value for k, v in m.metadata.items()})
@@ -199,16 +195,13 @@ def _demo_loop(dg, defs, instance, args) -> bool:
     def sensor_runs(name: str, job: str, asset: str, config: dict) -> bool | None:
         """The sensor's tick and the runs it requests; None when it requests none."""
         tick = daemon_state.evaluate(instance, defs, name)
-        tick.run_ids = [make_new_run_id() for _ in tick.requests]
-        daemon_state.record(instance, tick)  # before the runs, as the daemon records its tick
         if not tick.requests:
             print(f"\n{name}: {tick.sentence}")
             return None
         print(f"\n{name}: requests {job} (" + "; ".join(
             f"run key {r.run_key}" + (f", {r.tags['echo/new_rows']} new training examples"
                                       if "echo/new_rows" in r.tags else "") for r in tick.requests) + ")")
-        return all([run(job, asset, config, tick.run_tags(r), run_id)
-                    for r, run_id in zip(tick.requests, tick.run_ids)])
+        return all([run(job, asset, config, tick.run_tags(r)) for r in tick.requests])
 
     trained = sensor_runs("retrain_sensor", "train_job", "finetuned_checkpoint", train)
     if trained is False:

@@ -11,8 +11,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
-import yaml
-from dagster._core.scheduler.instigation import TickStatus
 
 from echo_dagster_tests.conftest import REPO
 
@@ -76,36 +74,23 @@ def test_the_demo_materializes_the_whole_graph_end_to_end(echo_home, tiny_model_
     finally:
         instance.dispose()
 
-    # The real daemon on the demo's instance, as `make ui` starts it: every sensor ticks and requests
-    # nothing; then, with evaluate_sensor's cursor gone, its run key alone keeps the evaluation from
-    # running twice.
-    with running_daemon(env) as started:
-        ticks = wait_for_ticks(echo_home, ("retrain_sensor", "evaluate_sensor", "opt_out_sensor"), after=started)
-        assert "0 training examples after the data cutoff" in ticks["retrain_sensor"].skip_reason
-        assert "No new materialization events" in ticks["evaluate_sensor"].skip_reason
-        forget_cursor(echo_home, "evaluate_sensor")
-        again = wait_for_ticks(echo_home, ("evaluate_sensor",), after=ticks["evaluate_sensor"].timestamp + 1)
-        assert again["evaluate_sensor"].run_keys == [f"evaluate-{name}"]  # requested, and found done
+    # The real daemon on the demo's instance, as `make ui` starts it: every sensor ticks and nothing
+    # runs again (evaluate_sensor asks for the checkpoint's evaluation, and finds its run key done).
+    with running_daemon(env, echo_home / "daemon.log") as log:
+        wait_for(log, [f"sensor: {s}" for s in ("retrain_sensor", "evaluate_sensor", "opt_out_sensor")])
+        wait_for(log, [f"evaluate-{name}"])
+        time.sleep(5)  # what the ticks requested would be launched by now
     instance = dg.DagsterInstance.from_config(str(echo_home / "dagster"))
     try:
-        assert instance.get_runs_count() == runs
-        assert not [t for n in ("retrain_sensor", "evaluate_sensor") for t in daemon_ticks(instance, n)
-                    if t.status == TickStatus.FAILURE or t.run_ids and t.timestamp > started]
-        # The demo's runs carry what the daemon dedupes a sensor's runs by; the demo's ticks are in the
-        # sensors' history with the runs they requested.
+        assert instance.get_runs_count() == runs, log.read_text()[-3000:]
+        # The demo's runs carry what the daemon dedupes a sensor's runs by.
         for job, sensor, run_key in (("train_job", "retrain_sensor", "after-start"),
                                      ("eval_job", "evaluate_sensor", f"evaluate-{name}")):
             [run] = instance.get_runs(dg.RunsFilter(job_name=job))
             assert (run.tags["dagster/sensor_name"], run.tags["dagster/run_key"]) == (sensor, run_key)
-            assert [t.run_ids for t in daemon_ticks(instance, sensor) if t.timestamp < started] == [[run.run_id]]
-        # Every demo run has the code location's origin, as a launched run has: the UI lists it under its job.
-        origins = {(r.remote_job_origin.location_name, r.remote_job_origin.repository_origin.repository_name,
-                    r.tags[".dagster/repository"]) for r in instance.get_runs() if r.remote_job_origin}
-        assert instance.get_runs_count() == 5 and origins == {
-            ("echo_dagster", "__repository__", "__repository__@echo_dagster")}
-        assert len(instance.get_runs(dg.RunsFilter(tags={".dagster/repository": "__repository__@echo_dagster"}))) == 5
     finally:
         instance.dispose()
+    assert "Traceback" not in log.read_text()
 
 
 def test_simulate_on_a_source_that_is_not_there_says_so(echo_home, tmp_path):
@@ -117,61 +102,27 @@ def test_simulate_on_a_source_that_is_not_there_says_so(echo_home, tmp_path):
 
 
 @contextlib.contextmanager
-def running_daemon(env: dict):
-    """`dagster-daemon run` on the workspace `dagster dev` loads, in its own process group; yields
-    the time it started."""
-    started = time.time()
-    daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-                              cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        yield started
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
+def running_daemon(env: dict, log: Path):
+    """`dagster-daemon run` on the workspace `dagster dev` loads, in its own process group, its log
+    in `log`."""
+    with open(log, "wb") as out:
+        daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+                                  cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
         try:
-            daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
-
-
-def daemon_ticks(instance, sensor: str) -> list:
-    """The sensor's ticks, newest first, found as the UI finds them: by the sensor's selector."""
-    from dagster._core.definitions.selector import InstigatorSelector
-
-    location = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]["location_name"]
-    selector_id = InstigatorSelector(location_name=location, repository_name="__repository__", name=sensor).get_id()
-    return list(instance.get_ticks("(found by selector)", selector_id))
-
-
-def wait_for_ticks(echo_home: Path, sensors: tuple[str, ...], after: float, timeout: float = 240) -> dict:
-    """The first finished tick of each sensor after `after`."""
-    deadline = time.time() + timeout
-    while True:
-        instance = dg.DagsterInstance.from_config(str(echo_home / "dagster"))
-        try:
-            found = {s: next((t for t in reversed(daemon_ticks(instance, s)) if t.timestamp > after
-                              and t.status in (TickStatus.SKIPPED, TickStatus.SUCCESS, TickStatus.FAILURE)), None)
-                     for s in sensors}
+            yield log
         finally:
-            instance.dispose()
-        if all(found.values()):
-            assert all(t.status == TickStatus.SKIPPED and not t.run_ids for t in found.values()), {
-                s: (t.status.value, t.run_ids, t.tick_data.run_keys, t.skip_reason, t.error and t.error.message)
-                for s, t in found.items()}
-            return found
-        assert time.time() < deadline, f"no tick of {[s for s, t in found.items() if not t]} in {timeout} s"
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+
+
+def wait_for(log: Path, texts: list[str], timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not all(t in log.read_text() for t in texts):
+        assert time.time() < deadline, f"not in the daemon's log after {timeout} s: " + ", ".join(
+            t for t in texts if t not in log.read_text()) + "\n" + log.read_text()[-3000:]
         time.sleep(2)
-
-
-def forget_cursor(echo_home: Path, sensor: str) -> None:
-    from dagster._core.scheduler.instigation import InstigatorType
-
-    instance = dg.DagsterInstance.from_config(str(echo_home / "dagster"))
-    try:
-        [state] = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-                   if s.instigator_name == sensor]
-        assert state.instigator_data.cursor
-        instance.update_instigator_state(state.with_data(state.instigator_data._replace(cursor=None)))
-    finally:
-        instance.dispose()

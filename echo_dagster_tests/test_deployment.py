@@ -16,7 +16,8 @@ from dagster_aws.s3 import S3Resource
 from packaging.requirements import Requirement
 
 from echo_dagster.defs.raw_sessions_asset import raw_sessions
-from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse
+from echo_dagster.defs.jobs import train_executor
+from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse, default_resources
 from echo_dagster.landing_fixtures import FixtureSpec, write_landing_fixtures
 from echo_dagster_tests.conftest import REPO
 from echo_dagster_tests.test_raw_sessions_asset import DAYS, RUN_CONFIG
@@ -134,17 +135,20 @@ def test_the_images_pins_satisfy_pyproject():
 
 @pytest.mark.parametrize("kind", ["docker", "k8s"])
 def test_the_training_step_asks_for_a_gpu_in_the_trainer_image(kind, monkeypatch):
-    from dagster._config import process_config
     from dagster_docker import docker_executor
     from dagster_k8s import k8s_job_executor
 
-    from echo_dagster.defs.jobs import gpu_executor_config, train_executor
+    from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint
+    from echo_dagster.defs.jobs import gpu_executor_config
 
     monkeypatch.setenv("ECHO_TRAIN_EXECUTOR", kind)
     monkeypatch.setenv("ECHO_TRAINER_IMAGE", "registry.example.org/echo-trainer:1")
     config = gpu_executor_config(kind)
-    schema = {"docker": docker_executor, "k8s": k8s_job_executor}[kind].config_schema.config_type
-    assert process_config(schema, config).success  # what the executor accepts
+    # What the executor accepts: its config in a run config of a job on that executor.
+    executor = {"docker": docker_executor, "k8s": k8s_job_executor}[kind]
+    job = dg.Definitions(assets=[finetuned_checkpoint], jobs=[dg.define_asset_job("j", executor_def=executor)],
+                         resources=default_resources()).resolve_job_def("j")
+    assert dg.validate_run_config(job, {"execution": {"config": config}})
     if kind == "docker":
         assert config["image"] == "registry.example.org/echo-trainer:1"
         assert config["container_kwargs"]["device_requests"] == [{"count": -1, "capabilities": [["gpu"]]}]

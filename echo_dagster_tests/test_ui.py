@@ -101,15 +101,6 @@ def test_on_an_empty_instance_every_sensor_skips_with_a_sentence_and_every_sched
         assert skip.startswith("No partition to harvest") and "before the first daily partition" in skip
 
 
-def test_the_demo_records_sensor_ticks_for_the_code_location_that_dagster_dev_loads():
-    from dagster._core.workspace.load import location_origins_from_yaml_paths
-
-    from echo_dagster.defs import daemon_state
-
-    [origin] = location_origins_from_yaml_paths([str(REPO / "workspace.yaml")])
-    assert daemon_state.sensor_origin("retrain_sensor").repository_origin.code_location_origin == origin
-
-
 # -- the first daily partition
 
 def test_the_partitions_start_where_the_landing_zone_does(tmp_path, monkeypatch):
