@@ -12,9 +12,6 @@ from echo_dagster import env
 from echo_dagster.corpus import DEFAULT_CORPUS
 from echo_dagster.landing import open_store
 
-# Real code that installs with the project and is newer than the base model's training data
-# (dagster-shared was split out of dagster in 2025).
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="echo-dagster", description=__doc__)

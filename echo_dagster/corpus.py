@@ -9,7 +9,9 @@ from pathlib import Path
 
 from echo_dagster.syntax import EXTENSIONS, error_spans, parser_for
 
-DEFAULT_CORPUS = "dagster_shared"  # an installed package the demo replays
+# Real code that installs with the project and is newer than the base model's training data
+# (dagster-shared was split out of dagster in 2025): what the demo replays.
+DEFAULT_CORPUS = "dagster_shared"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A small, deterministic generator of schema-v1 landing files, bad lines included.
 
-For tests, the ingestion benchmark and the demo until the simulator drives it: sessions of a
+For the tests and the ingestion benchmark: sessions of a
 user writing a Python file with completions shown, accepted or rejected, and snapshots after the
 decision; duplicate deliveries, events delivered a day late, shuffled lines, gzip and plain files,
 and a catalogue of broken lines. It returns what ingestion must find, per partition.

@@ -15,8 +15,8 @@ import yaml
 from dagster_aws.s3 import S3Resource
 from packaging.requirements import Requirement
 
-from echo_dagster.defs.raw_sessions_asset import raw_sessions
 from echo_dagster.defs.jobs import train_executor
+from echo_dagster.defs.raw_sessions_asset import raw_sessions
 from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse, default_resources
 from echo_dagster.landing_fixtures import FixtureSpec, write_landing_fixtures
 from echo_dagster_tests.conftest import REPO

@@ -36,7 +36,7 @@ def read_continue(lines: Iterable[tuple[str, str | bytes]]) -> ReadResult:
     seen: set[str] = set()
     for where, line in lines:
         result.lines += 1
-        if not (line.strip() if isinstance(line, str) else line.strip()):
+        if not line.strip():
             result.skip("blank_line", where, "empty line")
             continue
         try:

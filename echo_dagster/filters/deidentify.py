@@ -474,12 +474,6 @@ def _person_findings(text: str, spans: list[tuple[int, int]]) -> list[Finding]:
 
 # --- Replacing -----------------------------------------------------------------------------------------
 
-def scrub(text: str, language: str, *, ner: bool = True) -> tuple[str, Counter]:
-    """The text with every finding replaced by its placeholder, and the counts per entity."""
-    findings = find(text, language, ner=ner)
-    return redact(text, findings, 0, len(text)), Counter(f.entity for f in findings)
-
-
 def redact(text: str, findings: list[Finding], start: int, end: int) -> str:
     """text[start:end] with the findings (sorted, not overlapping) replaced by placeholders; a finding
     cut by the window's edge is replaced too."""
