@@ -21,6 +21,7 @@ from echo_dagster.filters.deidentify import (
     _engines,
     not_a_secret,
     not_an_address,
+    presidio_recognizers,
 )
 from echo_dagster.filters.partition import FilterResult
 from echo_dagster.optout import OptOut
@@ -144,21 +145,12 @@ def _line_index(lines: list[str]):
 @functools.cache
 def _presidio():
     from presidio_analyzer.nlp_engine import NlpArtifacts
-    from presidio_analyzer.predefined_recognizers import (
-        CreditCardRecognizer,
-        EmailRecognizer,
-        IbanRecognizer,
-        IpRecognizer,
-        PhoneRecognizer,
-        UsSsnRecognizer,
-    )
 
     _engines()  # tldextract offline
     # Each recognizer reads the lines holding a character its entity cannot lack.
     needs = {"EMAIL_ADDRESS": "@", "IP_ADDRESS": "[.:]", "IBAN_CODE": r"\d"}
-    return [(r, needs.get(r.supported_entities[0], "number")) for r in (
-        EmailRecognizer(), PhoneRecognizer(), IpRecognizer(), CreditCardRecognizer(), IbanRecognizer(),
-        UsSsnRecognizer())], NlpArtifacts([], [], [], [], None, "en")
+    return [(r, needs.get(r.supported_entities[0], "number")) for r in presidio_recognizers()], \
+        NlpArtifacts([], [], [], [], None, "en")
 
 
 # A line that is one token (word characters, single hyphens between them: an id, a hash, a UUID)

