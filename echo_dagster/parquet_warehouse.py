@@ -27,74 +27,91 @@ from echo_dagster.partition_files import PartitionFiles
 PREFIX = "parquet:"
 
 
-def is_parquet(path) -> bool:
-    return str(path).startswith(PREFIX)
+def is_parquet(url) -> bool:
+    return str(url).startswith(PREFIX)
 
 
-def _files(path) -> PartitionFiles:
-    return PartitionFiles(str(path)[len(PREFIX):], env.echo_home() / "parquet-cache")
+class ParquetFiles:
+    """The Parquet backend of `warehouse`: `connect` and `attach` as the DuckDB file's."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.files = PartitionFiles(url[len(PREFIX):], env.echo_home() / "parquet-cache")
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool, wait_s: float, window: tuple[date, date] | None
+                ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A reader's in-memory views over the files, or a writer's scratch file (see the module)."""
+        if read_only:
+            with self._views() as con:
+                yield con
+            return
+        with self._scratch(window) as db:
+            con = duckdb.connect(str(db))
+            try:
+                yield con
+            finally:
+                con.close()
+
+    @contextlib.contextmanager
+    def attach(self, con: duckdb.DuckDBPyConnection, alias: str, wait_s: float,
+               window: tuple[date, date] | None) -> Iterator[str]:
+        with self._scratch(window) as db:
+            con.execute(f"ATTACH '{db}' AS {alias}")
+            try:
+                yield alias
+            finally:
+                con.execute("USE memory")
+                con.execute(f"DETACH {alias}")
+
+    @contextlib.contextmanager
+    def _views(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = duckdb.connect()
+        try:
+            schema.create(con)
+            for table in schema.PARTITION_KEY:
+                paths = [str(p) for p in self.files.files(table).values()]
+                if paths:
+                    # The empty table first: columns added since a file was written read as NULL.
+                    con.execute(f"ALTER TABLE {table} RENAME TO _{table}_columns")
+                    con.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_columns UNION ALL BY NAME "
+                                f"SELECT * FROM read_parquet({paths}, union_by_name = true)")
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _scratch(self, window: tuple[date, date] | None) -> Iterator[Path]:
+        """A DuckDB file holding the partitions in `window`; after the block, what changed in it is
+        written back to the files. Yields the scratch file's path, for one connection at a time."""
+        folder = Path(tempfile.mkdtemp(prefix="echo-scratch-"))
+        db = folder / "scratch.duckdb"
+        try:
+            with duckdb.connect(str(db)) as con:
+                schema.create(con)
+                for table in schema.PARTITION_KEY:
+                    paths = [str(p) for p in self.files.files(table, lambda day: _in_window(day, window)).values()]
+                    if paths:
+                        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet({paths}, "
+                                    "union_by_name = true)")
+                before = _fingerprints(con)
+            yield db
+            with duckdb.connect(str(db)) as con:
+                after = _fingerprints(con)
+                for (table, day), print_ in after.items():
+                    if before.get((table, day)) != print_:
+                        out = folder / f"{table}-{day.isoformat()}.parquet"
+                        con.execute(f"COPY (SELECT * FROM {table} WHERE {schema.PARTITION_KEY[table]} = $day) "
+                                    f"TO '{out}' (FORMAT parquet)", {"day": day})
+                        self.files.publish(table, day, out)
+                for table, day in before.keys() - after.keys():
+                    self.files.remove(table, day)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _in_window(day: date, window: tuple[date, date] | None) -> bool:
     return window is None or window[0] <= day <= window[1]
-
-
-@contextlib.contextmanager
-def read(path) -> Iterator[duckdb.DuckDBPyConnection]:
-    files = _files(path)
-    con = duckdb.connect()
-    try:
-        schema.create(con)
-        for table in schema.PARTITION_KEY:
-            paths = [str(p) for p in files.files(table).values()]
-            if paths:
-                # The empty table first: columns added since a file was written read as NULL.
-                con.execute(f"ALTER TABLE {table} RENAME TO _{table}_columns")
-                con.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_columns UNION ALL BY NAME "
-                            f"SELECT * FROM read_parquet({paths}, union_by_name = true)")
-        yield con
-    finally:
-        con.close()
-
-
-@contextlib.contextmanager
-def scratch(path, window: tuple[date, date] | None) -> Iterator[Path]:
-    """A DuckDB file holding the partitions in `window`; after the block, what changed in it is
-    written back to the files. Yields the scratch file's path, for one connection at a time."""
-    files = _files(path)
-    folder = Path(tempfile.mkdtemp(prefix="echo-scratch-"))
-    db = folder / "scratch.duckdb"
-    try:
-        with duckdb.connect(str(db)) as con:
-            schema.create(con)
-            for table in schema.PARTITION_KEY:
-                paths = [str(p) for p in files.files(table, lambda day: _in_window(day, window)).values()]
-                if paths:
-                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet({paths}, union_by_name = true)")
-            before = _fingerprints(con)
-        yield db
-        with duckdb.connect(str(db)) as con:
-            after = _fingerprints(con)
-            for (table, day), print_ in after.items():
-                if before.get((table, day)) != print_:
-                    out = folder / f"{table}-{day.isoformat()}.parquet"
-                    con.execute(f"COPY (SELECT * FROM {table} WHERE {schema.PARTITION_KEY[table]} = $day) TO '{out}' "
-                                "(FORMAT parquet)", {"day": day})
-                    files.publish(table, day, out)
-            for table, day in before.keys() - after.keys():
-                files.remove(table, day)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def write(path, window: tuple[date, date] | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    with scratch(path, window) as db:
-        con = duckdb.connect(str(db))
-        try:
-            yield con
-        finally:
-            con.close()
 
 
 def _fingerprints(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, date], tuple]:
