@@ -69,7 +69,7 @@ def _simulation_options(parser, *, users: int, sessions: int, max_completions: i
 
 def run_simulate(args, start: date, landing_url: str):
     """Runs the simulator; returns its summary, or None after printing why it could not run."""
-    from echo_dagster.model.generation import complete
+    from echo_dagster.model.generation import GenerationConfig, complete
     from echo_dagster.model.loading import load_model
     from echo_dagster.simulate.run import SimulationSpec, simulate
 
@@ -78,7 +78,9 @@ def run_simulate(args, start: date, landing_url: str):
     model = args.model or env.base_model()
 
     def propose(requests):  # the model loads only once the source has been scanned
-        return complete(load_model(model, env.models_cache()), requests, progress=True)
+        generation = GenerationConfig()
+        return complete(load_model(model, env.models_cache(), precision=generation.precision), requests, generation,
+                        progress=True)
 
     spec = SimulationSpec(source=args.source, start=start, days=args.days, users=args.users,
                           sessions_per_user_day=args.sessions_per_user_day, max_completions=args.max_completions,

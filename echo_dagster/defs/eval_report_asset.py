@@ -1,3 +1,5 @@
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field
 
@@ -28,6 +30,9 @@ class EvalConfig(dg.Config):
                                                             "first N by id, one solution line each; 0: none).")
     context_tokens: int = Field(default=_GENERATION.context_tokens, description="Prompt budget, as when serving.")
     batch_size: int = Field(default=_GENERATION.batch_size, description="Prompts generated at once.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default=_GENERATION.precision, description="Of the weights while generating; auto: bf16 where the processor "
+                                                   "computes it, else fp32. Every model is measured the same way.")
     min_acceptance_gain: float = Field(default=_GATE.min_acceptance_gain,
                                        description="Acceptance the challenger must gain over the champion "
                                                    "(0.02 = 2 points).")
@@ -59,7 +64,8 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
         context.log.warning("Nothing to evaluate on: the eval set is empty (run harvest_job).")
         return
     settings = SuiteSettings(
-        generation=GenerationConfig(context_tokens=config.context_tokens, batch_size=config.batch_size),
+        generation=GenerationConfig(context_tokens=config.context_tokens, batch_size=config.batch_size,
+                                    precision=config.precision),
         replay=promotion.replay_spec(config.replay_source, config.replay_users, config.replay_completions,
                                      config.replay_seed),
         humaneval_problems=config.humaneval_problems, resamples=config.resamples)

@@ -70,7 +70,7 @@ def run_suite(models: list[Arm], rows: list[dict], settings: SuiteSettings, mode
     for arm in models:
         seconds = {}
         started = time.perf_counter()
-        loaded = load_model(arm.spec, models_dir)
+        loaded = load_model(arm.spec, models_dir, precision=settings.generation.precision)
         seconds["load"] = time.perf_counter() - started
 
         def propose(requests, loaded=loaded):

@@ -32,7 +32,31 @@ class LoadedModel:
     tokenizer: object
 
 
-def load_model(spec: str, models_dir: str | Path, *, device: str = "cpu") -> LoadedModel:
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str) -> str:
+    """'fp32' or 'bf16': `auto` takes bf16 where the processor computes it natively (a GPU that has
+    it; a CPU with AVX-512 BF16 or AMX, where oneDNN's bf16 kernels run about twice as fast as fp32
+    here — elsewhere they would be emulated, slower than fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "fp32"
+    return "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32"
+
+
+def load_model(spec: str, models_dir: str | Path, *, device: str = "cpu", precision: str = "fp32") -> LoadedModel:
+    """The model in eval mode; `precision` ('auto', 'fp32', 'bf16') its weights' type, for inference
+    (training loads fp32 and autocasts)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -44,7 +68,8 @@ def load_model(spec: str, models_dir: str | Path, *, device: str = "cpu") -> Loa
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-    model.to(device).eval()
+    dtype = torch.bfloat16 if resolve_precision(precision) == "bf16" else torch.float32
+    model.to(device=device, dtype=dtype).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(spec, model, tokenizer)

@@ -30,10 +30,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from echo_dagster.model.loading import load_model, resolve_folder, split_spec
+from echo_dagster.model.loading import PRECISIONS, load_model, resolve_folder, resolve_precision, split_spec
 from echo_dagster.training.examples import IGNORE, batches, collate, encode
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class TrainSettings:
     seed: int = 0
     save_every: int = 10
     gradient_checkpointing: bool = False
-    precision: str = "auto"  # bf16 autocast where the processor has it (GPU, or CPU with AVX-512 BF16), else fp32
+    precision: str = "auto"  # bf16 autocast where the processor computes it (model.loading.resolve_precision)
     validation_share: float = 0.1  # of the files, held out to measure the loss while training (0: none)
     max_validation_examples: int = 256
     eval_every: int = 0  # steps between validation measurements (0: about ten a run)
@@ -204,18 +202,6 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
     model.eval()
     _save_checkpoint(model, tokenizer, Path(out_dir), settings, resolve_folder(split_spec(base_spec)[0], models_dir))
     return result
-
-
-def resolve_precision(precision: str) -> str:
-    """'fp32' or 'bf16': `auto` takes bf16 where the processor computes it natively."""
-    if precision != "auto":
-        return precision
-    import torch
-
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
-        else "fp32"
 
 
 def target_loss(model, batch: dict):
