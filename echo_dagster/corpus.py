@@ -78,3 +78,29 @@ def _check(path: Path, language: str, max_bytes: int, min_lines: int) -> tuple[s
     if error_spans(data, language):
         return "unparseable", ""
     return None, text
+
+
+def line_examples(files: list[SourceFile], count: int, seed: int, max_lines: int = 4) -> list[dict]:
+    """`count` examples at random line starts of `files`: the file around them as prefix and
+    suffix, the next 1–`max_lines` lines as target, shaped like refined targets (the typed
+    indentation ends the prefix, the model writes the rest)."""
+    if not files:
+        raise ValueError("no file to cut examples from")
+    import random
+
+    rng = random.Random(seed)
+    examples: list[dict] = []
+    while len(examples) < count:
+        file = rng.choice(files)
+        lines = file.text.splitlines(keepends=True)
+        at = rng.randrange(len(lines))
+        taken = lines[at : at + rng.randint(1, max_lines)]
+        target = "".join(taken)
+        if not target.strip():
+            continue
+        indent = target[: len(target) - len(target.lstrip(" \t"))]
+        examples.append({"completion_id": f"{file.path}:{at}", "path": file.path, "prefix": "".join(lines[:at]) + indent,
+                         "suffix": "".join(lines[at + len(taken) :]), "target": target[len(indent) :],
+                         "language": file.language})
+    return examples
+

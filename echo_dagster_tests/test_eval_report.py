@@ -94,7 +94,8 @@ def test_the_ui_gets_the_comparison_in_narrow_tables_acceptance_first_with_bars(
     assert rows[0][3] == "█" * 7 + "▌" + "··"
     header, rows = built.ui_tables[report.MEASURES]
     assert header == ("measure", "challenger", "champion, base")
-    assert [r[0] for r in rows] == ["generation rate", "exact match", "ES", "replay acceptance", "HumanEval pass@1"]
+    assert [r[0] for r in rows] == ["generation rate", "exact match", "ES", "replay acceptance", "HumanEval pass@1",
+                                    "stdlib lines ES"]
     assert rows[1][1:] == ("75.0%", "0.0%") and rows[3][1:] == ("30.0%", "10.0%")
     header, rows = built.ui_tables[report.BY_SOURCE_KIND]
     assert header == ("source kind", "challenger", "champion, base")

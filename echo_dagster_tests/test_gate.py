@@ -50,3 +50,16 @@ def test_the_interval_needs_paired_scores():
         paired_difference_interval([1, 0], [1])
     gain, low, high = paired_difference_interval([1] * 10, [0] * 10)
     assert gain == low == high == 1.0
+
+
+def test_forgetting_on_standard_library_lines_blocks_a_win():
+    def with_stdlib(accepted: int, es: list[float]) -> Scores:
+        return Scores(scores(accepted).accepted, 0.30, es)
+
+    known = [0.9] * 150 + [0.5] * 50  # the champion's edit similarity on 200 lines it knows
+    worse = [0.8] * 150 + [0.5] * 50  # 0.075 lower on average
+    verdict = decide(with_stdlib(140, worse), with_stdlib(100, known))
+    assert not verdict.promote and any("standard-library" in r for r in verdict.reasons)
+    assert verdict.figures["stdlib_es_change"] == pytest.approx(-0.075)
+    assert decide(with_stdlib(140, [0.89] * 150 + [0.5] * 50), with_stdlib(100, known)).promote  # within 0.02
+

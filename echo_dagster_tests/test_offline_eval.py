@@ -47,3 +47,13 @@ def test_a_model_is_evaluated_on_held_out_rows(tiny_model_dir):
     results = evaluate(lambda requests: complete(loaded, requests), held_out)
     assert [r.completion_id for r in results] == ["c0", "c1", "c2"]
     assert all(0.0 <= r.es <= 1.0 and r.truth_chars == len("return r * r\n") for r in results)
+
+
+def test_the_forgetting_guards_lines_are_fixed_lines_of_the_standard_library():
+    from echo_dagster.evaluation.forgetting import stdlib_rows
+
+    rows = stdlib_rows(50)
+    assert len(rows) == 50 and rows == stdlib_rows(50)  # the same lines every run, for every model
+    assert {r["source_kind"] for r in rows} == {"stdlib"} and all(r["target"].count("\n") <= 1 for r in rows)
+    assert len({r["completion_id"].split(":")[1] for r in rows}) > 10  # spread over the modules
+

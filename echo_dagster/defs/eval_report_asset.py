@@ -28,6 +28,8 @@ class EvalConfig(dg.Config):
     replay_seed: int = Field(default=1, description="Seeds the replay's sessions: every model gets the same.")
     humaneval_problems: int = Field(default=40, description="HumanEval problems of the forgetting guard (the "
                                                             "first N by id, one solution line each; 0: none).")
+    stdlib_lines: int = Field(default=SuiteSettings.stdlib_lines,
+                              description="Standard-library line completions of the forgetting guard (0: none).")
     context_tokens: int = Field(default=_GENERATION.context_tokens, description="Prompt budget, as when serving.")
     batch_size: int = Field(default=_GENERATION.batch_size, description="Prompts generated at once.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
@@ -38,6 +40,9 @@ class EvalConfig(dg.Config):
                                                    "(0.02 = 2 points).")
     max_humaneval_drop: float = Field(default=_GATE.max_humaneval_drop,
                                       description="HumanEval pass@1 the challenger may lose (0.02 = 2 points).")
+    max_stdlib_es_drop: float = Field(default=_GATE.max_stdlib_es_drop,
+                                      description="Edit similarity on standard-library lines the challenger may "
+                                                  "lose (0.02 = 2 points).")
     confidence: float = Field(default=_GATE.confidence, description="Of the bootstrap intervals.")
     resamples: int = Field(default=_GATE.resamples, description="Bootstrap resamples.")
 
@@ -68,10 +73,11 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
                                     precision=config.precision),
         replay=promotion.replay_spec(config.replay_source, config.replay_users, config.replay_completions,
                                      config.replay_seed),
-        humaneval_problems=config.humaneval_problems, resamples=config.resamples)
+        humaneval_problems=config.humaneval_problems, stdlib_lines=config.stdlib_lines, resamples=config.resamples)
     outcome = promotion.evaluate_challenger(
         models.registry(), rows, config.base_model, settings,
-        gate.GateSettings(config.min_acceptance_gain, config.max_humaneval_drop, config.confidence, config.resamples),
+        gate.GateSettings(config.min_acceptance_gain, config.max_humaneval_drop, config.max_stdlib_es_drop,
+                          config.confidence, config.resamples),
         env.models_cache(), env.echo_home() / "reports", config.model_dump(), log=context.log.info)
     if outcome is None:
         context.log.warning("Nothing to evaluate: the registry holds no Echo checkpoint (run train_job).")
@@ -120,7 +126,8 @@ _MEASURES_HELP = {
     "measure": "generation rate: characters of the proposals that survive in the targets, per target character; "
                "exact match: the proposal is the target; ES: mean edit similarity with the target; replay "
                "acceptance: acceptance in the replay A/B on held-out files; HumanEval pass@1: the forgetting "
-               "guard, one-line HumanEval solutions that pass",
+               "guard, one-line HumanEval solutions that pass; stdlib lines ES: the forgetting guard that moves at this size, "
+               "mean edit similarity of line completions on standard-library modules",
 }
 
 

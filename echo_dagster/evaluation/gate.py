@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 class GateSettings:
     min_acceptance_gain: float = 0.0  # points of acceptance rate the challenger must gain (0.02 = 2 points)
     max_humaneval_drop: float = 0.02  # of pass@1
+    max_stdlib_es_drop: float = 0.02  # of the mean edit similarity on standard-library lines (evaluation.forgetting)
     confidence: float = 0.95
     resamples: int = 2_000
     seed: int = 0
@@ -25,6 +26,7 @@ class Scores:
 
     accepted: list[int]
     humaneval_pass_at_1: float | None = None
+    stdlib_es: list[float] | None = None  # per line of the forgetting guard, in a shared order
 
     @property
     def acceptance(self) -> float:
@@ -38,7 +40,7 @@ class Verdict:
     figures: dict = field(default_factory=dict)
 
 
-def paired_difference_interval(a: list[int], b: list[int], confidence: float = 0.95, resamples: int = 2_000,
+def paired_difference_interval(a: list[float], b: list[float], confidence: float = 0.95, resamples: int = 2_000,
                                seed: int = 0) -> tuple[float, float, float]:
     """(mean of a - mean of b, low, high): a percentile bootstrap over the pairs."""
     if len(a) != len(b) or not a:
@@ -76,6 +78,14 @@ def decide(challenger: Scores, champion: Scores, settings: GateSettings = GateSe
         figures["humaneval_drop"] = drop
         if drop > settings.max_humaneval_drop:
             reasons.append(f"HumanEval pass@1 drops by {drop:.3f}, more than {settings.max_humaneval_drop:.3f}")
+    if challenger.stdlib_es and champion.stdlib_es:
+        change, change_low, change_high = paired_difference_interval(
+            challenger.stdlib_es, champion.stdlib_es, settings.confidence, settings.resamples, settings.seed)
+        figures |= {"stdlib_es_change": change, "stdlib_es_change_low": change_low,
+                    "stdlib_es_change_high": change_high}
+        if -change > settings.max_stdlib_es_drop:
+            reasons.append(f"edit similarity on standard-library lines drops by {-change:.3f}, more than "
+                           f"{settings.max_stdlib_es_drop:.3f}")
     if not reasons:
         reasons.append(f"acceptance {champion.acceptance:.3f} -> {challenger.acceptance:.3f} "
                        f"(gain {gain:+.3f}, {settings.confidence:.0%} interval [{low:+.3f}, {high:+.3f}])")

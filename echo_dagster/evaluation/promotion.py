@@ -79,5 +79,9 @@ def judge(registry: Registry, challenger: str, new: ArmResult, old: ArmResult,
         return gate.Verdict(False, [f"{challenger} is already the champion"])
     if registry.marks(challenger):
         return gate.Verdict(False, [f"{challenger} is marked: {registry.marks(challenger)[-1]['reason']}"])
-    return gate.decide(gate.Scores([s.accepted for s in new.scored], new.humaneval_pass_at_1),
-                       gate.Scores([s.accepted for s in old.scored], old.humaneval_pass_at_1), settings)
+    return gate.decide(scores(new), scores(old), settings)
+
+
+def scores(result: ArmResult) -> gate.Scores:
+    return gate.Scores([s.accepted for s in result.scored], result.humaneval_pass_at_1,
+                       [s.es for s in result.stdlib] or None)

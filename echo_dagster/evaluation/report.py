@@ -115,7 +115,13 @@ def _measures(results: list[ArmResult]) -> Table:
                              ("edit_similarity", "ES"))]
     rows.append(("replay acceptance", *(_pct((r.replay or {}).get("acceptance_rate")) for r in results)))
     rows.append(("HumanEval pass@1", *(_pct(r.humaneval_pass_at_1) for r in results)))
+    rows.append(("stdlib lines ES", *(_pct(_stdlib_es(r)) for r in results)))
     return header, rows
+
+
+def _stdlib_es(r: ArmResult) -> float | None:
+    """The forgetting guard's mean edit similarity on standard-library lines."""
+    return r.stdlib_summary["edit_similarity"][0] if r.stdlib_summary.get("n") else None
 
 
 def _by_group(results: list[ArmResult], attribute: str, label: str) -> Table:
@@ -135,7 +141,7 @@ def bar(share: float, cells: int = BAR_CELLS) -> str:
 
 def _overall(results: list[ArmResult]) -> Table:
     header = ("model", "roles", "n", "acceptance", "generation rate", "exact match", "ES", "replay acceptance",
-              "replay generation rate", "HumanEval pass@1")
+              "replay generation rate", "HumanEval pass@1", "stdlib lines ES")
     rows = []
     for r in results:
         s = r.summary
@@ -143,7 +149,7 @@ def _overall(results: list[ArmResult]) -> Table:
         rows.append((r.arm.name, ", ".join(r.arm.roles), str(s["n"]),
                      *(_interval(s.get(m)) for m in ("acceptance", "generation_rate", "exact_match", "edit_similarity")),
                      _pct(replay.get("acceptance_rate")), _pct(replay.get("generation_rate")),
-                     _pct(r.humaneval_pass_at_1)))
+                     _pct(r.humaneval_pass_at_1), _interval(r.stdlib_summary.get("edit_similarity"))))
     return header, rows
 
 
@@ -174,7 +180,7 @@ def _pct(value: float | None) -> str:
 def _figures(r: ArmResult) -> dict:
     return {"name": r.arm.name, "spec": r.arm.spec, "roles": list(r.arm.roles), "eval_set": r.summary,
             "by_language": r.by_language, "by_source_kind": r.by_source_kind, "replay": r.replay,
-            "humaneval_pass_at_1": r.humaneval_pass_at_1, "seconds": {k: round(v, 1) for k, v in r.seconds.items()}}
+            "humaneval_pass_at_1": r.humaneval_pass_at_1, "stdlib": r.stdlib_summary or None, "seconds": {k: round(v, 1) for k, v in r.seconds.items()}}
 
 
 def _chart(results: list[ArmResult]) -> bytes:

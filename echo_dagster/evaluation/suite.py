@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echo_dagster.evaluation import humaneval, offline
+from echo_dagster.evaluation import forgetting, humaneval, offline
 from echo_dagster.model.generation import GenerationConfig, complete
 from echo_dagster.model.loading import load_model
 from echo_dagster.simulate.run import SimulationSpec, replay
@@ -31,7 +31,8 @@ class Arm:
 class SuiteSettings:
     generation: GenerationConfig = GenerationConfig()
     replay: SimulationSpec | None = None  # None: no replay A/B
-    humaneval_problems: int = 40  # 0: no forgetting guard
+    humaneval_problems: int = 40  # 0: none
+    stdlib_lines: int = 200  # line completions of the forgetting guard (evaluation.forgetting); 0: none
     resamples: int = 1_000
 
 
@@ -44,6 +45,8 @@ class ArmResult:
     by_source_kind: dict
     replay: dict | None = None  # acceptance_rate, generation_rate, completions
     humaneval_pass_at_1: float | None = None
+    stdlib: list[offline.Scored] = field(default_factory=list)  # the forgetting guard's lines, scored
+    stdlib_summary: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
 
 
@@ -66,6 +69,7 @@ def arms(base: str, champion: tuple[str, str] | None, challenger: tuple[str, str
 def run_suite(models: list[Arm], rows: list[dict], settings: SuiteSettings, models_dir: str | Path,
               log=print) -> list[ArmResult]:
     tasks = humaneval.line_tasks(settings.humaneval_problems) if settings.humaneval_problems else []
+    stdlib = forgetting.stdlib_rows(settings.stdlib_lines) if settings.stdlib_lines else []
     results = []
     for arm in models:
         seconds = {}
@@ -92,10 +96,16 @@ def run_suite(models: list[Arm], rows: list[dict], settings: SuiteSettings, mode
             started = time.perf_counter()
             result.humaneval_pass_at_1 = humaneval.pass_at_1(propose, tasks)
             seconds["humaneval"] = time.perf_counter() - started
+        if stdlib:
+            started = time.perf_counter()
+            result.stdlib = offline.evaluate(propose, stdlib)
+            result.stdlib_summary = offline.summarize(result.stdlib, settings.resamples)
+            seconds["stdlib"] = time.perf_counter() - started
         log(f"{arm.name} ({', '.join(arm.roles)}): acceptance {result.summary.get('acceptance', (0,))[0]:.3f} "
             f"on {len(rows)} held-out rows" + (f", replay {result.replay['acceptance_rate']:.3f}" if result.replay
                                                else "")
             + (f", HumanEval {result.humaneval_pass_at_1:.3f}" if tasks else "")
+            + (f", stdlib ES {result.stdlib_summary['edit_similarity'][0]:.3f}" if stdlib else "")
             + f" ({sum(seconds.values()):.0f} s)")
         results.append(result)
         del loaded
