@@ -11,7 +11,7 @@ export ECHO_HOME DAGSTER_HOME
 
 STAMP := $(VENV)/.installed
 
-.PHONY: setup instance postgres demo test ui bench-ingest clean
+.PHONY: setup instance postgres demo experiment test ui bench-ingest clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(STAMP)
 
 demo: setup instance
 	$(BIN)/echo-dagster demo
+
+# The loop at a size that decides, with its ablation arms (about 90 minutes on 2 CPU cores).
+experiment: setup instance
+	$(BIN)/echo-dagster experiment
 
 # The deployment tests start Debian's PostgreSQL server on 127.0.0.1; install it where it is missing.
 postgres:

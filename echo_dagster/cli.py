@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--replay-completions", type=int, default=32, help="completions of the replay A/B")
     demo.add_argument("--humaneval-problems", type=int, default=20, help="HumanEval problems of the forgetting guard")
     _simulation_options(demo, users=5, sessions=2, max_completions=192)  # about 2.5 minutes on 2 CPU cores
+    exp = commands.add_parser("experiment", help="the loop at a size that decides, with its ablation arms, as "
+                                                 "experiment_job (about 90 minutes on 2 CPU cores); options as "
+                                                 "experiment_report's config")
+    exp.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                     help="an experiment_report config value (days=2, eval_rows=300, max_steps=20, ...); repeatable")
     sim = commands.add_parser("simulate", help="replay real code as developers working with the assistant")
     sim.add_argument("--start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
     sim.add_argument("--days", type=int, default=3)
@@ -47,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("tenant")
     token.add_argument("--tokens", default=None, help="the token file (default: $ECHO_HOME/capture/tokens.json)")
     args = parser.parse_args(argv)
+    if args.command == "experiment":
+        return run_experiment(args)
     if args.command == "serve":
         return run_serve(args)
     if args.command == "token":
@@ -161,6 +168,32 @@ def run_demo(args) -> int:
         failed += not _demo_loop(dg, defs, instance, args)
     print("\nSee it in the UI: make ui, then open http://127.0.0.1:3000")
     return 1 if failed else 0
+
+
+def run_experiment(args) -> int:
+    """experiment_job on the instance in $ECHO_HOME/dagster, so that the UI shows it; prints the comparison."""
+    import yaml
+
+    os.environ.setdefault("DAGSTER_HOME", str(env.dagster_home()))
+    env.dagster_home().mkdir(parents=True, exist_ok=True)
+    import dagster as dg
+
+    from echo_dagster.definitions import defs
+
+    try:
+        config = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.config)}
+    except yaml.YAMLError as err:
+        print(f"echo-dagster: --config: {err}", file=sys.stderr)
+        return 2
+    result = defs.resolve_job_def("experiment_job").execute_in_process(
+        instance=dg.DagsterInstance.get(), raise_on_error=False,
+        run_config={"ops": {"experiment_report": {"config": config}},
+                    "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    for m in result.asset_materializations_for_node("experiment_report") if result.success else []:
+        print(m.metadata["comparison"].value)
+        print(f"\npromotion gate: {m.metadata['gate'].value}\nreport: {m.metadata['report'].value}")
+    print(f"experiment_job: {'success' if result.success else 'FAILED'} (run {result.run_id})")
+    return 0 if result.success else 1
 
 
 DEMO_RETRAIN_THRESHOLD = 20  # training examples; a deployment's default is 5,000

@@ -52,6 +52,7 @@ TARGET_COLUMNS: tuple[tuple[str, str], ...] = (
     ("shown_ts", "TIMESTAMP"), ("proposal", "VARCHAR"), ("decision", "VARCHAR"), ("accepted_text", "VARCHAR"),
     ("source_kind", "VARCHAR"), ("target", "VARCHAR"), ("es", "DOUBLE"), ("survived", "DOUBLE"),
     ("reason", "VARCHAR"), ("pasted_share", "DOUBLE"), ("document_id", "VARCHAR"), ("target_start", "BIGINT"),
+    ("region_end", "BIGINT"),  # where the region the user kept ends, before trimming cut the target from it
 )
 # A filtered row: every refined row, with its split and, when it does not go further, its reason.
 FILTERED_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -88,7 +89,7 @@ DROPPED_COLUMNS = {"refined_targets": ("prefix", "suffix")}  # held in each row 
 
 VIEWS = {
     # prefix' and suffix' as columns, for SQL readers.
-    "refined_examples": """SELECT t.* EXCLUDE (document_id, target_start),
+    "refined_examples": """SELECT t.* EXCLUDE (document_id, target_start, region_end),
        substring(d.document, 1, t.target_start) AS prefix,
        substring(d.document, t.target_start + length(t.target) + 1) AS suffix
 FROM refined_targets t LEFT JOIN final_documents d USING (partition_date, document_id)""",

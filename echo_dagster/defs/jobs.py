@@ -61,3 +61,12 @@ eval_job = dg.define_asset_job(
     description="Evaluate the latest Echo checkpoint against the base, the champion and the repository "
                 "baseline; promote it when the gate says so.",
 )
+
+experiment_job = dg.define_asset_job(
+    "experiment_job",
+    selection=dg.AssetSelection.groups("experiment"),
+    executor_def=train_executor(),
+    description="The loop at a size that decides (about 90 minutes on 2 CPU cores): the arms Echo, naive logs, "
+                "untrimmed final states and repository files against the base, paired, on the same held-out rows.",
+)
+

@@ -93,3 +93,29 @@ def by_group(results: list[Scored], key: str, **kwargs) -> dict[str, dict]:
     for r in results:
         groups.setdefault(getattr(r, key), []).append(r)
     return {name: summarize(members, **kwargs) for name, members in sorted(groups.items())}
+
+
+def paired(a: list[Scored], b: list[Scored], resamples: int = 1_000, seed: int = 0) -> dict:
+    """Each metric of `a` minus `b`, scored on the same rows, with its 95% paired bootstrap interval
+    (the rows are resampled, so the interval is that of the difference itself):
+    {"acceptance": (difference, low, high), ...}."""
+    import numpy as np
+
+    if [r.completion_id for r in a] != [r.completion_id for r in b] or not a:
+        raise ValueError("paired scores need the same, non-empty rows in the same order")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(a), (resamples, len(a)))
+
+    def column(results, name):
+        return np.array([getattr(r, name) for r in results], dtype=float)
+
+    truth = column(a, "truth_chars")
+    out = {}
+    for metric, name in (("acceptance", "accepted"), ("exact_match", "exact"), ("edit_similarity", "es")):
+        diff = column(a, name) - column(b, name)
+        low, high = np.quantile(diff[picks].mean(axis=1), [0.025, 0.975])
+        out[metric] = (float(diff.mean()), float(low), float(high))
+    surviving = column(a, "surviving") - column(b, "surviving")
+    low, high = np.quantile(surviving[picks].sum(axis=1) / truth[picks].sum(axis=1), [0.025, 0.975])
+    out["generation_rate"] = (float(surviving.sum() / truth.sum()), float(low), float(high))
+    return out

@@ -76,13 +76,13 @@ def build(title: str, results: list[ArmResult], verdict: Verdict | None, context
     if verdict is not None:
         tables["Promotion gate"] = (("promote", "reasons"), [("yes" if verdict.promote else "no",
                                                                "; ".join(verdict.reasons))])
-    figures = {**context, "models": [_figures(r) for r in results],
+    figures = {**context, "models": [model_figures(r) for r in results],
                "gate": {"promote": verdict.promote, "reasons": verdict.reasons, "figures": verdict.figures}
                if verdict else None}
     ui = {ACCEPTANCE: _acceptance(results), MEASURES: _measures(results),
           BY_LANGUAGE: _by_group(results, "by_language", "language"),
           BY_SOURCE_KIND: _by_group(results, "by_source_kind", "source kind")}
-    return Report(title, tables, _chart(results), figures, ui)
+    return Report(title, tables, chart(results), figures, ui)
 
 
 def _by_roles(results: list[ArmResult]) -> list[ArmResult]:
@@ -177,13 +177,13 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
-def _figures(r: ArmResult) -> dict:
+def model_figures(r: ArmResult) -> dict:
     return {"name": r.arm.name, "spec": r.arm.spec, "roles": list(r.arm.roles), "eval_set": r.summary,
             "by_language": r.by_language, "by_source_kind": r.by_source_kind, "replay": r.replay,
             "humaneval_pass_at_1": r.humaneval_pass_at_1, "stdlib": r.stdlib_summary or None, "seconds": {k: round(v, 1) for k, v in r.seconds.items()}}
 
 
-def _chart(results: list[ArmResult]) -> bytes:
+def chart(results: list[ArmResult]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")  # no display; a PNG in memory

@@ -85,7 +85,7 @@ def _base_row(shown: dict) -> dict:
         "tenant_id": shown["tenant_id"], "repo": shown["repo"], "path": shown["path"],
         "language": shown["language"], "model": shown["model"], "shown_ts": shown["ts"],
         "proposal": shown["proposal"], "decision": None, "accepted_text": None, "source_kind": None,
-        "document": None, "target_start": None, "target": None, "es": None, "survived": None, "reason": None,
+        "document": None, "target_start": None, "region_end": None, "target": None, "es": None, "survived": None, "reason": None,
         "pasted_share": None,
     }
 
@@ -130,7 +130,7 @@ def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, set
     target = postprocess(request, region, lines, chain.tree(final, request.language))
     if not target.strip():
         return {**row, "reason": "empty_target"}
-    row |= {"document": document, "target_start": left, "target": target,
+    row |= {"document": document, "target_start": left, "region_end": right, "target": target,
             "es": edit_similarity(shown["proposal"], target), "pasted_share": _pasted_share(growth, len(target))}
     if accepted:
         text = decision["accepted_text"]

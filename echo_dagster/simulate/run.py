@@ -20,7 +20,7 @@ from echo_dagster.completion import CompletionRequest
 from echo_dagster.corpus import SourceFile, SourceScan, scan_source
 from echo_dagster.landing import LandingStore, day_folder
 from echo_dagster.simulate.sessions import NoiseConfig, SessionOutput, SessionPlan, plan_session, session_events
-from echo_dagster.simulate.users import make_personas
+from echo_dagster.simulate.users import make_personas, personas_for
 from echo_dagster.splits import file_split, repo_of, user_split
 
 Proposer = Callable[[list[CompletionRequest]], list[str]]
@@ -32,6 +32,7 @@ class SimulationSpec:
     start: date
     days: int = 3
     users: int = 4
+    eval_users: int = 0  # of `users`, how many work on held-out files (0: as the split of their ids falls)
     sessions_per_user_day: int = 3
     triggers_per_session: int = 12
     max_completions: int | None = None
@@ -69,7 +70,7 @@ class SimulationSummary:
 def simulate(spec: SimulationSpec, landing: LandingStore, truth: LandingStore, propose: Proposer,
              model_name: str) -> SimulationSummary:
     scan = scan_source(spec.source)
-    personas = make_personas(spec.users, spec.seed)
+    personas = personas_for(spec.users, spec.seed, spec.eval_users, lambda p: user_split(p.user_id))
     split_of = {f.path: file_split(repo_of(f.path), f.path) for f in scan.files}
     files = _files_by_split(scan, split_of)
     rng = random.Random(spec.seed)

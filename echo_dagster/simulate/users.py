@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from echo_dagster.metrics import DEFAULT_TAU
@@ -36,3 +37,22 @@ def make_personas(count: int, seed: int, tenants: int = 2) -> list[Persona]:
         )
         for n in range(count)
     ]
+
+
+def personas_for(users: int, seed: int, eval_users: int, split_of: Callable[[Persona], str]) -> list[Persona]:
+    """`users` personas of which `eval_users` work on held-out files (`split_of` says a persona's
+    split): personas are made in order until both splits have enough, the first of each kept. With
+    `eval_users` 0 the split falls where it falls (`make_personas`)."""
+    if not eval_users:
+        return make_personas(users, seed)
+    if eval_users > users:
+        raise ValueError(f"eval_users={eval_users} is more than users={users}")
+    wanted = {"eval": eval_users, "train": users - eval_users}
+    count = users
+    while True:
+        made = make_personas(count, seed)
+        kept = {split: [p for p in made if split_of(p) == split][:n] for split, n in wanted.items()}
+        if all(len(kept[split]) == n for split, n in wanted.items()):
+            return sorted(kept["train"] + kept["eval"], key=lambda p: p.user_id)
+        count += users
+

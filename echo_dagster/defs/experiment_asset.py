@@ -1,0 +1,61 @@
+import time
+
+import dagster as dg
+from pydantic import Field
+
+from echo_dagster import env
+from echo_dagster.corpus import DEFAULT_CORPUS
+from echo_dagster.defs.finetuned_checkpoint_asset import TrainerConfig
+from echo_dagster.experiment.run import LABELS, ExperimentSpec, run_experiment
+
+_SPEC = ExperimentSpec(base_model="")
+
+
+class ExperimentConfig(TrainerConfig):
+    """The experiment's size; the trainer's knobs (every arm the same) as train_job's."""
+
+    source: str = Field(default=DEFAULT_CORPUS, description="The code the simulated developers write.")
+    days: int = Field(default=_SPEC.days, description="Simulated days.")
+    users: int = Field(default=_SPEC.users, description="Simulated developers.")
+    eval_users: int = Field(default=_SPEC.eval_users, description="Of them, those who write held-out files (the "
+                                                                  "eval set's rows).")
+    sessions_per_user_day: int = Field(default=_SPEC.sessions_per_user_day, description="Sessions a developer a day.")
+    eval_rows: int = Field(default=_SPEC.eval_rows, description="Held-out rows scored (at most).")
+    replay_completions: int = Field(default=_SPEC.replay_completions, description="Completions of the replay A/B.")
+    humaneval_problems: int = Field(default=_SPEC.humaneval_problems, description="HumanEval problems (0: none).")
+    stdlib_lines: int = Field(default=_SPEC.stdlib_lines, description="Standard-library lines of the forgetting "
+                                                                      "guard.")
+    repository_examples: int = Field(default=_SPEC.repository_examples,
+                                     description="Examples cut from repository files for that arm.")
+    seed: int = Field(default=_SPEC.seed, description="Seeds the simulation, the samples and the training.")
+
+
+@dg.asset(
+    group_name="experiment",
+    kinds={"pytorch", "python"},
+    owners=["team:echo"],
+    pool="gpu",
+)
+def experiment_report(context: dg.AssetExecutionContext, config: ExperimentConfig) -> dg.MaterializeResult:
+    """The loop at a size that decides, with the arms that say why: simulated days of the default
+    corpus harvested; Echo, naive logs (accepted proposals as shown), untrimmed and unfiltered final
+    states and repository files, each trained from the base with Echo's token budget; every model
+    on the same held-out rows, paired against the base and against Echo; the gate on Echo. All of
+    it under $ECHO_HOME/experiments/<time>/, its own landing zone, warehouse and registry."""
+    spec = ExperimentSpec(
+        base_model=config.base_model, source=config.source, days=config.days, users=config.users,
+        eval_users=config.eval_users, sessions_per_user_day=config.sessions_per_user_day, eval_rows=config.eval_rows,
+        replay_completions=config.replay_completions, humaneval_problems=config.humaneval_problems,
+        stdlib_lines=config.stdlib_lines, repository_examples=config.repository_examples,
+        train=config.settings(), seed=config.seed)
+    folder = env.echo_home() / "experiments" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    result = run_experiment(spec, folder, env.models_cache(), log=context.log.info)
+    metadata = {"report": dg.MetadataValue.path(str(result.page)), "promoted": result.verdict.promote,
+                "gate": dg.MetadataValue.md(f"**{'Promoted' if result.verdict.promote else 'Not promoted'}**: "
+                                            + "; ".join(result.verdict.reasons)),
+                "comparison": dg.MetadataValue.md(result.table()), "completions": result.simulation["completions"],
+                "eval_rows": len(result.results[0].scored), "minutes": round(sum(result.seconds.values()) / 60, 1)}
+    for r in result.results:  # plotted across runs
+        metadata[f"acceptance/{r.arm.roles[0]}"] = dg.MetadataValue.float(round(r.summary["acceptance"][0], 4))
+    context.log.info("\n" + result.table())
+    return dg.MaterializeResult(metadata=metadata | {"arms": ", ".join(LABELS[r.arm.roles[0]] for r in result.results)})

@@ -1,0 +1,51 @@
+"""The training data of each arm of the experiment, from one harvested warehouse.
+
+* **echo** — the full pipeline: final states, trimmed, filtered (view `training_examples`).
+* **naive_logs** — what "learn from what users accepted" gives: each accepted proposal as it was
+  shown, its context as the client sent it; nothing of what the user did afterwards.
+* **untrimmed** — the final states without the trimming and the filters: for every completion
+  with a final state, the whole region the user kept at its place (up to where the document's
+  text after the cursor resumes), in its final document, duplicates and noise included.
+* **repository** — plain code of the training-split files (`training.repository`).
+
+Every arm leaves out the files of the eval split, so that no arm trains on what evaluation reads.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from echo_dagster.splits import file_split
+from echo_dagster.training import window
+
+ARMS = ("echo", "naive_logs", "untrimmed", "repository")
+
+_NAIVE = """
+SELECT s.tenant_id || ':' || s.completion_id AS completion_id, s.repo, s.path, s.language, s.prefix, s.suffix,
+       a.accepted_text AS target
+FROM raw_sessions s JOIN raw_sessions a
+     ON a.event = 'completion_accepted' AND a.tenant_id = s.tenant_id AND a.completion_id = s.completion_id
+WHERE s.event = 'completion_shown' AND trim(a.accepted_text) <> ''
+ORDER BY 1
+"""
+_UNTRIMMED = """
+SELECT t.tenant_id || ':' || t.completion_id AS completion_id, t.repo, t.path, t.language,
+       substring(d.document, 1, t.target_start) AS prefix,
+       substring(d.document, t.region_end + 1) AS suffix,
+       substring(d.document, t.target_start + 1, t.region_end - t.target_start) AS target
+FROM refined_targets t JOIN final_documents d USING (partition_date, document_id)
+WHERE t.target IS NOT NULL AND t.region_end IS NOT NULL
+ORDER BY 1
+"""
+
+
+def examples(con: duckdb.DuckDBPyConnection, arm: str) -> list[dict]:
+    """The training examples of `arm` (not the repository arm's: it reads code, not the warehouse)."""
+    if arm == "echo":
+        return window.load(con, window.Window()).examples
+    if arm not in ("naive_logs", "untrimmed"):
+        raise ValueError(f"arm {arm!r}: expected echo, naive_logs or untrimmed")
+    cursor = con.execute(_NAIVE if arm == "naive_logs" else _UNTRIMMED)
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, values)) for values in cursor.fetchall()]
+    return [r for r in rows if file_split(r["repo"], r["path"]) == "train"]

@@ -1,0 +1,61 @@
+"""The experiment end to end at a tiny size: every arm trained from the same base with Echo's token
+budget, every model measured on the same rows, paired comparisons, the gate, the report."""
+
+import json
+from dataclasses import replace
+
+from echo_dagster import warehouse
+from echo_dagster.experiment import arms
+from echo_dagster.experiment.run import ExperimentSpec, run_experiment
+from echo_dagster.model.generation import GenerationConfig
+from echo_dagster.splits import file_split
+from echo_dagster.training.trainer import TrainSettings
+from echo_dagster_tests.test_simulate import SOURCE, half_right
+
+TINY_TRAINING = TrainSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, batch_size=4, context_tokens=64,
+                              max_target_tokens=16, epochs=2, max_steps=4, save_every=1000)
+
+
+def tiny(model_dir, **overrides) -> ExperimentSpec:
+    return replace(ExperimentSpec(
+        base_model=str(model_dir), source=SOURCE, days=2, users=4, eval_users=2, sessions_per_user_day=1,
+        eval_rows=40, replay_completions=4, replay_users=1, humaneval_problems=0, stdlib_lines=6,
+        repository_examples=40, train=TINY_TRAINING, generation=GenerationConfig(context_tokens=64, max_new_tokens=8),
+        resamples=100), **overrides)
+
+
+def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model_dir):
+    # The oracle proposes in the simulation (a tiny random model would have nothing accepted).
+    result = run_experiment(tiny(tiny_model_dir), tmp_path / "exp", tmp_path / "models", log=lambda _: None,
+                            propose=half_right)
+    names = [r.arm.roles[0] for r in result.results]
+    assert names == ["base", "echo", "naive_logs", "untrimmed", "repository"]
+    rows = {tuple(s.completion_id for s in r.scored) for r in result.results}
+    assert len(rows) == 1 and len(next(iter(rows))) > 0  # paired: the same held-out rows for every model
+    budget = result.training["echo"]["tokens"]
+    for arm in ("naive_logs", "untrimmed", "repository"):
+        assert result.training[arm]["examples"] > 0
+        trained = result.training[arm]
+        # Echo's budget (a batch over at most), unless its held-out loss stopped improving first.
+        assert budget <= trained["tokens"] < budget + 4 * 80 or trained["stopped_early"], (arm, trained)
+        assert set(result.comparisons[arm]) == {"vs_base", "vs_echo"}
+        low, high = result.comparisons[arm]["vs_base"]["acceptance"][1:]
+        assert low <= high
+    assert result.comparisons["echo"]["vs_echo"] is None
+    figures = json.loads((result.page.parent / "report.json").read_text())
+    assert figures["gate"]["promote"] == result.verdict.promote and result.page.is_file()
+    assert "| base |" in result.table() and "Δ vs Echo" in result.table()
+
+
+def test_no_arm_trains_on_a_held_out_file(tmp_path, tiny_model_dir):
+    run_experiment(tiny(tiny_model_dir, arms=("echo",), replay_completions=0, stdlib_lines=0), tmp_path / "exp",
+                   tmp_path / "models", log=lambda _: None, propose=half_right)
+    with warehouse.connect(tmp_path / "exp" / "warehouse.duckdb", read_only=True) as con:
+        data = {arm: arms.examples(con, arm) for arm in ("echo", "naive_logs", "untrimmed")}
+        eval_files = {r for r, in con.execute("SELECT DISTINCT path FROM eval_set").fetchall()}
+    assert all(data.values()) and eval_files
+    for arm, examples in data.items():
+        assert all(file_split(e["repo"], e["path"]) == "train" for e in examples), arm
+        assert not {e["path"] for e in examples} & eval_files, arm
+    # The untrimmed arm keeps the whole region the user wrote; Echo's targets are cut from it.
+    assert sum(len(e["target"]) for e in data["untrimmed"]) > sum(len(e["target"]) for e in data["echo"])
