@@ -45,8 +45,8 @@ def corpus(folder: Path) -> list[str]:
 def stage(name: str, db: str) -> dict:
     """Runs one stage over the day in this process; its figures."""
     from echo_dagster import warehouse
-    from echo_dagster.filters.deidentify import find
     from echo_dagster.filters.checks import leaks
+    from echo_dagster.filters.deidentify import find
     from echo_dagster.filters.partition import filter_partition
     from echo_dagster.harvest.partition import refine_partition
 

@@ -86,8 +86,8 @@ def run_simulate(args, start: date, landing_url: str):
 
     def propose(requests):  # the model loads only once the source has been scanned
         generation = GenerationConfig()
-        return complete(load_model(model, env.models_cache(), precision=generation.precision), requests, generation,
-                        progress=True)
+        loaded = load_model(model, env.models_cache(), device=generation.device, precision=generation.precision)
+        return complete(loaded, requests, generation, progress=True)
 
     spec = SimulationSpec(source=args.source, start=start, days=args.days, users=args.users,
                           sessions_per_user_day=args.sessions_per_user_day, max_completions=args.max_completions,

@@ -2,6 +2,9 @@
 budget, every model measured on the same rows, paired comparisons, the gate, the report."""
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 from echo_dagster import warehouse
@@ -10,6 +13,7 @@ from echo_dagster.experiment.run import ExperimentSpec, run_experiment
 from echo_dagster.model.generation import GenerationConfig
 from echo_dagster.splits import file_split
 from echo_dagster.training.trainer import TrainSettings
+from echo_dagster_tests.conftest import REPO
 from echo_dagster_tests.test_simulate import SOURCE, half_right
 
 TINY_TRAINING = TrainSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, batch_size=4, context_tokens=64,
@@ -59,3 +63,19 @@ def test_no_arm_trains_on_a_held_out_file(tmp_path, tiny_model_dir):
         assert not {e["path"] for e in examples} & eval_files, arm
     # The untrimmed arm keeps the whole region the user wrote; Echo's targets are cut from it.
     assert sum(len(e["target"]) for e in data["untrimmed"]) > sum(len(e["target"]) for e in data["echo"])
+
+
+def test_the_gpu_script_runs_at_a_tiny_scale_on_the_cpu(tmp_path, tiny_model_dir):
+    """benchmarks/gpu_experiment.py, prepared for a GPU, run as its docstring says at a tiny scale."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_experiment.py"), "--model",
+                           str(tiny_model_dir), "--scale", "0.05", "--days", "1", "--device", "cpu", "--out",
+                           str(tmp_path / "exp")],
+                          capture_output=True, text=True, timeout=900, cwd=REPO / "benchmarks",
+                          env={**os.environ, "ECHO_HOME": str(tmp_path / "home"),
+                               "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    start = done.stdout.index('{\n  "device"')
+    record = json.loads(done.stdout[start : done.stdout.index("\n}\n", start) + 2])
+    assert record["device"] == "cpu" and record["parameters"] > 0 and record["completions"] > 0
+    assert "echo" in record["training"] and "| base |" in done.stdout
+

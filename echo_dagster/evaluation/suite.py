@@ -74,7 +74,8 @@ def run_suite(models: list[Arm], rows: list[dict], settings: SuiteSettings, mode
     for arm in models:
         seconds = {}
         started = time.perf_counter()
-        loaded = load_model(arm.spec, models_dir, precision=settings.generation.precision)
+        loaded = load_model(arm.spec, models_dir, device=settings.generation.device,
+                            precision=settings.generation.precision)
         seconds["load"] = time.perf_counter() - started
 
         def propose(requests, loaded=loaded):

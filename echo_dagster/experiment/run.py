@@ -100,7 +100,8 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
                                 max_completions=spec.max_completions, seed=spec.seed)
 
     def base_proposes(requests):  # the model loads only once the source has been scanned
-        loaded = load_model(spec.base_model, models_dir, precision=spec.generation.precision)
+        loaded = load_model(spec.base_model, models_dir, device=spec.generation.device,
+                            precision=spec.generation.precision)
         return complete(loaded, requests, spec.generation, progress=True)
 
     summary = simulate(simulation, landing, LocalLandingStore(folder / "landing-truth"), propose or base_proposes,
@@ -127,6 +128,10 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
     training: dict[str, dict] = {}
     budget = 0
     for arm in ("echo", *[a for a in spec.arms if a != "echo"]):  # Echo first: its tokens are the budget
+        if not data[arm]:
+            training[arm] = {"examples": 0, "skipped": "no training example"}
+            log(f"experiment: {arm} has no training example; not trained, not measured")
+            continue
         settings = spec.train if arm == "echo" else replace(spec.train, max_tokens=budget, epochs=_EPOCHS_TO_BUDGET,
                                                             max_steps=0)
         published = train_and_publish(
@@ -148,7 +153,8 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
         lap(f"train {arm}")
 
     measured = [Arm(LABELS["base"], spec.base_model, ("base",))] + [
-        Arm(LABELS[arm], str(registry.local(training[arm]["checkpoint"]) / "merged"), (arm,)) for arm in spec.arms]
+        Arm(LABELS[arm], str(registry.local(training[arm]["checkpoint"]) / "merged"), (arm,))
+        for arm in spec.arms if "checkpoint" in training[arm]]
     suite = SuiteSettings(generation=spec.generation,
                           replay=promotion.replay_spec(spec.source, spec.replay_users, spec.replay_completions,
                                                        spec.seed + 1),
@@ -162,13 +168,16 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
                          "vs_echo": offline.paired(r.scored, by_arm["echo"].scored, spec.resamples)
                          if "echo" in by_arm and arm != "echo" else None}
                    for arm, r in by_arm.items() if arm != "base"}
-    verdict = gate.decide(promotion.scores(by_arm["echo"]), promotion.scores(by_arm["base"]),
-                          gate.GateSettings(resamples=spec.resamples))
-    echo_name = training["echo"]["checkpoint"]
-    if verdict.promote:
-        registry.set_champion(echo_name, "; ".join(verdict.reasons))
-    registry.record_decision({"challenger": echo_name, "champion": spec.base_model, "promoted": verdict.promote,
-                              "reasons": verdict.reasons, "figures": verdict.figures, "eval_rows": len(rows)})
+    if "echo" not in by_arm:
+        verdict = gate.Verdict(False, ["no Echo checkpoint: the harvest kept no training example"])
+    else:
+        verdict = gate.decide(promotion.scores(by_arm["echo"]), promotion.scores(by_arm["base"]),
+                              gate.GateSettings(resamples=spec.resamples))
+        echo_name = training["echo"]["checkpoint"]
+        if verdict.promote:
+            registry.set_champion(echo_name, "; ".join(verdict.reasons))
+        registry.record_decision({"challenger": echo_name, "champion": spec.base_model, "promoted": verdict.promote,
+                                  "reasons": verdict.reasons, "figures": verdict.figures, "eval_rows": len(rows)})
     outcome = ExperimentResult(folder, summary.as_dict(), harvest, training, results, comparisons, verdict,
                                folder / "report" / "report.html", seconds)
     _write_report(outcome, spec, len(rows))
@@ -196,7 +205,7 @@ def comparison_table(results: list[ArmResult], comparisons: dict, training: dict
                      _points(base.get("exact_match")), _interval(s["generation_rate"]),
                      f"{r.replay['acceptance_rate']:.1%}" if r.replay else "–",
                      _interval(r.stdlib_summary.get("edit_similarity")),
-                     f"{training[arm]['tokens']:,}" if arm in training else "–"))
+                     f"{training[arm]['tokens']:,}" if "tokens" in training.get(arm, {}) else "–"))
     return header, rows
 
 
@@ -220,7 +229,8 @@ def _write_report(outcome: ExperimentResult, spec: ExperimentSpec, eval_rows: in
               "Training (each arm from the base; every other arm stops at Echo's tokens)": (
                   ("arm", "examples", "steps", "tokens", "tokens/s", "held-out loss: base → best (step)"),
                   [(LABELS[a], str(t["examples"]), str(t["steps"]), f"{t['tokens']:,}", str(t["tokens_per_s"]),
-                    _losses(t)) for a, t in outcome.training.items()]),
+                    _losses(t)) if "checkpoint" in t else (LABELS[a], "0", "–", "–", "–", t["skipped"])
+                   for a, t in outcome.training.items()]),
               "Promotion gate (Echo against the base)": (("promote", "reasons"), [
                   ("yes" if outcome.verdict.promote else "no", "; ".join(outcome.verdict.reasons))])}
     figures = {"spec": {k: v for k, v in asdict(spec).items() if k not in ("train", "generation")},

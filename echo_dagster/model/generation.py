@@ -24,6 +24,7 @@ class GenerationConfig:
     # larger batch spreads it over more proposals; prompts are sorted by length, so padding stays small.
     batch_size: int = 32
     precision: str = "auto"  # of the weights when the model is loaded for generation (model.loading)
+    device: str = "auto"  # cuda where there is one, else cpu
 
 
 def fim_token_ids(tokenizer) -> tuple[int, int, int] | None:
@@ -89,8 +90,9 @@ def complete(loaded, requests: list[CompletionRequest], config: GenerationConfig
     for batch in tqdm(batches, desc="completions", unit="batch", disable=not progress):
         width = max(len(prompts[i]) for i in batch)
         pad = tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch])
-        attention = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch])
+        input_ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch], device=model.device)
+        attention = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch],
+                                 device=model.device)
         stop = _StopRules(tokenizer, [requests[i] for i in batch], width, config.max_lines)
         with torch.inference_mode():
             output = model.generate(
@@ -116,4 +118,5 @@ class _StopRules:
         import torch
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
-        return torch.tensor([is_whole(r, t, self.max_lines) for r, t in zip(self.requests, texts)])
+        return torch.tensor([is_whole(r, t, self.max_lines) for r, t in zip(self.requests, texts)],
+                            device=input_ids.device)

@@ -55,8 +55,8 @@ def resolve_precision(precision: str) -> str:
 
 
 def load_model(spec: str, models_dir: str | Path, *, device: str = "cpu", precision: str = "fp32") -> LoadedModel:
-    """The model in eval mode; `precision` ('auto', 'fp32', 'bf16') its weights' type, for inference
-    (training loads fp32 and autocasts)."""
+    """The model in eval mode on `device` ('auto': cuda where there is one); `precision` ('auto',
+    'fp32', 'bf16') its weights' type, for inference (training loads fp32 and autocasts)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,6 +69,8 @@ def load_model(spec: str, models_dir: str | Path, *, device: str = "cpu", precis
 
         model = PeftModel.from_pretrained(model, adapter)
     dtype = torch.bfloat16 if resolve_precision(precision) == "bf16" else torch.float32
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device=device, dtype=dtype).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
