@@ -1,13 +1,19 @@
-"""Generation throughput: batched greedy decoding against one prompt at a time with plain HF `generate`.
+"""Generation throughput: the project's generation path against the one it replaced, in one run, on
+the two workloads that generate the most — the simulator's and the evaluation's.
 
-    python benchmarks/generation.py                    # 32 prompts of the default corpus, batch 16
-    python benchmarks/generation.py --prompts 64 --model /path/to/hf-folder --device cuda
+    python benchmarks/generation.py                    # 96 requests a workload, ~6 minutes here
+    python benchmarks/generation.py --requests 192 --model /path/to/hf-folder
 
-Same prompts, same run, greedy, 32 new tokens: (1) one prompt at a time with plain `generate`
-(the baseline), (2) batches of 16, left-padded, KV cache, same `generate` settings — tokens/s of
-each and the ratio; (3) `complete()`, the runtime the simulator uses (batches plus stop rules and
-the syntactic cut) — proposals/s against the baseline's. Appends the figures to
-benchmarks/out/generation.json.
+* **before** — fp32 weights, batches of 16 (`GenerationConfig(batch_size=16, precision="fp32")`),
+  the path every generation took before bf16 generation;
+* **now** — `GenerationConfig()`: bf16 weights where the processor computes them (AVX-512 BF16 or
+  AMX; else fp32, and then the two paths are the same), batches of 32.
+
+Workloads: the simulator's requests (its sessions' triggers on the default corpus, as it asks for
+them) and held-out rows cut from eval-split files (as the evaluation asks). For each: proposals/s of
+both paths and their ratio, how many proposals are identical, and the acceptance (DESIGN.md's rule
+against the truth) of each path's proposals — drift from bf16 must be measured where it matters.
+Appends the figures to benchmarks/out/generation.json.
 """
 
 from __future__ import annotations
@@ -15,80 +21,56 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from datetime import date
 
-from report import report
+from report import report, table
 
 
 def main() -> None:
-    import torch
-
     from echo_dagster import env
     from echo_dagster.completion import CompletionRequest
-    from echo_dagster.corpus import scan_source
-    from echo_dagster.model.generation import GenerationConfig, complete, prompt_ids
-    from echo_dagster.model.loading import load_model
+    from echo_dagster.corpus import DEFAULT_CORPUS, line_examples, scan_source
+    from echo_dagster.metrics import simulated_accept
+    from echo_dagster.model.generation import GenerationConfig, complete
+    from echo_dagster.model.loading import load_model, resolve_precision
+    from echo_dagster.simulate.run import SimulationSpec, planned_requests
+    from echo_dagster.splits import file_split, repo_of
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--model", default=env.base_model())
-    parser.add_argument("--source", default="dagster_shared")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    rng = random.Random(0)
-    files = scan_source(args.source).files
-    requests = []
-    while len(requests) < args.prompts:
-        text = rng.choice(files).text
-        cut = rng.randrange(len(text) // 4, len(text))
-        requests.append(CompletionRequest(text[:cut], text[cut:]))
-    loaded = load_model(args.model, env.models_cache(), device=args.device)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    config = GenerationConfig(batch_size=args.batch_size, max_new_tokens=32)
-    prompts = [prompt_ids(tokenizer, r, config.context_tokens) for r in requests]
-    pad = tokenizer.pad_token_id
-
-    def new_tokens(row) -> int:
-        return int((row != pad).sum())
-
-    start = time.perf_counter()
-    single_tokens = 0
-    with torch.inference_mode():
-        for ids in prompts:
-            out = model.generate(torch.tensor([ids], device=args.device), attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=args.device),
-                                 do_sample=False, max_new_tokens=config.max_new_tokens, pad_token_id=pad)
-            single_tokens += new_tokens(out[0, len(ids):])
-    single_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    batched_tokens = 0
-    with torch.inference_mode():
-        for i in range(0, len(prompts), args.batch_size):
-            batch = prompts[i : i + args.batch_size]
-            width = max(map(len, batch))
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=args.device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=args.device)
-            out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=config.max_new_tokens,
-                                 pad_token_id=pad)
-            batched_tokens += sum(new_tokens(row[width:]) for row in out)
-    batched_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    complete(loaded, requests, config)
-    complete_s = time.perf_counter() - start
-
-    record = {
-        "model": args.model, "device": args.device, "prompts": len(prompts), "batch_size": args.batch_size,
-        "prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts)),
-        "single_tokens_per_s": round(single_tokens / single_s, 1),
-        "batched_tokens_per_s": round(batched_tokens / batched_s, 1),
-        "tokens_per_s_ratio": round((batched_tokens / batched_s) / (single_tokens / single_s), 2),
-        "single_proposals_per_s": round(len(prompts) / single_s, 3),
-        "complete_proposals_per_s": round(len(prompts) / complete_s, 3),
-        "proposals_per_s_ratio": round(single_s / complete_s, 2),
-    }
-    report("generation", record)
+    simulated = planned_requests(SimulationSpec(source=DEFAULT_CORPUS, start=date(2026, 1, 5), days=1, users=4,
+                                                max_completions=args.requests, seed=0))
+    held_out_files = [f for f in scan_source(DEFAULT_CORPUS).files if file_split(repo_of(f.path), f.path) == "eval"]
+    rows = line_examples(held_out_files, args.requests, seed=0)
+    workloads = {"simulator": [(r, t) for r, t in simulated],
+                 "evaluation": [(CompletionRequest(r["prefix"], r["suffix"]), r["target"]) for r in rows]}
+    paths = {"before": GenerationConfig(batch_size=16, precision="fp32"), "now": GenerationConfig()}
+    figures = {"model": args.model, "precision_now": resolve_precision(paths["now"].precision), "workloads": {}}
+    random.seed(0)
+    for name, work in workloads.items():
+        requests, truths = [r for r, _ in work], [t for _, t in work]
+        out, seconds = {}, {}
+        for path, config in paths.items():
+            loaded = load_model(args.model, env.models_cache(), precision=config.precision)
+            started = time.perf_counter()
+            out[path] = complete(loaded, requests, config)
+            seconds[path] = time.perf_counter() - started
+        figures["workloads"][name] = {
+            "requests": len(requests),
+            **{f"{path}_proposals_per_s": round(len(requests) / seconds[path], 2) for path in paths},
+            "ratio": round(seconds["before"] / seconds["now"], 2),
+            "identical": sum(a == b for a, b in zip(out["before"], out["now"])),
+            **{f"{path}_acceptance": round(sum(simulated_accept(p, t) for p, t in zip(out[path], truths))
+                                          / len(truths), 4) for path in paths}}
+    report("generation", figures)
+    print(table(["workload", "before (fp32, batch 16)", "now", "ratio", "identical proposals",
+                 "acceptance before → now"],
+                [[n, f"{w['before_proposals_per_s']}/s", f"{w['now_proposals_per_s']}/s", f"{w['ratio']}×",
+                  f"{w['identical']}/{w['requests']}", f"{w['before_acceptance']:.1%} → {w['now_acceptance']:.1%}"]
+                 for n, w in figures["workloads"].items()]))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """The sweep that chose the trainer's defaults: learning rate, LoRA rank and target modules (MLP
 projections included) and full fine-tuning, on the default corpus.
 
-    python benchmarks/training_sweep.py                 # 7 settings, 60 steps each, ~30 minutes here
+    python benchmarks/training_sweep.py                 # 7 settings, 48 steps each, ~50 minutes here
     python benchmarks/training_sweep.py --steps 120 --only lora-attn-mlp-r16-1e-3
 
 Every setting trains the embedded model from the base on the same examples (cut from the training
 split of the default corpus, shaped like refined targets), with the trainer's validation slice (the
-same held-out files for every setting): the held-out loss before training, at every 10 steps, and
+same held-out files for every setting): the held-out loss before training, at every 12 steps, and
 at the best step — the loss on unseen files is what a default must lower. Each setting runs in a
 fresh process. Appends the figures to benchmarks/out/training_sweep.json and prints a Markdown table.
 """
@@ -43,7 +43,7 @@ def run_setting(overrides: dict, steps: int, examples: int) -> dict:
     from echo_dagster.training.trainer import TrainSettings, train
 
     data = repository_examples(DEFAULT_CORPUS, examples, seed=0)
-    settings = TrainSettings(max_steps=steps, epochs=10, eval_every=10, patience=0, save_every=10_000,
+    settings = TrainSettings(max_steps=steps, epochs=10, eval_every=12, patience=0, save_every=10_000,
                              **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
     with tempfile.TemporaryDirectory() as tmp:
         result = train(env.base_model(), env.models_cache(), data, Path(tmp) / "w", Path(tmp) / "o", settings)
@@ -55,7 +55,7 @@ def run_setting(overrides: dict, steps: int, examples: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--examples", type=int, default=1_600)
     parser.add_argument("--only", action="append", help="run only these settings (repeatable)")
     parser.add_argument("--setting", help=argparse.SUPPRESS)

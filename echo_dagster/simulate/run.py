@@ -110,6 +110,18 @@ def replay(spec: SimulationSpec, propose: Proposer, model_name: str) -> Simulati
     return summary
 
 
+def planned_requests(spec: SimulationSpec) -> list[tuple[CompletionRequest, str]]:
+    """The requests a simulation asks its proposer for, in order, each with what its developer means
+    to write from there (the truth) — for measuring a proposer without running the simulation."""
+    scan = scan_source(spec.source)
+    split_of = {f.path: file_split(repo_of(f.path), f.path) for f in scan.files}
+    personas = personas_for(spec.users, spec.seed, spec.eval_users, lambda p: user_split(p.user_id))
+    plans = _plan(spec, random.Random(spec.seed), personas, lambda p: user_split(p.user_id),
+                  _files_by_split(scan, split_of))
+    return [(request, plan.text[trigger.pos : plan.region[1]]) for plan in plans
+            for request, trigger in zip(plan.requests(), plan.triggers)]
+
+
 def _files_by_split(scan: SourceScan, split_of: dict[str, str]) -> dict[str, list[SourceFile]]:
     files = {"train": [f for f in scan.files if split_of[f.path] == "train"],
              "eval": [f for f in scan.files if split_of[f.path] == "eval"]}
