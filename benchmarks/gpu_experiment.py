@@ -54,7 +54,8 @@ def main() -> None:
     def scaled(n: int) -> int:
         return max(1, math.ceil(n * args.scale))
 
-    spec = replace(base, days=args.days or base.days, users=scaled(base.users), eval_users=scaled(base.eval_users), eval_rows=scaled(base.eval_rows),
+    spec = replace(base, days=args.days or base.days, users=scaled(base.users), eval_users=scaled(base.eval_users),
+                   eval_rows=scaled(base.eval_rows),
                    replay_completions=scaled(base.replay_completions), stdlib_lines=scaled(base.stdlib_lines),
                    humaneval_problems=min(164, scaled(base.humaneval_problems)),
                    repository_examples=scaled(base.repository_examples),

@@ -239,7 +239,8 @@ def _demo_loop(dg, defs, instance, args) -> bool:
     if trained is False:
         return False
     # The token budget stops it after as many tokens as train_job's: a few hundred examples suffice.
-    if trained and not run("baseline_job", "repository_checkpoint", {**trainer, "source": args.source, "examples": 300}):
+    baseline = {**trainer, "source": args.source, "examples": 300}
+    if trained and not run("baseline_job", "repository_checkpoint", baseline):
         return False
     return sensor_runs("evaluate_sensor", "eval_job", "eval_report", evaluate) is not False
 

@@ -99,7 +99,8 @@ def line_examples(files: list[SourceFile], count: int, seed: int, max_lines: int
         if not target.strip():
             continue
         indent = target[: len(target) - len(target.lstrip(" \t"))]
-        examples.append({"completion_id": f"{file.path}:{at}", "path": file.path, "prefix": "".join(lines[:at]) + indent,
+        examples.append({"completion_id": f"{file.path}:{at}", "path": file.path,
+                         "prefix": "".join(lines[:at]) + indent,
                          "suffix": "".join(lines[at + len(taken) :]), "target": target[len(indent) :],
                          "language": file.language})
     return examples

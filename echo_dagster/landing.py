@@ -109,7 +109,9 @@ class LocalLandingStore:
         tmp.replace(path)  # readers never see half a file
 
     def days(self) -> list[date]:
-        return sorted(d for p in self.root.iterdir() if p.is_dir() and (d := folder_day(p.name))) if self.root.is_dir() else []
+        if not self.root.is_dir():
+            return []
+        return sorted(d for p in self.root.iterdir() if p.is_dir() and (d := folder_day(p.name)))
 
     def delete(self, file: LandingFile) -> None:
         path = self.root / file.name

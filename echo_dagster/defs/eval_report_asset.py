@@ -125,9 +125,9 @@ _ACCEPTANCE_HELP = {
 _MEASURES_HELP = {
     "measure": "generation rate: characters of the proposals that survive in the targets, per target character; "
                "exact match: the proposal is the target; ES: mean edit similarity with the target; replay "
-               "acceptance: acceptance in the replay A/B on held-out files; HumanEval pass@1: the forgetting "
-               "guard, one-line HumanEval solutions that pass; stdlib lines ES: the forgetting guard that moves at this size, "
-               "mean edit similarity of line completions on standard-library modules",
+               "acceptance: acceptance in the replay A/B on held-out files; HumanEval pass@1: one-line HumanEval "
+               "solutions that pass; stdlib lines ES: the forgetting guard that moves at this size, the mean edit "
+               "similarity of line completions on standard-library modules",
 }
 
 

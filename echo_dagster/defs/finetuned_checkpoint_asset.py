@@ -52,14 +52,16 @@ class TrainerConfig(dg.Config):
     patience: int = Field(default=_DEFAULTS.patience, description="Validation measurements without improvement "
                                                                   "before training stops (0: never early).")
     batch_size: int = Field(default=_DEFAULTS.batch_size, description="Examples a step.")
-    bucket_by_length: bool = Field(default=_DEFAULTS.bucket_by_length, description="Batch examples of similar lengths (less padding).")
+    bucket_by_length: bool = Field(default=_DEFAULTS.bucket_by_length,
+                                   description="Batch examples of similar lengths (less padding).")
     epochs: int = Field(default=_DEFAULTS.epochs, description="Passes over the examples.")
     max_steps: int = Field(default=_DEFAULTS.max_steps, description="Stop after this many steps (0: no limit).")
     context_tokens: int = Field(default=_DEFAULTS.context_tokens, description="Prompt budget, as in generation.")
     max_target_tokens: int = Field(default=_DEFAULTS.max_target_tokens, description="Target tokens kept an example.")
     seed: int = Field(default=_DEFAULTS.seed, description="Seeds the sample, the batch order and the weights.")
     save_every: int = Field(default=_DEFAULTS.save_every, description="Save resumable state every K steps.")
-    gradient_checkpointing: bool = Field(default=_DEFAULTS.gradient_checkpointing, description="Less memory, about 25% slower.")
+    gradient_checkpointing: bool = Field(default=_DEFAULTS.gradient_checkpointing,
+                                         description="Less memory, about 25% slower.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default=_DEFAULTS.precision, description="auto: bf16 where the processor computes it (a GPU that has it, a "
                                                  "CPU with AVX-512 BF16), else fp32.")

@@ -28,8 +28,8 @@ class RawSessionsConfig(dg.Config):
     kinds={"duckdb", "python"},
     owners=["team:echo"],
     check_specs=[dg.AssetCheckSpec(ACCOUNTING_CHECK, asset="raw_sessions", blocking=True,
-                                   description="lines read + late adopted = kept + duplicates + quarantined + deferred + "
-                                               "opted out")],
+                                   description="lines read + late adopted = kept + duplicates + quarantined + "
+                                               "deferred + opted out")],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
 )
 def raw_sessions(

@@ -180,7 +180,8 @@ def _pct(value: float | None) -> str:
 def model_figures(r: ArmResult) -> dict:
     return {"name": r.arm.name, "spec": r.arm.spec, "roles": list(r.arm.roles), "eval_set": r.summary,
             "by_language": r.by_language, "by_source_kind": r.by_source_kind, "replay": r.replay,
-            "humaneval_pass_at_1": r.humaneval_pass_at_1, "stdlib": r.stdlib_summary or None, "seconds": {k: round(v, 1) for k, v in r.seconds.items()}}
+            "humaneval_pass_at_1": r.humaneval_pass_at_1, "stdlib": r.stdlib_summary or None,
+            "seconds": {k: round(v, 1) for k, v in r.seconds.items()}}
 
 
 def chart(results: list[ArmResult]) -> bytes:

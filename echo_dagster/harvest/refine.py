@@ -85,7 +85,8 @@ def _base_row(shown: dict) -> dict:
         "tenant_id": shown["tenant_id"], "repo": shown["repo"], "path": shown["path"],
         "language": shown["language"], "model": shown["model"], "shown_ts": shown["ts"],
         "proposal": shown["proposal"], "decision": None, "accepted_text": None, "source_kind": None,
-        "document": None, "target_start": None, "region_end": None, "target": None, "es": None, "survived": None, "reason": None,
+        "document": None, "target_start": None, "region_end": None, "target": None, "es": None, "survived": None,
+        "reason": None,
         "pasted_share": None,
     }
 

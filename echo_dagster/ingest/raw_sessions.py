@@ -142,7 +142,8 @@ def _load_stage(con: duckdb.DuckDBPyConnection, inputs: list[_Input], staged: li
 
     roles = [i.role for i in inputs]
     view("stage", [s.events_path for s, r in zip(staged, roles) if r != "previous" and s.events_path],
-         "NULL::VARCHAR AS tenant_id, NULL::VARCHAR AS user_id, NULL::VARCHAR AS event_id, NULL::VARCHAR AS session_id, NULL::VARCHAR AS event, NULL::TIMESTAMP AS ts, "
+         "NULL::VARCHAR AS tenant_id, NULL::VARCHAR AS user_id, NULL::VARCHAR AS event_id, "
+         "NULL::VARCHAR AS session_id, NULL::VARCHAR AS event, NULL::TIMESTAMP AS ts, "
          "NULL::BIGINT AS seq, NULL::BIGINT AS source_line, NULL::VARCHAR AS line, NULL::INTEGER AS file_no")
     view("stage_prev", [s.events_path for s, r in zip(staged, roles) if r == "previous" and s.events_path],
          "NULL::VARCHAR AS tenant_id, NULL::VARCHAR AS session_id")
