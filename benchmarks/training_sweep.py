@@ -36,7 +36,7 @@ SETTINGS = {
 }
 
 
-def run_setting(overrides: dict, steps: int, examples: int) -> dict:
+def run_setting(overrides: dict, steps: int, examples: int, validation: int) -> dict:
     from echo_dagster import env
     from echo_dagster.corpus import DEFAULT_CORPUS
     from echo_dagster.training.repository import repository_examples
@@ -44,6 +44,7 @@ def run_setting(overrides: dict, steps: int, examples: int) -> dict:
 
     data = repository_examples(DEFAULT_CORPUS, examples, seed=0)
     settings = TrainSettings(max_steps=steps, epochs=10, eval_every=12, patience=0, save_every=10_000,
+                             max_validation_examples=validation,
                              **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
     with tempfile.TemporaryDirectory() as tmp:
         result = train(env.base_model(), env.models_cache(), data, Path(tmp) / "w", Path(tmp) / "o", settings)
@@ -57,19 +58,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--examples", type=int, default=1_600)
+    parser.add_argument("--validation", type=int, default=256, help="held-out examples measured every 12 steps")
     parser.add_argument("--only", action="append", help="run only these settings (repeatable)")
     parser.add_argument("--setting", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setting:
-        print(json.dumps(run_setting(SETTINGS[args.setting], args.steps, args.examples)))
+        print(json.dumps(run_setting(SETTINGS[args.setting], args.steps, args.examples, args.validation)))
         return
     figures = {}
     for name in args.only or SETTINGS:
         done = subprocess.run([sys.executable, __file__, "--setting", name, "--steps", str(args.steps),
-                               "--examples", str(args.examples)], check=True, capture_output=True, text=True)
+                               "--examples", str(args.examples),
+                               "--validation", str(args.validation)], check=True, capture_output=True, text=True)
         figures[name] = json.loads(done.stdout.splitlines()[-1])
         print(name, figures[name]["best_loss"], flush=True)
-    report("training_sweep", {"steps": args.steps, "examples": args.examples, "batch_size": 8, "settings": figures})
+    report("training_sweep", {"steps": args.steps, "examples": args.examples, "validation": args.validation,
+                              "batch_size": 8, "settings": figures})
     print(table(["setting", "held-out loss: base", "best", "at step", "tokens/s"],
                 [[n, f["base_loss"], f["best_loss"], f["best_step"], f["tokens_per_s"]] for n, f in figures.items()]))
 

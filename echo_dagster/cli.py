@@ -167,6 +167,8 @@ def run_demo(args) -> int:
     if args.train_steps and not failed:
         failed += not _demo_loop(dg, defs, instance, args)
     print("\nSee it in the UI: make ui, then open http://127.0.0.1:3000")
+    print("The experiment that decides (2,000+ completions, 1,000+ held-out rows, every ablation arm): its figures "
+          "are in docs/benchmarks.md#the-experiment; rerun it with make experiment")
     return 1 if failed else 0
 
 
@@ -208,9 +210,9 @@ def _demo_loop(dg, defs, instance, args) -> bool:
     from echo_dagster.defs import daemon_state
 
     os.environ.setdefault("ECHO_RETRAIN_THRESHOLD", str(DEMO_RETRAIN_THRESHOLD))
-    # A few dozen examples and a few steps: a higher learning rate than the default's 3e-4.
-    trainer = {"base_model": args.model or env.base_model(), "epochs": 10, "learning_rate": 1e-3,
-               "max_steps": args.train_steps, "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
+    # A few dozen examples: several passes over them, up to the demo's steps.
+    trainer = {"base_model": args.model or env.base_model(), "epochs": 10, "max_steps": args.train_steps,
+               "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
     train = {**trainer, "min_examples": 8}
     evaluate = {"base_model": train["base_model"], "max_rows": args.eval_rows, "replay_source": args.source,
                 "replay_completions": args.replay_completions, "humaneval_problems": args.humaneval_problems}

@@ -380,3 +380,19 @@ def test_a_training_that_learns_keeps_its_best_step(tmp_path, tiny_model_dir):
                    settings)
     assert result.best_step > 0 and result.best_validation_loss < result.base_validation_loss
     assert result.best_validation_loss == min(loss for _, loss in result.validation)
+
+
+def test_a_token_budget_sets_the_steps_the_schedule_and_the_measurements(tmp_path, tiny_model_dir):
+    """A budget run asks for many epochs and stops at the budget: its warmup, decay and validation
+    measurements are laid out over the steps the budget allows, and its last step is measured."""
+    from echo_dagster.training.trainer import TrainSettings, train
+
+    settings = TrainSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=3e-3, batch_size=4,
+                             context_tokens=32, max_target_tokens=16, validation_share=0.3, save_every=1000,
+                             epochs=50, max_tokens=2_000)
+    result = train(str(tiny_model_dir), tmp_path / "m", _file_examples(20, 4), tmp_path / "w", tmp_path / "o",
+                   settings)
+    steps = [step for step, _ in result.validation]
+    assert 2_000 <= result.tokens < 2_000 + 4 * 48 and result.steps < 50
+    assert steps[0] == 0 and steps[-1] == result.steps and len(steps) >= 5
+    assert result.best_step > 0 and result.best_validation_loss < result.base_validation_loss

@@ -36,7 +36,8 @@ class TrainerConfig(dg.Config):
     lora_alpha: int = Field(default=_DEFAULTS.lora_alpha, description="LoRA scaling (alpha / r multiplies the update).")
     lora_dropout: float = Field(default=_DEFAULTS.lora_dropout, description="Dropout on the LoRA input.")
     target_modules: list[str] = Field(default=list(_DEFAULTS.target_modules),
-                                      description="Modules that get LoRA adapters (attention projections by default).")
+                                      description="Modules that get LoRA adapters (attention and MLP projections by "
+                                                  "default).")
     learning_rate: float = Field(default=_DEFAULTS.learning_rate, description="Peak learning rate (linear decay).")
     lora_layers: int = Field(default=_DEFAULTS.lora_layers, description="Adapt only the top N layers (0: all); "
                                                                         "backward stops below the lowest one.")

@@ -45,22 +45,27 @@ class ExperimentSpec:
     base_model: str
     source: str = DEFAULT_CORPUS
     start: date = date(2026, 1, 5)  # the simulated days; the experiment's own folder, so any days do
+    # Sized for 90 minutes on 2 CPU cores: ~2,300 completions, ~1,000 held-out rows.
     days: int = 5
-    users: int = 16
-    eval_users: int = 8  # of the users, those who write held-out files: the eval set's rows
+    users: int = 20
+    eval_users: int = 12  # of the users, those who write held-out files: the eval set's rows
     sessions_per_user_day: int = 2
     max_completions: int | None = None
     eval_rows: int = 1_200  # at most; all the eval set's rows when it holds fewer
-    replay_completions: int = 96
+    replay_completions: int = 64
     replay_users: int = 4
-    humaneval_problems: int = 20
-    stdlib_lines: int = 200
-    repository_examples: int = 4_000
+    humaneval_problems: int = 10
+    stdlib_lines: int = 160
+    repository_examples: int = 2_000
     arms: tuple[str, ...] = arms.ARMS
     train: TrainSettings = TrainSettings()
     generation: GenerationConfig = GenerationConfig()
     resamples: int = 1_000
     seed: int = 0
+
+    def __post_init__(self):
+        if "echo" not in self.arms:
+            raise ValueError(f"arms {self.arms}: Echo must be one, its tokens are every other arm's budget")
 
 
 @dataclass
@@ -128,9 +133,10 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
     training: dict[str, dict] = {}
     budget = 0
     for arm in ("echo", *[a for a in spec.arms if a != "echo"]):  # Echo first: its tokens are the budget
-        if not data[arm]:
-            training[arm] = {"examples": 0, "skipped": "no training example"}
-            log(f"experiment: {arm} has no training example; not trained, not measured")
+        if not data[arm] or (arm != "echo" and not budget):
+            why = "no training example" if not data[arm] else "no budget: Echo was not trained"
+            training[arm] = {"examples": len(data[arm]), "skipped": why}
+            log(f"experiment: {arm} not trained, not measured: {why}")
             continue
         settings = spec.train if arm == "echo" else replace(spec.train, max_tokens=budget, epochs=_EPOCHS_TO_BUDGET,
                                                             max_steps=0)

@@ -40,9 +40,11 @@ class TrainSettings:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    # Attention and MLP projections at 1e-3: the lowest held-out loss of benchmarks/training_sweep.py
+    # (docs/benchmarks.md), level with full fine-tuning at a fraction of what a checkpoint stores.
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     lora_layers: int = 0  # adapt only the top N layers (0: all): backward stops below the lowest adapted one
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-3
     warmup_share: float = 0.1  # of the steps, warming the learning rate up
     max_grad_norm: float = 1.0  # gradients clipped to this norm (0: no clipping)
     batch_size: int = 8
@@ -147,6 +149,10 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
         raise ValueError("no training example holds a target token")
     plan = [b for epoch in range(settings.epochs)
             for b in batches(encoded, settings.batch_size, settings.seed + epoch, settings.bucket_by_length)]
+    if settings.max_tokens:
+        # Cut before the schedule and the measurements are laid out: they must fit the steps the
+        # budget allows, not the epochs asked for (else warmup and the first measurement come after it).
+        plan = within_budget(plan, settings.max_tokens)
     total = min(len(plan), settings.max_steps) if settings.max_steps else len(plan)
     every = settings.eval_every or max(1, math.ceil(total / 10))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -188,9 +194,6 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
         if on_step:
             rate = result.tokens / result.seconds if result.seconds else 0.0
             on_step(Progress(step + 1, total, result.losses[-1], rate, result.seconds / done * (total - step - 1)))
-        if settings.max_tokens and result.tokens >= settings.max_tokens:
-            result.steps = step + 1
-            break
         if tracker.exhausted:
             result.steps, result.stopped_early = step + 1, True
             break
@@ -202,6 +205,16 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
     model.eval()
     _save_checkpoint(model, tokenizer, Path(out_dir), settings, resolve_folder(split_spec(base_spec)[0], models_dir))
     return result
+
+
+def within_budget(plan: list[list], max_tokens: int) -> list[list]:
+    """The batches up to the first whose tokens (padding left out) reach `max_tokens`."""
+    seen = 0
+    for n, batch in enumerate(plan):
+        seen += sum(len(e.input_ids) for e in batch)
+        if seen >= max_tokens:
+            return plan[: n + 1]
+    return plan
 
 
 def target_loss(model, batch: dict):
