@@ -11,7 +11,7 @@ the two workloads that generate the most — the simulator's and the evaluation'
 
 Workloads: the simulator's requests (its sessions' triggers on the default corpus, as it asks for
 them) and held-out rows cut from eval-split files (as the evaluation asks). For each: proposals/s of
-both paths and their ratio, how many proposals are identical, and the acceptance (DESIGN.md's rule
+both paths and their ratio, how many proposals are identical, and the acceptance (docs/design.md's rule
 against the truth) of each path's proposals — drift from bf16 must be measured where it matters.
 Appends the figures to benchmarks/out/generation.json.
 """
@@ -19,7 +19,6 @@ Appends the figures to benchmarks/out/generation.json.
 from __future__ import annotations
 
 import argparse
-import random
 import time
 from datetime import date
 
@@ -49,7 +48,6 @@ def main() -> None:
                  "evaluation": [(CompletionRequest(r["prefix"], r["suffix"]), r["target"]) for r in rows]}
     paths = {"before": GenerationConfig(batch_size=16, precision="fp32"), "now": GenerationConfig()}
     figures = {"model": args.model, "precision_now": resolve_precision(paths["now"].precision), "workloads": {}}
-    random.seed(0)
     for name, work in workloads.items():
         requests, truths = [r for r, _ in work], [t for _, t in work]
         out, seconds = {}, {}

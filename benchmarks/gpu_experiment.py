@@ -9,7 +9,9 @@ It runs `experiment.run.run_experiment` with the default spec scaled by `--scale
 the simulated users, completions, eval rows and training steps of `make experiment`), precision
 bf16 where the device has it, and records, beside the experiment's own report: the training
 tokens/s of each arm, model FLOPs utilization (6 × parameters × tokens/s ÷ the device's peak bf16
-FLOP/s: `--peak-tflops`, 989 for an H100/H200 SXM dense), and the table. Appends the figures to
+FLOP/s: `--peak-tflops`, 989 for an H100/H200 SXM dense — an upper bound: LoRA computes no
+gradients of the frozen weights and the vocabulary projection runs only at target tokens), and the
+table. Appends the figures to
 benchmarks/out/gpu_experiment.json.
 
 On a machine with no network (the lent GPU machine): carry the wheels the image lacks (duckdb,
@@ -46,7 +48,6 @@ def main() -> None:
     from echo_dagster.experiment.run import ExperimentSpec, run_experiment
     from echo_dagster.model.generation import GenerationConfig
     from echo_dagster.model.loading import resolve_folder
-    from echo_dagster.training.trainer import TrainSettings
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     base = ExperimentSpec(base_model=args.model)
@@ -54,12 +55,13 @@ def main() -> None:
     def scaled(n: int) -> int:
         return max(1, math.ceil(n * args.scale))
 
+    # The trainer's defaults (batch 8, bf16 where the device has it): ten times the examples are ten
+    # times the steps.
     spec = replace(base, days=args.days or base.days, users=scaled(base.users), eval_users=scaled(base.eval_users),
                    eval_rows=scaled(base.eval_rows),
                    replay_completions=scaled(base.replay_completions), stdlib_lines=scaled(base.stdlib_lines),
                    humaneval_problems=min(164, scaled(base.humaneval_problems)),
                    repository_examples=scaled(base.repository_examples),
-                   train=replace(TrainSettings(), batch_size=scaled(8) if device == "cuda" else 8, precision="auto"),
                    generation=GenerationConfig(batch_size=128 if device == "cuda" else 32, device=device))
     started = time.perf_counter()
     result = run_experiment(spec, Path(args.out), env.models_cache(), log=print)

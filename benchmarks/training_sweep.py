@@ -45,7 +45,7 @@ def run_setting(overrides: dict, steps: int, examples: int, validation: int) -> 
     data = repository_examples(DEFAULT_CORPUS, examples, seed=0)
     settings = TrainSettings(max_steps=steps, epochs=10, eval_every=12, patience=0, save_every=10_000,
                              max_validation_examples=validation,
-                             **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+                             **overrides)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(env.base_model(), env.models_cache(), data, Path(tmp) / "w", Path(tmp) / "o", settings)
     return {"base_loss": round(result.base_validation_loss, 4), "best_loss": round(result.best_validation_loss, 4),

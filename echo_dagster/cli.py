@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                   "training); about 9 s a step on 2 CPU cores")
     demo.add_argument("--eval-rows", type=int, default=60, help="held-out rows eval_report scores")
     demo.add_argument("--replay-completions", type=int, default=32, help="completions of the replay A/B")
-    demo.add_argument("--humaneval-problems", type=int, default=20, help="HumanEval problems of the forgetting guard")
+    demo.add_argument("--humaneval-problems", type=int, default=20, help="HumanEval problems (the guard that "
+                                                                             "moves is standard-library lines)")
     _simulation_options(demo, users=5, sessions=2, max_completions=192)  # about 2.5 minutes on 2 CPU cores
     exp = commands.add_parser("experiment", help="the loop at a size that decides, with its ablation arms, as "
                                                  "experiment_job (about 90 minutes on 2 CPU cores); options as "

@@ -1,4 +1,5 @@
 import time
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -14,6 +15,7 @@ _SPEC = ExperimentSpec(base_model="")
 class ExperimentConfig(TrainerConfig):
     """The experiment's size; the trainer's knobs (every arm the same) as train_job's."""
 
+    start_from: Literal["base"] = Field(default="base", description="Every arm trains from the base model.")
     source: str = Field(default=DEFAULT_CORPUS, description="The code the simulated developers write.")
     days: int = Field(default=_SPEC.days, description="Simulated days.")
     users: int = Field(default=_SPEC.users, description="Simulated developers.")

@@ -62,13 +62,17 @@ def evaluate_challenger(registry: Registry, rows: list[dict], base_model: str, s
                          {"challenger": challenger, "champion_before": old.arm.name, "eval_rows": len(rows),
                           "config": run_config})
     page = built.write(reports_dir / f"{stamp}-{challenger}")
-    if verdict.promote:
-        registry.set_champion(challenger, "; ".join(verdict.reasons))
-    decision = registry.record_decision({"challenger": challenger, "champion": old.arm.name,
-                                         "promoted": verdict.promote, "reasons": verdict.reasons,
-                                         "figures": verdict.figures, "eval_rows": len(rows)})
+    decision = carry_out(registry, challenger, old.arm.name, verdict, len(rows))
     return Outcome(challenger, old.arm.name, repository["name"] if repository else None, results, verdict, built,
                    page, decision)
+
+
+def carry_out(registry: Registry, challenger: str, champion: str, verdict: gate.Verdict, eval_rows: int) -> dict:
+    """Promotes the challenger when the verdict says so and records the decision either way."""
+    if verdict.promote:
+        registry.set_champion(challenger, "; ".join(verdict.reasons))
+    return registry.record_decision({"challenger": challenger, "champion": champion, "promoted": verdict.promote,
+                                     "reasons": verdict.reasons, "figures": verdict.figures, "eval_rows": eval_rows})
 
 
 def judge(registry: Registry, challenger: str, new: ArmResult, old: ArmResult,

@@ -1,7 +1,7 @@
-"""Every model under comparison through the same three measurements: offline scores on the held-out
-eval set, the replay A/B on held-out files, and the HumanEval forgetting guard.
+"""Every model under comparison through the same measurements: offline scores on the held-out eval
+set, the replay A/B on held-out files, and the forgetting guards (standard-library lines, HumanEval).
 
-A model is loaded once and measured on all three; a model that plays two roles (the base that is
+A model is loaded once and measured on all of them; a model that plays two roles (the base that is
 still the champion) is measured once.
 """
 

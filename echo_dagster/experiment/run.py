@@ -179,11 +179,7 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
     else:
         verdict = gate.decide(promotion.scores(by_arm["echo"]), promotion.scores(by_arm["base"]),
                               gate.GateSettings(resamples=spec.resamples))
-        echo_name = training["echo"]["checkpoint"]
-        if verdict.promote:
-            registry.set_champion(echo_name, "; ".join(verdict.reasons))
-        registry.record_decision({"challenger": echo_name, "champion": spec.base_model, "promoted": verdict.promote,
-                                  "reasons": verdict.reasons, "figures": verdict.figures, "eval_rows": len(rows)})
+        promotion.carry_out(registry, training["echo"]["checkpoint"], spec.base_model, verdict, len(rows))
     outcome = ExperimentResult(folder, summary.as_dict(), harvest, training, results, comparisons, verdict,
                                folder / "report" / "report.html", seconds)
     _write_report(outcome, spec, len(rows))

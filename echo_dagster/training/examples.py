@@ -37,6 +37,13 @@ def encode(tokenizer, prefix: str, suffix: str, target: str, language: str, *, c
     return Encoded(prompt + target_ids, [IGNORE] * len(prompt) + target_ids)
 
 
+def encode_rows(tokenizer, rows: list[dict], *, context_tokens: int, max_target_tokens: int) -> list[Encoded]:
+    """Example rows (prefix, suffix, target, language) encoded; those without a target token left out."""
+    encoded = (encode(tokenizer, r["prefix"], r["suffix"], r["target"], r["language"] or "",
+                      context_tokens=context_tokens, max_target_tokens=max_target_tokens) for r in rows)
+    return [e for e in encoded if e]
+
+
 def batches(examples: list[Encoded], batch_size: int, seed: int, by_length: bool = True) -> list[list[Encoded]]:
     """Batches in a seeded random order; `by_length`: of similar lengths (less padding) — buckets of
     16 batches are sorted by length, cut into batches, and the batches shuffled."""

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from echo_dagster.model.loading import PRECISIONS, load_model, resolve_folder, resolve_precision, split_spec
-from echo_dagster.training.examples import IGNORE, batches, collate, encode
+from echo_dagster.model.loading import load_model, resolve_folder, resolve_precision, split_spec
+from echo_dagster.training.examples import IGNORE, batches, collate, encode_rows
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class TrainSettings:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     # Attention and MLP projections at 1e-3: the lowest held-out loss of benchmarks/training_sweep.py
-    # (docs/benchmarks.md), level with full fine-tuning at a fraction of what a checkpoint stores.
+    # (docs/benchmarks.md), level with full fine-tuning, with gradients and optimizer state for <4% of it.
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     lora_layers: int = 0  # adapt only the top N layers (0: all): backward stops below the lowest adapted one
     learning_rate: float = 1e-3
@@ -114,9 +114,7 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
 
     if settings.method not in ("lora", "full"):
         raise ValueError(f"method {settings.method!r}: expected 'lora' or 'full'")
-    if settings.precision not in PRECISIONS:
-        raise ValueError(f"precision {settings.precision!r}: expected one of {', '.join(PRECISIONS)}")
-    precision = resolve_precision(settings.precision)
+    precision = resolve_precision(settings.precision)  # says what it expected when it is none of them
     accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",
                               cpu=not torch.cuda.is_available())
     set_seed(settings.seed)
@@ -141,10 +139,9 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     train_rows, held_out = split_validation(examples, settings.validation_share, settings.seed)
-    encode_all = lambda rows: [e for e in (encode(  # noqa: E731
-        tokenizer, x["prefix"], x["suffix"], x["target"], x["language"] or "", context_tokens=settings.context_tokens,
-        max_target_tokens=settings.max_target_tokens) for x in rows) if e]
-    encoded, validation = encode_all(train_rows), encode_all(held_out[: settings.max_validation_examples])
+    sizes = {"context_tokens": settings.context_tokens, "max_target_tokens": settings.max_target_tokens}
+    encoded = encode_rows(tokenizer, train_rows, **sizes)
+    validation = encode_rows(tokenizer, held_out[: settings.max_validation_examples], **sizes)
     if not encoded:
         raise ValueError("no training example holds a target token")
     plan = [b for epoch in range(settings.epochs)
