@@ -1,7 +1,7 @@
 """Generation throughput: the project's generation path against the one it replaced, in one run, on
 the two workloads that generate the most — the simulator's and the evaluation's.
 
-    python benchmarks/generation.py                    # 96 requests a workload, ~6 minutes here
+    python benchmarks/generation.py                    # 96 requests a workload, ~4 minutes here
     python benchmarks/generation.py --requests 192 --model /path/to/hf-folder
 
 * **before** — fp32 weights, batches of 16 (`GenerationConfig(batch_size=16, precision="fp32")`),
