@@ -36,7 +36,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml $(STAMP)
 demo: setup instance
 	$(BIN)/echo-dagster demo
 
-# The loop at a size that decides, with its ablation arms (about 90 minutes on 2 CPU cores).
+# The loop at a size that decides, with its ablation arms (about 100 minutes on 2 CPU cores).
 experiment: setup instance
 	$(BIN)/echo-dagster experiment
 

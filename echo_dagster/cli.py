@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                              "moves is standard-library lines)")
     _simulation_options(demo, users=5, sessions=2, max_completions=192)  # about 2.5 minutes on 2 CPU cores
     exp = commands.add_parser("experiment", help="the loop at a size that decides, with its ablation arms, as "
-                                                 "experiment_job (about 90 minutes on 2 CPU cores); options as "
+                                                 "experiment_job (about 100 minutes on 2 CPU cores); options as "
                                                  "experiment_report's config")
     exp.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                      help="an experiment_report config value (days=2, eval_rows=300, max_steps=20, ...); repeatable")

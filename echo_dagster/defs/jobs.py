@@ -66,7 +66,7 @@ experiment_job = dg.define_asset_job(
     "experiment_job",
     selection=dg.AssetSelection.groups("experiment"),
     executor_def=train_executor(),
-    description="The loop at a size that decides (about 90 minutes on 2 CPU cores): the arms Echo, naive logs, "
+    description="The loop at a size that decides (about 100 minutes on 2 CPU cores): the arms Echo, naive logs, "
                 "untrimmed final states and repository files against the base, paired, on the same held-out rows.",
 )
 
