@@ -69,12 +69,7 @@ class SimulationSummary:
 
 def simulate(spec: SimulationSpec, landing: LandingStore, truth: LandingStore, propose: Proposer,
              model_name: str) -> SimulationSummary:
-    scan = scan_source(spec.source)
-    personas = personas_for(spec.users, spec.seed, spec.eval_users, lambda p: user_split(p.user_id))
-    split_of = {f.path: file_split(repo_of(f.path), f.path) for f in scan.files}
-    files = _files_by_split(scan, split_of)
-    rng = random.Random(spec.seed)
-    plans = _plan(spec, rng, personas, lambda persona: user_split(persona.user_id), files)
+    scan, split_of, personas, rng, plans = _sessions(spec)
     summary = SimulationSummary(files=len(scan.files), skipped=dict(scan.skipped), sessions=len(plans))
     landed: dict[tuple[date, str], list[bytes]] = defaultdict(list)
     truths: dict[date, list[bytes]] = defaultdict(list)
@@ -113,13 +108,20 @@ def replay(spec: SimulationSpec, propose: Proposer, model_name: str) -> Simulati
 def planned_requests(spec: SimulationSpec) -> list[tuple[CompletionRequest, str]]:
     """The requests a simulation asks its proposer for, in order, each with what its developer means
     to write from there (the truth) — for measuring a proposer without running the simulation."""
+    plans = _sessions(spec)[4]
+    return [(request, plan.text[trigger.pos : plan.region[1]]) for plan in plans
+            for request, trigger in zip(plan.requests(), plan.triggers)]
+
+
+def _sessions(spec: SimulationSpec) -> tuple[SourceScan, dict[str, str], list, random.Random, list[SessionPlan]]:
+    """(the source scanned, each file's split, the personas, the seeded generator the simulation
+    goes on with, the sessions it plans): the same for a spec every time."""
     scan = scan_source(spec.source)
     split_of = {f.path: file_split(repo_of(f.path), f.path) for f in scan.files}
     personas = personas_for(spec.users, spec.seed, spec.eval_users, lambda p: user_split(p.user_id))
-    plans = _plan(spec, random.Random(spec.seed), personas, lambda p: user_split(p.user_id),
-                  _files_by_split(scan, split_of))
-    return [(request, plan.text[trigger.pos : plan.region[1]]) for plan in plans
-            for request, trigger in zip(plan.requests(), plan.triggers)]
+    rng = random.Random(spec.seed)
+    plans = _plan(spec, rng, personas, lambda p: user_split(p.user_id), _files_by_split(scan, split_of))
+    return scan, split_of, personas, rng, plans
 
 
 def _files_by_split(scan: SourceScan, split_of: dict[str, str]) -> dict[str, list[SourceFile]]:
