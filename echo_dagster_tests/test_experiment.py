@@ -33,7 +33,7 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
     result = run_experiment(tiny(tiny_model_dir), tmp_path / "exp", tmp_path / "models", log=lambda _: None,
                             propose=half_right)
     names = [r.arm.roles[0] for r in result.results]
-    assert names == ["base", "echo", "naive_logs", "untrimmed", "repository"]
+    assert names == ["base", "echo", "naive_logs", "untrimmed", "repository", "preference"]
     rows = {tuple(s.completion_id for s in r.scored) for r in result.results}
     assert len(rows) == 1 and len(next(iter(rows))) > 0  # paired: the same held-out rows for every model
     budget = result.training["echo"]["tokens"]
@@ -46,21 +46,37 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
         low, high = result.comparisons[arm]["vs_base"]["acceptance"][1:]
         assert low <= high
     assert result.comparisons["echo"]["vs_echo"] is None
+    # The preference arm starts from Echo's checkpoint and takes its own pairs once, beyond the budget.
+    preference = json.loads((result.folder / "registry" / result.training["preference"]["checkpoint"]
+                             / "echo_meta.json").read_text())
+    assert preference["base_model"].endswith(f"{result.training['echo']['checkpoint']}/merged")
+    assert preference["config"]["objective"] == "dpo" and result.training["preference"]["examples"] > 0
+    assert set(result.comparisons["preference"]) == {"vs_base", "vs_echo"}
     figures = json.loads((result.page.parent / "report.json").read_text())
     assert figures["gate"]["promote"] == result.verdict.promote and result.page.is_file()
     assert "| base |" in result.table() and "Δ vs Echo" in result.table()
+
+
+def test_an_unknown_arm_is_named():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"\['dpo'\]: expected some of echo"):
+        ExperimentSpec(base_model="m", arms=("echo", "dpo"))
 
 
 def test_no_arm_trains_on_a_held_out_file(tmp_path, tiny_model_dir):
     run_experiment(tiny(tiny_model_dir, arms=("echo",), replay_completions=0, stdlib_lines=0), tmp_path / "exp",
                    tmp_path / "models", log=lambda _: None, propose=half_right)
     with warehouse.connect(tmp_path / "exp" / "warehouse.duckdb", read_only=True) as con:
-        data = {arm: arms.examples(con, arm) for arm in ("echo", "naive_logs", "untrimmed")}
+        data = {arm: arms.examples(con, arm) for arm in ("echo", "naive_logs", "untrimmed", "preference")}
         eval_files = {r for r, in con.execute("SELECT DISTINCT path FROM eval_set").fetchall()}
     assert all(data.values()) and eval_files
     for arm, examples in data.items():
         assert all(file_split(e["repo"], e["path"]) == "train" for e in examples), arm
         assert not {e["path"] for e in examples} & eval_files, arm
+    # A preference pair is an Echo example whose user did not keep the proposal as shown.
+    echo = {e["target"] for e in data["echo"]}
+    assert all(p["target"] in echo and p["rejected"].rstrip() != p["target"].rstrip() for p in data["preference"])
     # The untrimmed arm keeps the whole region the user wrote; Echo's targets are cut from it.
     assert sum(len(e["target"]) for e in data["untrimmed"]) > sum(len(e["target"]) for e in data["echo"])
 

@@ -396,3 +396,56 @@ def test_a_token_budget_sets_the_steps_the_schedule_and_the_measurements(tmp_pat
     assert 2_000 <= result.tokens < 2_000 + 4 * 48 and result.steps < 50
     assert steps[0] == 0 and steps[-1] == result.steps and len(steps) >= 5
     assert result.best_step > 0 and result.best_validation_loss < result.base_validation_loss
+
+
+def _pairs(files: int, per_file: int) -> list[dict]:
+    return [e | {"rejected": f"return {e['completion_id'][1:].replace('-', '')} + r\n"}
+            for e in _file_examples(files, per_file)]
+
+
+def _margin(model_dir, pairs: list[dict]) -> float:
+    """Mean log-probability of the kept code minus that of the rejected proposal."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from echo_dagster.training.preference import collate_pairs, encode_pairs, sequence_logps
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    encoded = encode_pairs(tokenizer, pairs, context_tokens=32, max_target_tokens=16)
+    with torch.no_grad():
+        logps, _ = sequence_logps(AutoModelForCausalLM.from_pretrained(model_dir),
+                                  collate_pairs(encoded, tokenizer.pad_token_id))
+    return float((logps[: len(encoded)] - logps[len(encoded):]).mean())
+
+
+def test_preference_training_prefers_the_kept_code_to_the_rejected_proposal(tmp_path, tiny_model_dir):
+    """DPO on (kept, rejected) pairs from an SFT checkpoint: the held-out DPO loss starts at log 2
+    plus the kept code's token loss (the policy is the reference), falls, and the kept code's
+    margin over the rejected proposal grows on held-out files too."""
+    import math
+
+    from echo_dagster.training.trainer import TrainSettings, split_validation, train
+
+    pairs = _pairs(20, 4)
+    settings = TrainSettings(objective="dpo", dpo_sft_weight=0.0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                             learning_rate=3e-3, batch_size=4, context_tokens=32, max_target_tokens=16,
+                             validation_share=0.3, eval_every=2, save_every=1000, epochs=2)
+    result = train(str(tiny_model_dir), tmp_path / "m", pairs, tmp_path / "w", tmp_path / "o", settings)
+    assert math.isclose(result.base_validation_loss, math.log(2), rel_tol=1e-4)
+    assert result.best_step > 0 and result.best_validation_loss < result.base_validation_loss
+    held_out = split_validation(pairs, settings.validation_share, settings.seed)[1]
+    assert _margin(tmp_path / "o" / "merged", held_out) > _margin(tiny_model_dir, held_out) + 0.1
+
+
+def test_preference_training_needs_a_lora_and_pairs_that_differ(tmp_path, tiny_model_dir):
+    import pytest
+
+    from echo_dagster.training.trainer import TrainSettings, train
+
+    with pytest.raises(ValueError, match="needs method 'lora'"):
+        train(str(tiny_model_dir), tmp_path / "m", _pairs(4, 2), tmp_path / "w", tmp_path / "o",
+              TrainSettings(objective="dpo", method="full"))
+    same = [p | {"rejected": p["target"]} for p in _pairs(4, 2)]
+    with pytest.raises(ValueError, match="no preference pair"):
+        train(str(tiny_model_dir), tmp_path / "m", same, tmp_path / "w", tmp_path / "o",
+              TrainSettings(objective="dpo", context_tokens=32, max_target_tokens=16))

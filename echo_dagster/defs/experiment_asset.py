@@ -29,6 +29,11 @@ class ExperimentConfig(TrainerConfig):
                                                                       "guard.")
     repository_examples: int = Field(default=_SPEC.repository_examples,
                                      description="Examples cut from repository files for that arm.")
+    arms: list[str] = Field(default=list(_SPEC.arms), description="The arms trained and measured beside the base "
+                                                                 "(echo is always one): "
+                                                                 + ", ".join(_SPEC.arms) + ".")
+    preference_learning_rate: float = Field(default=_SPEC.preference_learning_rate,
+                                            description="Peak learning rate of the preference arm's DPO.")
     seed: int = Field(default=_SPEC.seed, description="Seeds the simulation, the samples and the training.")
 
 
@@ -41,7 +46,8 @@ class ExperimentConfig(TrainerConfig):
 def experiment_report(context: dg.AssetExecutionContext, config: ExperimentConfig) -> dg.MaterializeResult:
     """The loop at a size that decides, with the arms that say why: simulated days of the default
     corpus harvested; Echo, naive logs (accepted proposals as shown), untrimmed and unfiltered final
-    states and repository files, each trained from the base with Echo's token budget; every model
+    states and repository files, each trained from the base with Echo's token budget, and Echo + DPO
+    on the pairs (kept code, rejected proposal); every model
     on the same held-out rows, paired against the base and against Echo; the gate on Echo. All of
     it under $ECHO_HOME/experiments/<time>/, its own landing zone, warehouse and registry."""
     spec = ExperimentSpec(
@@ -49,7 +55,8 @@ def experiment_report(context: dg.AssetExecutionContext, config: ExperimentConfi
         eval_users=config.eval_users, sessions_per_user_day=config.sessions_per_user_day, eval_rows=config.eval_rows,
         replay_completions=config.replay_completions, humaneval_problems=config.humaneval_problems,
         stdlib_lines=config.stdlib_lines, repository_examples=config.repository_examples,
-        train=config.settings(), seed=config.seed)
+        arms=tuple(config.arms), preference_learning_rate=config.preference_learning_rate, train=config.settings(),
+        seed=config.seed)
     folder = env.echo_home() / "experiments" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     result = run_experiment(spec, folder, env.models_cache(), log=context.log.info)
     metadata = {"report": dg.MetadataValue.path(str(result.page)), "promoted": result.verdict.promote,

@@ -7,6 +7,9 @@
   with a final state, the whole region the user kept at its place (up to where the document's
   text after the cursor resumes), in its final document, duplicates and noise included.
 * **repository** — plain code of the training-split files (`training.repository`).
+* **preference** — beyond the paper: Echo's checkpoint, then DPO (`training.preference`) on the
+  pairs of Echo's examples where the user did not keep the proposal as shown: (the code they kept,
+  the proposal they rejected or rewrote).
 
 Every arm leaves out the files of the eval split, so that no arm trains on what evaluation reads.
 """
@@ -18,7 +21,7 @@ import duckdb
 from echo_dagster.splits import file_split
 from echo_dagster.training import window
 
-ARMS = ("echo", "naive_logs", "untrimmed", "repository")
+ARMS = ("echo", "naive_logs", "untrimmed", "repository", "preference")
 
 _NAIVE = """
 SELECT s.tenant_id || ':' || s.completion_id AS completion_id, s.repo, s.path, s.language, s.prefix, s.suffix,
@@ -26,6 +29,14 @@ SELECT s.tenant_id || ':' || s.completion_id AS completion_id, s.repo, s.path, s
 FROM raw_sessions s JOIN raw_sessions a
      ON a.event = 'completion_accepted' AND a.tenant_id = s.tenant_id AND a.completion_id = s.completion_id
 WHERE s.event = 'completion_shown' AND trim(a.accepted_text) <> ''
+ORDER BY 1
+"""
+# The proposal as stored is de-identified like the target, so the two differ only where the user did.
+_PAIRS = """
+SELECT tenant_id || ':' || completion_id AS completion_id, repo, path, language, prefix, suffix, target,
+       proposal AS rejected
+FROM training_examples
+WHERE trim(coalesce(proposal, ''), $space) <> '' AND rtrim(proposal, $space) <> rtrim(target, $space)
 ORDER BY 1
 """
 _UNTRIMMED = """
@@ -40,12 +51,14 @@ ORDER BY 1
 
 
 def examples(con: duckdb.DuckDBPyConnection, arm: str) -> list[dict]:
-    """The training examples of `arm` (not the repository arm's: it reads code, not the warehouse)."""
+    """The training examples of `arm` (not the repository arm's: it reads code, not the warehouse);
+    the preference arm's are pairs, each with the `rejected` proposal beside its target."""
     if arm == "echo":
         return window.load(con, window.Window()).examples
-    if arm not in ("naive_logs", "untrimmed"):
-        raise ValueError(f"arm {arm!r}: expected echo, naive_logs or untrimmed")
-    cursor = con.execute(_NAIVE if arm == "naive_logs" else _UNTRIMMED)
+    queries = {"naive_logs": _NAIVE, "untrimmed": _UNTRIMMED, "preference": _PAIRS}
+    if arm not in queries:
+        raise ValueError(f"arm {arm!r}: expected echo, {', '.join(queries)}")
+    cursor = con.execute(queries[arm], {"space": " \t\r\n"} if arm == "preference" else None)
     names = [d[0] for d in cursor.description]
     rows = [dict(zip(names, values)) for values in cursor.fetchall()]
     return [r for r in rows if file_split(r["repo"], r["path"]) == "train"]

@@ -37,7 +37,7 @@ from echo_dagster.training.repository import repository_examples
 from echo_dagster.training.trainer import TrainSettings
 
 LABELS = {"base": "base", "echo": "Echo", "naive_logs": "naive logs", "untrimmed": "untrimmed, unfiltered",
-          "repository": "repository files"}
+          "repository": "repository files", "preference": "Echo + DPO"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ class ExperimentSpec:
     repository_examples: int = 2_000
     arms: tuple[str, ...] = arms.ARMS
     train: TrainSettings = TrainSettings()
+    # The preference arm's DPO, on Echo's checkpoint: a LoRA of the same shape at a lower rate (a
+    # preference step moves the model further than a token-loss step); one pass over the pairs.
+    preference_learning_rate: float = 2e-4
     generation: GenerationConfig = GenerationConfig()
     resamples: int = 1_000
     seed: int = 0
@@ -66,6 +69,8 @@ class ExperimentSpec:
     def __post_init__(self):
         if "echo" not in self.arms:
             raise ValueError(f"arms {self.arms}: Echo must be one, its tokens are every other arm's budget")
+        if unknown := set(self.arms) - set(arms.ARMS):
+            raise ValueError(f"arms {sorted(unknown)}: expected some of {', '.join(arms.ARMS)}")
 
 
 @dataclass
@@ -138,13 +143,20 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
             training[arm] = {"examples": len(data[arm]), "skipped": why}
             log(f"experiment: {arm} not trained, not measured: {why}")
             continue
-        settings = spec.train if arm == "echo" else replace(spec.train, max_tokens=budget, epochs=_EPOCHS_TO_BUDGET,
-                                                            max_steps=0)
+        base = spec.base_model
+        if arm == "echo":
+            settings = spec.train
+        elif arm == "preference":  # after SFT: on Echo's checkpoint, its own pairs once, beyond the budget
+            base = str(registry.local(training["echo"]["checkpoint"]) / "merged")
+            settings = replace(spec.train, objective="dpo", learning_rate=spec.preference_learning_rate, epochs=1,
+                               max_tokens=0)
+        else:
+            settings = replace(spec.train, max_tokens=budget, epochs=_EPOCHS_TO_BUDGET, max_steps=0)
         published = train_and_publish(
             registry, data[arm], kind="echo" if arm == "echo" else arm, prefix=arm,
             data={"arm": arm, "examples": len(data[arm]),
                   "hash": data_hash([(e["completion_id"], e["target"]) for e in data[arm]])},
-            base=spec.base_model, champion=None, settings=settings, run_config=asdict(settings),
+            base=base, champion=None, settings=settings, run_config=asdict(settings),
             work_root=folder / "training", models_dir=models_dir,
             on_step=lambda p, arm=arm: log(f"{arm}: step {p.step}/{p.total} loss {p.loss:.3f}")
             if p.step % 25 == 0 else None)

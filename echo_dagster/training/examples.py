@@ -23,6 +23,9 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
 
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
 
 def encode(tokenizer, prefix: str, suffix: str, target: str, language: str, *, context_tokens: int,
            max_target_tokens: int) -> Encoded | None:
@@ -44,8 +47,9 @@ def encode_rows(tokenizer, rows: list[dict], *, context_tokens: int, max_target_
     return [e for e in encoded if e]
 
 
-def batches(examples: list[Encoded], batch_size: int, seed: int, by_length: bool = True) -> list[list[Encoded]]:
-    """Batches in a seeded random order; `by_length`: of similar lengths (less padding) — buckets of
+def batches(examples: list, batch_size: int, seed: int, by_length: bool = True) -> list[list]:
+    """Batches of examples (Encoded, or preference.Pair: anything with a length) in a seeded random
+    order; `by_length`: of similar lengths (less padding) — buckets of
     16 batches are sorted by length, cut into batches, and the batches shuffled."""
     rng = random.Random(seed)
     order = examples[:]
@@ -53,7 +57,7 @@ def batches(examples: list[Encoded], batch_size: int, seed: int, by_length: bool
     out = []
     bucket = batch_size * 16 if by_length else batch_size
     for start in range(0, len(order), bucket):
-        chunk = sorted(order[start : start + bucket], key=lambda e: len(e.input_ids)) if by_length else \
+        chunk = sorted(order[start : start + bucket], key=len) if by_length else \
             order[start : start + bucket]
         out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(out)

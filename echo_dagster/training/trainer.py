@@ -31,12 +31,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from echo_dagster.model.loading import load_model, resolve_folder, resolve_precision, split_spec
+from echo_dagster.training import preference
 from echo_dagster.training.examples import IGNORE, batches, collate, encode_rows
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     method: str = "lora"  # or "full": every weight, for users with the hardware
+    # "sft": examples (prefix, suffix, target); "dpo": preference pairs (training.preference) — the
+    # examples also hold `rejected`, the base is an SFT checkpoint, the method LoRA.
+    objective: str = "sft"
+    dpo_beta: float = 0.1
+    dpo_sft_weight: float = 1.0  # of the kept code's token loss beside DPO's
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -114,6 +120,7 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
 
     if settings.method not in ("lora", "full"):
         raise ValueError(f"method {settings.method!r}: expected 'lora' or 'full'")
+    objective = _objective(settings)
     precision = resolve_precision(settings.precision)  # says what it expected when it is none of them
     accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no",
                               cpu=not torch.cuda.is_available())
@@ -140,10 +147,11 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
         model.enable_input_require_grads()
     train_rows, held_out = split_validation(examples, settings.validation_share, settings.seed)
     sizes = {"context_tokens": settings.context_tokens, "max_target_tokens": settings.max_target_tokens}
-    encoded = encode_rows(tokenizer, train_rows, **sizes)
-    validation = encode_rows(tokenizer, held_out[: settings.max_validation_examples], **sizes)
+    encoded = objective.encode(tokenizer, train_rows, **sizes)
+    validation = objective.encode(tokenizer, held_out[: settings.max_validation_examples], **sizes)
     if not encoded:
-        raise ValueError("no training example holds a target token")
+        raise ValueError("no training example holds a target token" if settings.objective == "sft" else
+                         "no preference pair: every kept code encodes like its proposal")
     plan = [b for epoch in range(settings.epochs)
             for b in batches(encoded, settings.batch_size, settings.seed + epoch, settings.bucket_by_length)]
     if settings.max_tokens:
@@ -166,16 +174,16 @@ def train(base_spec: str, models_dir: str | Path, examples: list[dict], work_dir
 
     def measure(step: int) -> None:
         if validation:
-            tracker.update(step, validation_loss(model, validation, settings.batch_size, pad, accelerator))
+            tracker.update(step, validation_loss(model, validation, settings.batch_size, pad, accelerator, objective))
 
     if start == 0:
         measure(0)  # the base model's held-out loss: a checkpoint is kept only where it beats it
     began = time.perf_counter()
     for step in range(start, total):
         model.train()
-        batch = {k: v.to(accelerator.device) for k, v in collate(plan[step], pad).items()}
+        batch = {k: v.to(accelerator.device) for k, v in objective.collate(plan[step], pad).items()}
         with accelerator.autocast():
-            loss = target_loss(model, batch)
+            loss = objective.loss(model, batch)
         accelerator.backward(loss)
         if settings.max_grad_norm:
             accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
@@ -208,7 +216,7 @@ def within_budget(plan: list[list], max_tokens: int) -> list[list]:
     """The batches up to the first whose tokens (padding left out) reach `max_tokens`."""
     seen = 0
     for n, batch in enumerate(plan):
-        seen += sum(len(e.input_ids) for e in batch)
+        seen += sum(len(e) for e in batch)
         if seen >= max_tokens:
             return plan[: n + 1]
     return plan
@@ -227,20 +235,43 @@ def target_loss(model, batch: dict):
     return torch.nn.functional.cross_entropy(logits, labels[taken])
 
 
-def validation_loss(model, examples: list, batch_size: int, pad: int, accelerator) -> float:
-    """The mean target-token loss on held-out examples."""
+@dataclass(frozen=True)
+class _Objective:
+    encode: Callable  # (tokenizer, rows, context_tokens=, max_target_tokens=) -> examples
+    collate: Callable  # (examples, pad id) -> a batch of tensors
+    loss: Callable  # (model, batch) -> the loss
+    weight: Callable  # (batch) -> what the batch weighs in the held-out mean
+
+
+def _objective(settings: TrainSettings) -> _Objective:
+    if settings.objective == "sft":
+        return _Objective(encode_rows, collate, target_loss, lambda b: int((b["labels"][:, 1:] != IGNORE).sum()))
+    if settings.objective == "dpo":
+        if settings.method != "lora":
+            raise ValueError("objective 'dpo' needs method 'lora': the reference is the base with the adapter off")
+        return _Objective(preference.encode_pairs, preference.collate_pairs,
+                          lambda model, batch: preference.dpo_loss(model, batch, settings.dpo_beta,
+                                                                   settings.dpo_sft_weight),
+                          lambda b: b["input_ids"].shape[0] // 2)
+    raise ValueError(f"objective {settings.objective!r}: expected 'sft' or 'dpo'")
+
+
+def validation_loss(model, examples: list, batch_size: int, pad: int, accelerator,
+                    objective: _Objective | None = None) -> float:
+    """The objective's mean loss on held-out examples (SFT: per target token)."""
     import torch
 
+    objective = objective or _objective(TrainSettings())
     model.eval()
-    total = tokens = 0.0
+    total = weight = 0.0
     with torch.no_grad(), accelerator.autocast():
         for start in range(0, len(examples), batch_size):
-            batch = {k: v.to(accelerator.device) for k, v in collate(examples[start : start + batch_size],
-                                                                       pad).items()}
-            n = int((batch["labels"][:, 1:] != IGNORE).sum())
-            total += float(target_loss(model, batch)) * n
-            tokens += n
-    return total / tokens
+            batch = {k: v.to(accelerator.device) for k, v in objective.collate(examples[start : start + batch_size],
+                                                                                 pad).items()}
+            n = objective.weight(batch)
+            total += float(objective.loss(model, batch)) * n
+            weight += n
+    return total / weight
 
 
 def split_validation(examples: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
