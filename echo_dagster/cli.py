@@ -77,24 +77,18 @@ def _simulation_options(parser, *, users: int, sessions: int, max_completions: i
 
 def run_simulate(args, start: date, landing_url: str):
     """Runs the simulator; returns its summary, or None after printing why it could not run."""
-    from echo_dagster.model.generation import GenerationConfig, complete
-    from echo_dagster.model.loading import load_model
+    from echo_dagster.model.generation import proposer
     from echo_dagster.simulate.run import SimulationSpec, simulate
 
     landing = open_store(landing_url)
     truth = open_store(landing_url.rstrip("/") + "-truth")
     model = args.model or env.base_model()
 
-    def propose(requests):  # the model loads only once the source has been scanned
-        generation = GenerationConfig()
-        loaded = load_model(model, env.models_cache(), device=generation.device, precision=generation.precision)
-        return complete(loaded, requests, generation, progress=True)
-
     spec = SimulationSpec(source=args.source, start=start, days=args.days, users=args.users,
                           sessions_per_user_day=args.sessions_per_user_day, max_completions=args.max_completions,
                           seed=args.seed)
     try:
-        summary = simulate(spec, landing, truth, propose, model)
+        summary = simulate(spec, landing, truth, proposer(model, env.models_cache(), progress=True), model)
     except ValueError as err:
         print(f"echo-dagster: {err}", file=sys.stderr)
         return None

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echo_dagster.evaluation import forgetting, humaneval, offline
-from echo_dagster.model.generation import GenerationConfig, complete
-from echo_dagster.model.loading import load_model
+from echo_dagster.model.generation import GenerationConfig, proposer
 from echo_dagster.simulate.run import SimulationSpec, replay
 
 ROLES = ("base", "champion", "challenger", "repository")
@@ -23,7 +22,7 @@ ROLES = ("base", "champion", "challenger", "repository")
 @dataclass(frozen=True)
 class Arm:
     name: str  # how the report names it: a registry name, or the base model's spec
-    spec: str  # what load_model takes
+    spec: str  # a model spec (model.loading)
     roles: tuple[str, ...]
 
 
@@ -74,13 +73,9 @@ def run_suite(models: list[Arm], rows: list[dict], settings: SuiteSettings, mode
     for arm in models:
         seconds = {}
         started = time.perf_counter()
-        loaded = load_model(arm.spec, models_dir, device=settings.generation.device,
-                            precision=settings.generation.precision)
+        propose = proposer(arm.spec, models_dir, settings.generation)
+        propose([])  # loads the model: its time is the load's, not the eval set's
         seconds["load"] = time.perf_counter() - started
-
-        def propose(requests, loaded=loaded):
-            return complete(loaded, requests, settings.generation)
-
         started = time.perf_counter()
         scored = offline.evaluate(propose, rows)
         seconds["eval_set"] = time.perf_counter() - started
@@ -109,7 +104,7 @@ def run_suite(models: list[Arm], rows: list[dict], settings: SuiteSettings, mode
             + (f", stdlib ES {result.stdlib_summary['edit_similarity'][0]:.3f}" if stdlib else "")
             + f" ({sum(seconds.values()):.0f} s)")
         results.append(result)
-        del loaded
+        del propose  # and the model it holds, before the next one loads
         gc.collect()
     return results
 

@@ -27,8 +27,7 @@ from echo_dagster.filters.partition import filter_partition
 from echo_dagster.harvest.partition import refine_partition
 from echo_dagster.ingest.raw_sessions import ingest_partition
 from echo_dagster.landing import LocalLandingStore
-from echo_dagster.model.generation import GenerationConfig, complete
-from echo_dagster.model.loading import load_model
+from echo_dagster.model.generation import GenerationConfig, proposer
 from echo_dagster.simulate.run import SimulationSpec, simulate
 from echo_dagster.training.examples import data_hash
 from echo_dagster.training.publish import train_and_publish
@@ -109,12 +108,8 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
                                 eval_users=spec.eval_users, sessions_per_user_day=spec.sessions_per_user_day,
                                 max_completions=spec.max_completions, seed=spec.seed)
 
-    def base_proposes(requests):  # the model loads only once the source has been scanned
-        loaded = load_model(spec.base_model, models_dir, device=spec.generation.device,
-                            precision=spec.generation.precision)
-        return complete(loaded, requests, spec.generation, progress=True)
-
-    summary = simulate(simulation, landing, LocalLandingStore(folder / "landing-truth"), propose or base_proposes,
+    summary = simulate(simulation, landing, LocalLandingStore(folder / "landing-truth"),
+                       propose or proposer(spec.base_model, models_dir, spec.generation, progress=True),
                        spec.base_model)
     lap("simulate")
 

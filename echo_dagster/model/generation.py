@@ -3,9 +3,12 @@ padding, KV cache), stopped and cut by `completion`'s rules."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from echo_dagster.completion import CompletionRequest, is_mid_line, is_whole, postprocess
+from echo_dagster.model.loading import load_model
 
 # FIM token spellings in common code models, (prefix, suffix, middle); prompts are built PSM.
 _FIM_SPELLINGS = (
@@ -103,6 +106,21 @@ def complete(loaded, requests: list[CompletionRequest], config: GenerationConfig
         for i, text in zip(batch, texts):
             results[i] = postprocess(requests[i], text, config.max_lines)
     return results
+
+
+def proposer(spec: str, models_dir: str | Path, config: GenerationConfig = GenerationConfig(), *,
+             progress: bool = False) -> Callable[[list[CompletionRequest]], list[str]]:
+    """`complete` with the model of `spec`, loaded at the first call (a caller that scans its source
+    first does not hold the model meanwhile) and kept for the next."""
+    loaded = None
+
+    def propose(requests: list[CompletionRequest]) -> list[str]:
+        nonlocal loaded
+        if loaded is None:
+            loaded = load_model(spec, models_dir, device=config.device, precision=config.precision)
+        return complete(loaded, requests, config, progress=progress)
+
+    return propose
 
 
 class _StopRules:
