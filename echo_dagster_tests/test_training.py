@@ -418,6 +418,25 @@ def _margin(model_dir, pairs: list[dict]) -> float:
     return float((logps[: len(encoded)] - logps[len(encoded):]).mean())
 
 
+def test_a_pairs_log_probabilities_are_the_token_loss_of_each_side(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from echo_dagster.training.examples import collate
+    from echo_dagster.training.preference import collate_pairs, encode_pairs, sequence_logps
+    from echo_dagster.training.trainer import target_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    pairs = encode_pairs(tokenizer, _pairs(2, 2), context_tokens=32, max_target_tokens=16)
+    with torch.no_grad():
+        logps, counts = sequence_logps(model, collate_pairs(pairs, tokenizer.pad_token_id))
+        for n, pair in enumerate(pairs):
+            for side, row in ((pair.chosen, n), (pair.rejected, len(pairs) + n)):
+                alone = target_loss(model, collate([side], tokenizer.pad_token_id))
+                assert torch.allclose(-logps[row] / counts[row], alone, atol=1e-5)
+
+
 def test_preference_training_prefers_the_kept_code_to_the_rejected_proposal(tmp_path, tiny_model_dir):
     """DPO on (kept, rejected) pairs from an SFT checkpoint: the held-out DPO loss starts at log 2
     plus the kept code's token loss (the policy is the reference), falls, and the kept code's

@@ -38,9 +38,7 @@ class Report:
     ui_tables: dict[str, Table] = field(default_factory=dict)  # caption -> a narrow table for the Dagster UI
 
     def markdown(self, caption: str) -> str:
-        header, rows = self.tables[caption]
-        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+        return markdown_table(self.tables[caption])
 
     def chart_markdown(self) -> str:
         return f"![acceptance, generation rate and ES by model](data:image/png;base64,{_b64(self.chart_png)})"
@@ -147,9 +145,9 @@ def _overall(results: list[ArmResult]) -> Table:
         s = r.summary
         replay = r.replay or {}
         rows.append((r.arm.name, ", ".join(r.arm.roles), str(s["n"]),
-                     *(_interval(s.get(m)) for m in ("acceptance", "generation_rate", "exact_match", "edit_similarity")),
+                     *(interval(s.get(m)) for m in ("acceptance", "generation_rate", "exact_match", "edit_similarity")),
                      _pct(replay.get("acceptance_rate")), _pct(replay.get("generation_rate")),
-                     _pct(r.humaneval_pass_at_1), _interval(r.stdlib_summary.get("edit_similarity"))))
+                     _pct(r.humaneval_pass_at_1), interval(r.stdlib_summary.get("edit_similarity"))))
     return header, rows
 
 
@@ -166,7 +164,14 @@ def _cell(summary: dict | None) -> str:
     return f"{summary['acceptance'][0]:.1%} (n={summary['n']})"
 
 
-def _interval(value: tuple[float, float, float] | None) -> str:
+def markdown_table(table: Table) -> str:
+    header, rows = table
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def interval(value: tuple[float, float, float] | None) -> str:
+    """A share with its interval: 12.3% [10.1%, 14.6%]."""
     if value is None:
         return "–"
     v, low, high = value

@@ -86,9 +86,7 @@ class ExperimentResult:
 
     def table(self) -> str:
         """The comparison as a Markdown table (for the README and the UI)."""
-        header, rows = comparison_table(self.results, self.comparisons, self.training)
-        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+        return report.markdown_table(comparison_table(self.results, self.comparisons, self.training))
 
 
 def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Callable[[str], None] = print,
@@ -208,21 +206,14 @@ def comparison_table(results: list[ArmResult], comparisons: dict, training: dict
         arm = r.arm.roles[0]
         s, c = r.summary, comparisons.get(arm) or {}
         base, echo = c.get("vs_base") or {}, c.get("vs_echo") or {}
-        rows.append((r.arm.name, _interval(s["acceptance"]), _points(base.get("acceptance")),
-                     _points(echo.get("acceptance")), _interval(s["edit_similarity"]),
-                     _points(base.get("edit_similarity")), _interval(s["exact_match"]),
-                     _points(base.get("exact_match")), _interval(s["generation_rate"]),
+        rows.append((r.arm.name, report.interval(s["acceptance"]), _points(base.get("acceptance")),
+                     _points(echo.get("acceptance")), report.interval(s["edit_similarity"]),
+                     _points(base.get("edit_similarity")), report.interval(s["exact_match"]),
+                     _points(base.get("exact_match")), report.interval(s["generation_rate"]),
                      f"{r.replay['acceptance_rate']:.1%}" if r.replay else "–",
-                     _interval(r.stdlib_summary.get("edit_similarity")),
+                     report.interval(r.stdlib_summary.get("edit_similarity")),
                      f"{training[arm]['tokens']:,}" if "tokens" in training.get(arm, {}) else "–"))
     return header, rows
-
-
-def _interval(value) -> str:
-    if not value:
-        return "–"
-    v, low, high = value
-    return f"{v:.1%} [{low:.1%}, {high:.1%}]"
 
 
 def _points(value) -> str:
