@@ -30,8 +30,8 @@ def tiny(model_dir, **overrides) -> ExperimentSpec:
 
 def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model_dir):
     # The oracle proposes in the simulation (a tiny random model would have nothing accepted).
-    result = run_experiment(tiny(tiny_model_dir), tmp_path / "exp", tmp_path / "models", log=lambda _: None,
-                            propose=half_right)
+    result = run_experiment(tiny(tiny_model_dir, arms=arms.ARMS), tmp_path / "exp", tmp_path / "models",
+                            log=lambda _: None, propose=half_right)
     names = [r.arm.roles[0] for r in result.results]
     assert names == ["base", "echo", "naive_logs", "untrimmed", "repository", "preference"]
     rows = {tuple(s.completion_id for s in r.scored) for r in result.results}

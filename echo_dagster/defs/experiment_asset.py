@@ -7,6 +7,7 @@ from pydantic import Field
 from echo_dagster import env
 from echo_dagster.corpus import DEFAULT_CORPUS
 from echo_dagster.defs.finetuned_checkpoint_asset import TrainerConfig
+from echo_dagster.experiment.arms import ARMS
 from echo_dagster.experiment.run import LABELS, ExperimentSpec, run_experiment
 
 _SPEC = ExperimentSpec(base_model="")
@@ -30,8 +31,8 @@ class ExperimentConfig(TrainerConfig):
     repository_examples: int = Field(default=_SPEC.repository_examples,
                                      description="Examples cut from repository files for that arm.")
     arms: list[str] = Field(default=list(_SPEC.arms), description="The arms trained and measured beside the base "
-                                                                 "(echo is always one): "
-                                                                 + ", ".join(_SPEC.arms) + ".")
+                                                                 "(echo is always one), of "
+                                                                 + ", ".join(ARMS) + ".")
     preference_learning_rate: float = Field(default=_SPEC.preference_learning_rate,
                                             description="Peak learning rate of the preference arm's DPO.")
     seed: int = Field(default=_SPEC.seed, description="Seeds the simulation, the samples and the training.")
@@ -46,8 +47,8 @@ class ExperimentConfig(TrainerConfig):
 def experiment_report(context: dg.AssetExecutionContext, config: ExperimentConfig) -> dg.MaterializeResult:
     """The loop at a size that decides, with the arms that say why: simulated days of the default
     corpus harvested; Echo, naive logs (accepted proposals as shown), untrimmed and unfiltered final
-    states and repository files, each trained from the base with Echo's token budget, and Echo + DPO
-    on the pairs (kept code, rejected proposal); every model
+    states and repository files, each trained from the base with Echo's token budget (and, when
+    asked, Echo + DPO on the pairs of kept code and rejected proposal); every model
     on the same held-out rows, paired against the base and against Echo; the gate on Echo. All of
     it under $ECHO_HOME/experiments/<time>/, its own landing zone, warehouse and registry."""
     spec = ExperimentSpec(

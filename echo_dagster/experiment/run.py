@@ -56,7 +56,7 @@ class ExperimentSpec:
     humaneval_problems: int = 10
     stdlib_lines: int = 160
     repository_examples: int = 2_000
-    arms: tuple[str, ...] = arms.ARMS
+    arms: tuple[str, ...] = arms.DEFAULT_ARMS
     train: TrainSettings = TrainSettings()
     # The preference arm's DPO, on Echo's checkpoint: a LoRA of the same shape at a lower rate (a
     # preference step moves the model further than a token-loss step); one pass over the pairs.
