@@ -75,6 +75,17 @@ def collate(batch: list[Encoded], pad_id: int):
     return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
 
 
+def target_logits(model, batch: dict):
+    """(the logits at the positions that predict a target token, those tokens, the mask of those
+    positions over `labels[:, 1:]`): hidden states for every position come from the model's body,
+    the vocabulary projection only where a loss is taken."""
+    body = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = body.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    taken = labels != IGNORE
+    return body.lm_head(hidden[:, :-1][taken]).float(), labels[taken], taken
+
+
 def data_hash(rows: list[tuple]) -> str:
     """A hash of what a model is trained on, in a stable order."""
     digest = hashlib.sha256()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from echo_dagster.training.examples import IGNORE, Encoded, collate, encode
+from echo_dagster.training.examples import Encoded, collate, encode, target_logits
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,10 @@ def sequence_logps(model, batch: dict):
     """(sum of the target tokens' log-probabilities, their count), a row each."""
     import torch
 
-    body = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = body.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    labels = batch["labels"][:, 1:]
-    taken = labels != IGNORE
-    logps = torch.log_softmax(body.lm_head(hidden[:, :-1][taken]).float(), dim=-1)
-    token_logps = logps.gather(1, labels[taken].unsqueeze(1)).squeeze(1)
-    rows = taken.nonzero()[:, 0]
-    sums = torch.zeros(labels.shape[0], dtype=token_logps.dtype, device=token_logps.device)
-    return sums.index_add(0, rows, token_logps), taken.sum(dim=1)
+    logits, targets, taken = target_logits(model, batch)
+    token_logps = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+    sums = torch.zeros(taken.shape[0], dtype=token_logps.dtype, device=token_logps.device)
+    return sums.index_add(0, taken.nonzero()[:, 0], token_logps), taken.sum(dim=1)
 
 
 def dpo_loss(model, batch: dict, beta: float, sft_weight: float):

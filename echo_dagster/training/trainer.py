@@ -32,7 +32,7 @@ from pathlib import Path
 
 from echo_dagster.model.loading import load_model, resolve_folder, resolve_precision, split_spec
 from echo_dagster.training import preference
-from echo_dagster.training.examples import IGNORE, batches, collate, encode_rows
+from echo_dagster.training.examples import IGNORE, batches, collate, encode_rows, target_logits
 
 
 @dataclass(frozen=True)
@@ -227,12 +227,8 @@ def target_loss(model, batch: dict):
     predict them."""
     import torch
 
-    body = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = body.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    labels = batch["labels"][:, 1:]
-    taken = labels != IGNORE
-    logits = body.lm_head(hidden[:, :-1][taken]).float()
-    return torch.nn.functional.cross_entropy(logits, labels[taken])
+    logits, targets, _ = target_logits(model, batch)
+    return torch.nn.functional.cross_entropy(logits, targets)
 
 
 @dataclass(frozen=True)
