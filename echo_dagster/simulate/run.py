@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+from typing import NamedTuple
 
 from echo_dagster.completion import CompletionRequest
 from echo_dagster.corpus import SourceFile, SourceScan, scan_source
@@ -108,20 +109,27 @@ def replay(spec: SimulationSpec, propose: Proposer, model_name: str) -> Simulati
 def planned_requests(spec: SimulationSpec) -> list[tuple[CompletionRequest, str]]:
     """The requests a simulation asks its proposer for, in order, each with what its developer means
     to write from there (the truth) — for measuring a proposer without running the simulation."""
-    plans = _sessions(spec)[4]
+    plans = _sessions(spec).plans
     return [(request, plan.text[trigger.pos : plan.region[1]]) for plan in plans
             for request, trigger in zip(plan.requests(), plan.triggers)]
 
 
-def _sessions(spec: SimulationSpec) -> tuple[SourceScan, dict[str, str], list, random.Random, list[SessionPlan]]:
-    """(the source scanned, each file's split, the personas, the seeded generator the simulation
-    goes on with, the sessions it plans): the same for a spec every time."""
+class _Planned(NamedTuple):
+    scan: SourceScan
+    split_of: dict[str, str]  # each file's split
+    personas: list
+    rng: random.Random  # the seeded generator the simulation goes on with
+    plans: list[SessionPlan]
+
+
+def _sessions(spec: SimulationSpec) -> _Planned:
+    """The sessions a spec plans, and what they were planned from: the same for a spec every time."""
     scan = scan_source(spec.source)
     split_of = {f.path: file_split(repo_of(f.path), f.path) for f in scan.files}
     personas = personas_for(spec.users, spec.seed, spec.eval_users, lambda p: user_split(p.user_id))
     rng = random.Random(spec.seed)
     plans = _plan(spec, rng, personas, lambda p: user_split(p.user_id), _files_by_split(scan, split_of))
-    return scan, split_of, personas, rng, plans
+    return _Planned(scan, split_of, personas, rng, plans)
 
 
 def _files_by_split(scan: SourceScan, split_of: dict[str, str]) -> dict[str, list[SourceFile]]:
