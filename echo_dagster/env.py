@@ -27,6 +27,8 @@ VARIABLES = (
              "a DuckDB file, or parquet:<folder or s3://…> (one Parquet file per table and day)"),
     Variable("ECHO_DUCKDB_MEMORY", "2GB", "DuckDB's memory per connection before it spills to disk"),
     Variable("ECHO_OPT_OUT", "$ECHO_HOME/opt_out.txt", "users and tenants who opted out (user:<id> / tenant:<id>)"),
+    Variable("ECHO_TENANT_POLICY", "$ECHO_HOME/tenant_policy.json",
+             "each tenant's policy: pooled, own or excluded (see tenancy)"),
     Variable("ECHO_MODELS", "$ECHO_HOME/registry", "the model registry: a folder or s3://bucket/prefix"),
     Variable("ECHO_S3_ENDPOINT_URL", "(AWS)", "an S3-compatible endpoint (MinIO, moto)"),
     Variable("ECHO_BASE_MODEL", "smollm2-135m", "the base model's spec (see the model runtime)"),
@@ -65,6 +67,10 @@ def duckdb_memory() -> str:
 
 def opt_out_path() -> str:
     return _get("ECHO_OPT_OUT") or str(echo_home() / "opt_out.txt")
+
+
+def tenant_policy_path() -> str:
+    return _get("ECHO_TENANT_POLICY") or str(echo_home() / "tenant_policy.json")
 
 
 def models_url() -> str:

@@ -5,6 +5,9 @@
 * `POST /v1/continue` — the body Continue sends to an HTTP destination (`data:` in its
   config.yaml, schema 0.2.0, `apiKey` = the token); `autocomplete` events are mapped to schema v1
   with implicit snapshots (`clients.implicit.LiveStreams`), other events are acknowledged and ignored.
+* with a model to serve (`completions`): Tabby's server API and OpenAI's completions API, every
+  proposal captured where it is served (`completion_routes`); Tabby's view/select/dismiss events
+  share `POST /v1/events`, told apart from schema-v1 events by their shape.
 * `GET /healthz` — 200 `{"status": "ok"}`, or 503 `{"status": "refusing", "problems": [...]}`
   while the server cannot accept posts (its token file or opt-out list unreadable, its writer dead).
 
@@ -39,16 +42,19 @@ from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from echo_dagster.capture import bodies
+from echo_dagster.capture.completion_routes import ServedCompletions
 from echo_dagster.capture.tokens import TokenFileError, TokenStore
 from echo_dagster.clients.implicit import LiveStreams
 from echo_dagster.optout import OptOut, OptOutError
+from echo_dagster.serving import protocols
 
 log = logging.getLogger("echo_dagster.capture")
 ERRORS_SHOWN = 20
+OPENAI_ROUTES = ("completions", "models")
 
 
 @dataclass(frozen=True)
@@ -132,9 +138,11 @@ class BodyBudget:
 
 
 def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = CaptureSettings(),
-               connection_stats=None) -> Starlette:
+               connection_stats=None, completions=None, tenant_policy=None) -> Starlette:
     """`sink`: a `capture.sink` writer; `opt_out`: a callable returning the current `optout.OptOut`
-    or raising `OptOutError`; `connection_stats`: the `guard.ConnectionStats` to show in /healthz."""
+    or raising `OptOutError`; `connection_stats`: the `guard.ConnectionStats` to show in /healthz;
+    `completions`: a `serving.service.Completions` to serve proposals with, `tenant_policy` a
+    callable returning the current `tenancy.TenantPolicy`."""
     limiter = RateLimiter(settings.rate_per_s, settings.burst)
     live = LiveStreams(timedelta(seconds=settings.idle_close_s), tenant_bytes=settings.live_tenant_bytes,
                        total_bytes=settings.live_total_bytes, max_window_chars=settings.live_window_chars)
@@ -165,6 +173,9 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
                                     f"{err}", {"Retry-After": "30"}) from None
             async with budget.read(request, settings.max_body_bytes) as body:
                 status, answer = await process(body, tenant, listed)
+            if isinstance(answer, Response):  # a stream: logged as it starts
+                _answer(route, started, tenant, status, {})
+                return answer
             return _answer(route, started, tenant, status, answer)
         except _Refusal as refusal:
             return _answer(route, started, tenant, refusal.status, refusal.body, refusal.headers, refusal.detail)
@@ -198,7 +209,29 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
                 raise _Refusal(503, f"not written: {exc}; retry", {"Retry-After": "1"}) from None
         return 200, {"accepted": len(kept), "opted_out": len(own) - len(kept), "ignored": 0}
 
-    async def schema_v1(body: bytes, tenant: str, listed: OptOut) -> tuple[int, dict]:
+    async def write_events(events: list[dict], listed: OptOut) -> int:
+        checked = bodies.encoded(events)
+        if checked.errors:  # made here: a bug, not the client's
+            raise RuntimeError(f"events made by the server are invalid: {checked.errors}")
+        _, answer = await write(listed, checked.valid, [])
+        return answer["accepted"]
+
+    async def write_completion(completion, tenant: str, listed: OptOut) -> None:
+        own, closed = await off_loop(add_live, completion, tenant)
+        await write(listed, own, closed)
+
+    served = None
+    if completions is not None:
+        served = ServedCompletions(completions, tenant_policy, handle, write_events, write_completion, _Refusal)
+
+    async def schema_v1(request: Request, body: bytes, tenant: str, listed: OptOut) -> tuple[int, dict]:
+        if served is not None and body[:1] == b"{" and b'"completion_id"' in body and b'"schema_version"' not in body:
+            try:
+                payload = await off_loop(bodies.decode, body)  # one JSON object: maybe a Tabby event
+            except bodies.BodyError:
+                payload = None  # the schema-v1 path says what is wrong with it
+            if protocols.is_tabby_event(payload):
+                return await served.tabby_event(request, payload, tenant, listed)
         lines = bodies.line_count(body)
         if lines > settings.max_events:
             raise _Refusal(413, f"{lines} lines: at most {settings.max_events} events a request, one a line "
@@ -227,7 +260,7 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
         return await write(listed, own, closed)
 
     async def events_route(request: Request) -> JSONResponse:
-        return await handle(request, "events", schema_v1)
+        return await handle(request, "events", lambda body, tenant, listed: schema_v1(request, body, tenant, listed))
 
     async def continue_route(request: Request) -> JSONResponse:
         return await handle(request, "continue", from_continue)
@@ -248,6 +281,9 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
                 "open_completions": live.stats(), "bodies_held_bytes": budget.held}
         if connection_stats is not None:
             body["connections_closed"] = dict(connection_stats.closed)
+        if served is not None:
+            body["serving"] = {"model": completions.shared.current.name, "swaps": completions.shared.swaps[-5:],
+                               "waiting": completions.waiting, **served.counts}
         return JSONResponse(body, status_code=503 if problems else 200)
 
     async def sweep_forever() -> None:
@@ -269,13 +305,22 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
             yield
         finally:
             sweeper.cancel()
+            try:  # the open completions' files can show nothing more to a server that stops
+                closed = bodies.encoded(live.sweep(everything=True))
+                if closed.valid:
+                    await commit([line for line, _ in closed.valid])
+            except Exception:
+                log.exception("closing the open completions failed")
+            if completions is not None:
+                await asyncio.to_thread(completions.close)
             await asyncio.to_thread(pool.shutdown)
             await asyncio.to_thread(sink.close)
             log.info(json.dumps({"msg": "stopped"}))
 
     return Starlette(routes=[Route("/v1/events", events_route, methods=["POST"]),
                              Route("/v1/continue", continue_route, methods=["POST"]),
-                             Route("/healthz", health, methods=["GET"])], lifespan=lifespan)
+                             Route("/healthz", health, methods=["GET"]),
+                             *(served.routes() if served is not None else [])], lifespan=lifespan)
 
 
 def _tenant(request: Request, tokens: TokenStore) -> str | None:
@@ -292,4 +337,7 @@ def _answer(route: str, started: float, tenant: str | None, status: int, body: d
     if detail:
         entry["detail"] = detail
     log.info(json.dumps(entry))
+    if route in OPENAI_ROUTES and isinstance(body.get("error"), str):  # the shape OpenAI's clients read
+        kind = "authentication_error" if status == 401 else "invalid_request_error" if status < 500 else "server_error"
+        body = {**body, "error": {"message": body["error"], "type": kind, "code": status}}
     return JSONResponse(body, status_code=status, headers=headers)

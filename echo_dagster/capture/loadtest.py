@@ -85,7 +85,7 @@ class LocalServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "echo_dagster.cli", "serve", "--port", str(self.port), "--landing",
              str(self.landing), "--tokens", str(self.tokens), "--node", "n1", "--rate", str(self.rate),
-             *self.options],
+             "--capture-only", *self.options],
             env=env, stdout=self.log, stderr=self.log, preexec_fn=limit)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.process.poll() is None:

@@ -1,7 +1,9 @@
-"""`echo-dagster serve`: the capture endpoint on uvicorn, logging one JSON object a line.
+"""`echo-dagster serve`: the capture endpoint and the champion's completions on uvicorn, logging
+one JSON object a line.
 
-Its options (`add_options`) are the fields of `CaptureSettings`; the connection limits are enforced
-by `guard`'s protocol, which replaces uvicorn's own.
+Its options (`add_options`) are the fields of `CaptureSettings` and `ServeSettings`; the connection
+limits are enforced by `guard`'s protocol, which replaces uvicorn's own. `--capture-only` serves no
+model (nothing is loaded).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
-from echo_dagster import env, landing, optout
+from echo_dagster import env, landing, optout, tenancy
 from echo_dagster.capture.app import CaptureSettings, create_app
 from echo_dagster.capture.guard import ConnectionStats, guarded_protocol
 from echo_dagster.capture.sink import LocalSink, StoreSink
 from echo_dagster.capture.tokens import TokenStore
+from echo_dagster.serving.service import Completions, ServeSettings
+from echo_dagster.training.registry import Registry
 
 log = logging.getLogger("echo_dagster.capture")
 
@@ -46,6 +50,16 @@ _HELP = {
     "sweep_s": "how often idle files are looked for",
 }
 _FLAGS = {"rate_per_s": "--rate", "sweep_s": "--sweep-s"}
+_SERVE_HELP = {
+    "max_new_tokens": "most tokens a proposal may take, whatever a client asks",
+    "max_lines": "most lines a block proposal may take",
+    "context_tokens": "prompt budget in tokens",
+    "batch_size": "requests decoded together",
+    "max_waiting": "requests queued for the model (503 above)",
+    "poll_s": "seconds between reads of the champion pointer",
+    "precision": "weights for serving: auto, fp32 or bf16",
+    "device": "auto, cpu or cuda",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -76,6 +90,16 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", default=None, help="this server's name in segment files (default: the host name)")
     parser.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"),
                         help="uvicorn's HTTP implementation (auto: httptools where installed)")
+    parser.add_argument("--capture-only", action="store_true", help="serve no completions: load no model")
+    parser.add_argument("--model", default=None, help="the base model's spec, served until there is a champion "
+                                                      "(default: $ECHO_BASE_MODEL)")
+    parser.add_argument("--registry", default=None, help="the model registry whose champion.json is followed "
+                                                         "(default: $ECHO_MODELS)")
+    serving = ServeSettings()
+    for f in fields(ServeSettings):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f.name, type=type(getattr(serving, f.name)), default=getattr(serving, f.name),
+                            help=f"{_SERVE_HELP[f.name]} (default: {getattr(serving, f.name)})")
     defaults = CaptureSettings()
     for f in fields(CaptureSettings):
         flag = _FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
@@ -104,16 +128,31 @@ def within_fd_limit(settings: CaptureSettings) -> CaptureSettings:
 
 
 def build_app(landing_url: str, tokens_path: str | Path, node: str | None = None,
-              settings: CaptureSettings = CaptureSettings(), connection_stats: ConnectionStats | None = None):
+              settings: CaptureSettings = CaptureSettings(), connection_stats: ConnectionStats | None = None,
+              completions: Completions | None = None):
     node = node or socket.gethostname()
     sink = StoreSink(landing.open_store(landing_url), node) if landing_url.startswith("s3://") \
         else LocalSink(landing_url, node)
     opt_out = optout.watch(env.opt_out_path())
-    return create_app(TokenStore(tokens_path), sink, opt_out.value, settings, connection_stats)
+    return create_app(TokenStore(tokens_path), sink, opt_out.value, settings, connection_stats, completions,
+                      tenancy.watch(env.tenant_policy_path()).value)
+
+
+def build_completions(base_spec: str, registry_url: str, settings: ServeSettings = ServeSettings()) -> Completions:
+    """The champion's completions (loads the model: seconds)."""
+    if registry_url.startswith("s3://"):
+        bucket, prefix = landing.parse_s3_url(registry_url)
+        registry = Registry(s3_client=landing.default_s3_client(), bucket=bucket, prefix=prefix,
+                            cache_dir=env.models_cache())
+    else:
+        registry = Registry(registry_url)
+    return Completions(registry, base_spec, env.models_cache(), tenancy.watch(env.tenant_policy_path()).value,
+                       settings)
 
 
 def serve(host: str, port: int, landing_url: str, tokens_path: str | Path, node: str | None,
-          settings: CaptureSettings = CaptureSettings(), http: str = "auto") -> None:
+          settings: CaptureSettings = CaptureSettings(), http: str = "auto",
+          completions: Completions | None = None) -> None:
     import uvicorn
 
     handler = logging.StreamHandler(sys.stderr)
@@ -124,7 +163,7 @@ def serve(host: str, port: int, landing_url: str, tokens_path: str | Path, node:
     stats = ConnectionStats()
     protocol = guarded_protocol(http, read_timeout_s=settings.read_timeout_s, max_connections=settings.max_connections,
                                 max_header_bytes=settings.max_header_bytes, stats=stats)
-    app = build_app(landing_url, tokens_path, node, settings, stats)
+    app = build_app(landing_url, tokens_path, node, settings, stats, completions)
     # limit_concurrency stays unset: `guard` caps connections where they are accepted (see there).
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http=protocol, ws="none",
                 timeout_keep_alive=settings.keep_alive_s, h11_max_incomplete_event_size=settings.max_header_bytes)
@@ -133,8 +172,12 @@ def serve(host: str, port: int, landing_url: str, tokens_path: str | Path, node:
 def run(args: argparse.Namespace) -> int:
     """`echo-dagster serve`."""
     try:
+        completions = None
+        if not args.capture_only:
+            serving = ServeSettings(**{f.name: getattr(args, f.name) for f in fields(ServeSettings)})
+            completions = build_completions(args.model or env.base_model(), args.registry or env.models_url(), serving)
         serve(args.host, args.port, args.landing or env.landing_url(), args.tokens or default_tokens_path(),
-              args.node, settings_from(args), args.http)
+              args.node, settings_from(args), args.http, completions)
     except RuntimeError as err:
         print(f"echo-dagster: {err}", file=sys.stderr)
         return 2

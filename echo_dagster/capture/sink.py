@@ -77,13 +77,16 @@ class _GroupCommit:
                 if item is not None:
                     group.append(item)
             if group:
+                # A request whose client went away cancelled its future: its lines are written all
+                # the same (they were taken), and nobody is told.
+                waiting = [(lines, future) for lines, future in group if future.set_running_or_notify_cancel()]
                 try:
                     self._commit(datetime.now(timezone.utc), [line for lines, _ in group for line in lines])
                 except BaseException as exc:  # every waiting request hears of it
-                    for _, future in group:
+                    for _, future in waiting:
                         future.set_exception(exc)
                 else:
-                    for lines, future in group:
+                    for lines, future in waiting:
                         future.set_result(len(lines))
             if stop:
                 self._shutdown()

@@ -174,9 +174,10 @@ class _Stream:
 
 class LiveStreams:
     """Implicit snapshots for completions that arrive one at a time (Continue's posts to the
-    capture endpoint): each new request in a file is matched against the earlier completions of
-    that file still open, and a file idle for `idle_close` closes its completions' sessions. In
-    memory: a restart loses the snapshots still to come for open files, never an event received.
+    capture endpoint, the completions it serves): each new request in a file is matched against the
+    earlier completions of that file still open, and a file idle for `idle_close` closes its
+    completions' sessions. In memory: a server that stops closes them all (nothing more can reach
+    them); one that dies loses the snapshots still to come for open files, never an event received.
 
     What a client sends cannot make this grow without bound or keep anything for ever:
 
@@ -243,10 +244,10 @@ class LiveStreams:
                 evicted.append(self._evict(next(iter(self._all.values()))))
         return events, evicted
 
-    def sweep(self) -> list[dict]:
+    def sweep(self, everything: bool = False) -> list[dict]:
         """document_closed for the completions of files that saw no request for `idle_close`, by the
-        server's clock."""
-        deadline = self.clock() - self.idle_close.total_seconds()
+        server's clock; of every file with `everything` (a server that stops: nothing more can come)."""
+        deadline = float("inf") if everything else self.clock() - self.idle_close.total_seconds()
         with self._lock:
             idle = [key for key, stream in self._streams.items() if stream.last_seen <= deadline]
             return [event for key in idle for event in self._close_stream(key)]

@@ -5,6 +5,7 @@ the champion, the model that serves.
     <root>/<name>/adapter/           the LoRA adapter (plain peft loads it)
     <root>/<name>/merged/            the merged model and tokenizer (plain transformers loads it)
     <root>/champion.json             {"name", "set_at", "reason", "previous"}
+    <root>/tenants/<id>/champion.json  the same, for a tenant whose policy is `own` (`tenancy`)
     <root>/decisions/<at>-<name>.json  every promotion decision, with its figures and reasons
 """
 
@@ -87,20 +88,24 @@ class Registry:
 
     # -- the champion
 
-    def champion(self) -> str | None:
+    def champion(self, tenant: str | None = None) -> str | None:
+        """The shared champion, or a tenant's own (None: there is none yet)."""
         try:
-            return json.loads(self._read("champion.json"))["name"]
+            return json.loads(self._read(_pointer(tenant)))["name"]
         except FileNotFoundError:
             return None
 
-    def set_champion(self, name: str, reason: str) -> None:
+    def set_champion(self, name: str, reason: str, tenant: str | None = None) -> None:
         if name not in self.names():
             raise ValueError(f"no checkpoint {name!r} to make champion")
         if self.marks(name):
             raise ValueError(f"{name} is marked ({self.marks(name)[-1]['reason']}): it cannot be champion")
+        trained_for = self.meta(name).get("tenant")
+        if trained_for != tenant:
+            raise ValueError(f"{name} was trained for {_scope(trained_for)}: it cannot be champion for {_scope(tenant)}")
         pointer = {"name": name, "set_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": reason,
-                   "previous": self.champion()}
-        self._write("champion.json", json.dumps(pointer, indent=2))
+                   "previous": self.champion(tenant)}
+        self._write(_pointer(tenant), json.dumps(pointer, indent=2))
 
     def record_decision(self, decision: dict) -> str:
         """Keeps a promotion decision (it names its `challenger`); its path under the root."""
@@ -132,3 +137,13 @@ class Registry:
             tmp.replace(path)  # a reader sees the old pointer or the new one
         else:
             self.s3.put_object(Bucket=self.bucket, Key=self._key(relative), Body=text.encode())
+
+
+def _pointer(tenant: str | None) -> str:
+    if tenant is not None and (not tenant or "/" in tenant or tenant.startswith(".")):
+        raise ValueError(f"tenant id {tenant!r} cannot name a folder")
+    return "champion.json" if tenant is None else f"tenants/{tenant}/champion.json"
+
+
+def _scope(tenant: str | None) -> str:
+    return "the pooled model" if tenant is None else f"tenant {tenant!r} alone"

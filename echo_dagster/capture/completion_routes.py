@@ -1,0 +1,186 @@
+"""Completions served from the champion, captured where they are served.
+
+Every proposal answered is written as a schema-v1 `completion_shown` (the exact prefix and suffix
+the client sent, the proposal, the model that answered, the latency); Tabby's `select` and
+`dismiss` become `completion_accepted` (the choice, or its first line for `select_kind=line`) and
+`completion_rejected`; later requests in the same file give the earlier completions' implicit
+snapshots (`clients.implicit.LiveStreams`), so what the user finally kept reaches the harvest with
+nothing typed twice. An opted-out user is served and nothing of theirs is kept.
+
+Sessions are named `tabby:<id>` or `openai:<id>`, like the imports of those clients' logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from datetime import datetime, timezone
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from echo_dagster.clients.implicit import shown_events
+from echo_dagster.clients.records import ClientCompletion, pseudonym
+from echo_dagster.optout import OptOut
+from echo_dagster.serving import protocols
+from echo_dagster.serving.service import Busy, Completions
+from echo_dagster.tenancy import PolicyError
+
+log = logging.getLogger("echo_dagster.capture")
+DECIDABLE = 1 << 16  # served completions remembered for their client's events (oldest forgotten first)
+
+
+class ServedCompletions:
+    """The routes, given the capture app's request pipeline (`handle`), its writers (`write_events`:
+    events made here → how many were written; `write_completion`: a completion, with the implicit
+    snapshots it gives and the closes it causes) and its refusal (an exception answered at once)."""
+
+    def __init__(self, completions: Completions, policy, handle, write_events, write_completion, refusal):
+        self.completions, self.policy, self.handle, self.refusal = completions, policy, handle, refusal
+        self.write_events, self.write_completion = write_events, write_completion
+        self._served: OrderedDict[str, tuple[ClientCompletion, str, bool]] = OrderedDict()  # id -> (c, tenant, decided)
+        self.counts = {"served": 0, "events": 0, "unknown_completion": 0}
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1/completions", self.completions_route, methods=["POST"]),
+                Route("/v1/models", self.models_route, methods=["GET"]),
+                Route("/v1/health", self.health_route, methods=["GET", "POST"]),
+                Route("/v1beta/server_setting", self.server_setting_route, methods=["GET"])]
+
+    # -- routes
+
+    async def completions_route(self, request: Request):
+        return await self.handle(request, "completions", lambda body, tenant, listed:
+                                 self._complete(request, body, tenant, listed))
+
+    async def models_route(self, request: Request):
+        async def listing(body, tenant, listed):
+            model = self.completions.follower(tenant, self._policy()).current.name
+            return 200, {"object": "list", "data": [{"id": model, "object": "model", "created": 0,
+                                                     "owned_by": "echo-dagster"}]}
+        return await self.handle(request, "models", listing)
+
+    async def health_route(self, request: Request):
+        # Tabby's health state, as its agent reads it: the model, the device, the version.
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return JSONResponse({"model": self.completions.shared.current.name, "device": device, "arch": "x86_64",
+                             "cpu_info": "", "cpu_count": 0, "cuda_devices": [], "chat_model": None,
+                             "version": {"build_date": "", "build_timestamp": "", "git_sha": "",
+                                         "git_describe": "echo-dagster"},
+                             "webserver": False})
+
+    async def server_setting_route(self, request: Request):
+        return JSONResponse({"disable_client_side_telemetry": False})
+
+    # -- Tabby's events, which share /v1/events with schema-v1 events
+
+    async def tabby_event(self, request: Request, payload: dict, tenant: str, listed: OptOut) -> tuple[int, dict]:
+        try:
+            event = protocols.tabby_event(payload, request.query_params.get("select_kind"))
+        except protocols.ProtocolError as err:
+            raise self.refusal(400, str(err)) from None
+        self.counts["events"] += 1
+        found = self._served.get(event.completion_id)
+        if found is None or found[1] != tenant:  # never another tenant's completion
+            self.counts["unknown_completion"] += 1
+            return 200, {"accepted": 0, "ignored": 1}
+        completion, _, decided = found
+        if event.kind == "view" or decided or event.kind not in ("select", "dismiss"):
+            return 200, {"accepted": 0, "ignored": 1}
+        self._served[event.completion_id] = (completion, tenant, True)
+        now = datetime.now(timezone.utc)
+        if event.kind == "select":
+            text = completion.proposal.split("\n", 1)[0] if event.line_only else completion.proposal
+            decided_as = replace(completion, decided_ts=now, decision="accepted", accepted_text=text)
+        else:
+            decided_as = replace(completion, decided_ts=now, decision="rejected", reject_reason="dismissed")
+        decision = shown_events(decided_as, tenant)[1:]
+        written = await self.write_events(decision, listed)
+        return 200, {"accepted": written, "opted_out": len(decision) - written, "ignored": 0}
+
+    # -- completions
+
+    def _policy(self):
+        try:
+            return self.policy()
+        except PolicyError as err:
+            raise self.refusal(503, f"the tenant policy cannot be read, so no model can be chosen: {err}",
+                               {"Retry-After": "30"}) from None
+
+    async def _complete(self, request: Request, body: bytes, tenant: str, listed: OptOut):
+        started = time.perf_counter()
+        try:
+            payload = json.loads(body) if body else None
+            tabby = isinstance(payload, dict) and "segments" in payload
+            asked = (protocols.tabby_request if tabby else protocols.openai_request)(body)
+        except (ValueError, protocols.ProtocolError) as err:
+            raise self.refusal(400, str(err)) from None
+        policy = self._policy()
+        cid = protocols.completion_id()
+        if asked.stream:
+            return 200, StreamingResponse(self._stream(asked, cid, tenant, policy, listed, request, started),
+                                          media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        job = await self._run(asked, tenant, policy)
+        await self._keep(request, asked, cid, job, tenant, listed, started)
+        if tabby:
+            return 200, protocols.tabby_response(cid, job.text)
+        return 200, protocols.openai_response(cid, job.model.name, job.text, job.finish_reason, job.prompt_tokens,
+                                              job.completion_tokens)
+
+    async def _run(self, asked, tenant, policy, on_text=None):
+        try:
+            return await self.completions.complete(asked, tenant, policy, on_text)
+        except Busy as busy:
+            raise self.refusal(503, f"{busy}: retry in a second", {"Retry-After": "1"}) from None
+
+    async def _stream(self, asked, cid, tenant, policy, listed, request, started):
+        pieces: asyncio.Queue = asyncio.Queue()
+        sent = ""
+        task = asyncio.ensure_future(self._run(asked, tenant, policy, pieces.put_nowait))
+        task.add_done_callback(lambda _: pieces.put_nowait(None))
+        model = self.completions.follower(tenant, policy).current.name
+        while (text := await pieces.get()) is not None:
+            if len(text) > len(sent):
+                yield protocols.openai_chunk(cid, model, text[len(sent):], None)
+                sent = text
+        try:
+            job = task.result()
+        except Exception as exc:
+            if not isinstance(exc, self.refusal):
+                log.exception("a streamed completion failed")
+            error = exc.body["error"] if isinstance(exc, self.refusal) else "internal error (logged on the server)"
+            yield b"data: " + json.dumps({"error": {"message": error}}).encode() + b"\n\n"
+            return
+        # Kept whether or not the client stays for the end of the stream.
+        keeping = asyncio.ensure_future(self._keep(request, asked, cid, job, tenant, listed, started))
+        if len(job.text) > len(sent):
+            yield protocols.openai_chunk(cid, job.model.name, job.text[len(sent):], None)
+        yield protocols.openai_chunk(cid, job.model.name, "", job.finish_reason)
+        yield protocols.STREAM_END
+        await asyncio.shield(keeping)
+
+    async def _keep(self, request, asked, cid, job, tenant: str, listed: OptOut, started: float) -> None:
+        """Writes the completion as shown and remembers it for its client's events."""
+        now = datetime.now(timezone.utc)
+        agent = request.headers.get("user-agent", "")
+        completion = ClientCompletion(
+            client=asked.api, completion_id=cid, shown_ts=now, decided_ts=now,
+            user_id=pseudonym(asked.api, asked.user), path=asked.path, repo=asked.repo,
+            language=asked.request.language if asked.request.language != "unknown" else None,
+            client_version=agent[:80] or None, model=job.model.name, prefix=asked.request.prefix,
+            suffix=asked.request.suffix, proposal=job.text,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2), decision=None)
+        self.counts["served"] += 1
+        if listed.covers(completion.user_id, tenant):
+            return
+        self._served[cid] = (replace(completion, prefix="", suffix=""), tenant, False)
+        while len(self._served) > DECIDABLE:
+            self._served.popitem(last=False)
+        await self.write_completion(completion, tenant, listed)
