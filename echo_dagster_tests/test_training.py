@@ -165,11 +165,11 @@ def test_retrain_sensor_counts_examples_after_the_latest_checkpoint(tmp_path, mo
 
     skip, cursor = evaluate()  # below the threshold
     assert isinstance(skip, dg.SkipReason) and "12 training examples" in skip.skip_message and "20" in skip.skip_message
-    assert json.loads(cursor)["new_rows"] == 12
+    assert json.loads(cursor)["pooled"]["new_rows"] == 12
     add_examples(db, DAY + timedelta(days=1), 8, start=100)
-    request, _ = evaluate()  # at the threshold
+    [request], _ = evaluate()  # at the threshold
     assert isinstance(request, dg.RunRequest) and request.run_key == "after-start"
-    again, _ = evaluate()  # nothing new trained yet: the same key, which Dagster runs once
+    [again], _ = evaluate()  # nothing new trained yet: the same key, which Dagster runs once
     assert again.run_key == request.run_key
 
     checkpoint = tmp_path / "ckpt"
@@ -178,9 +178,9 @@ def test_retrain_sensor_counts_examples_after_the_latest_checkpoint(tmp_path, mo
         "name": "c1", "created_at": "2026-11-04T00:00:00Z", "data": {"cutoff": (DAY + timedelta(days=1)).isoformat()}}))
     Registry(tmp_path / "registry").publish(checkpoint, "c1")
     skip, _ = evaluate()  # a checkpoint took them all
-    assert isinstance(skip, dg.SkipReason) and skip.skip_message.startswith("0 training examples")
+    assert isinstance(skip, dg.SkipReason) and skip.skip_message.startswith("pooled: 0 training examples")
     add_examples(db, DAY + timedelta(days=2), 25, start=200)
-    request, _ = evaluate()  # new partitions after the checkpoint's cutoff
+    [request], _ = evaluate()  # new partitions after the checkpoint's cutoff
     assert request.run_key == f"after-{(DAY + timedelta(days=1)).isoformat()}"
 
 

@@ -32,7 +32,8 @@ from echo_dagster.serving.service import Busy, Completions
 from echo_dagster.tenancy import PolicyError
 
 log = logging.getLogger("echo_dagster.capture")
-DECIDABLE = 1 << 16  # served completions remembered for their client's events (oldest forgotten first)
+DECIDABLE = 1 << 16
+TABBY_API_VERSION = "v0.21.0"  # the Tabby server whose API this answers as  # served completions remembered for their client's events (oldest forgotten first)
 
 
 class ServedCompletions:
@@ -66,14 +67,15 @@ class ServedCompletions:
         return await self.handle(request, "models", listing)
 
     async def health_route(self, request: Request):
-        # Tabby's health state, as its agent reads it: the model, the device, the version.
+        # Tabby's health state, as its agent (1.5) reads it: `version.git_describe` must be there (the
+        # agent dies without it) and at least 0.9.0 for it to ask for the server setting.
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return JSONResponse({"model": self.completions.shared.current.name, "device": device, "arch": "x86_64",
                              "cpu_info": "", "cpu_count": 0, "cuda_devices": [], "chat_model": None,
                              "version": {"build_date": "", "build_timestamp": "", "git_sha": "",
-                                         "git_describe": "echo-dagster"},
+                                         "git_describe": TABBY_API_VERSION},
                              "webserver": False})
 
     async def server_setting_route(self, request: Request):

@@ -3,13 +3,14 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from echo_dagster import env
+from echo_dagster import env, tenancy
 from echo_dagster.corpus import DEFAULT_CORPUS
 from echo_dagster.defs.finetuned_checkpoint_asset import finetuned_checkpoint, repository_checkpoint
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
 from echo_dagster.evaluation import gate, offline, promotion, report
 from echo_dagster.evaluation.suite import ROLES, SuiteSettings, by_role
 from echo_dagster.model.generation import GenerationConfig
+from echo_dagster.training import window
 
 _GATE = gate.GateSettings()
 _GENERATION = GenerationConfig()
@@ -44,6 +45,9 @@ class EvalConfig(dg.Config):
                                       description="Edit similarity on standard-library lines the challenger may "
                                                   "lose (0.02 = 2 points).")
     confidence: float = Field(default=_GATE.confidence, description="Of the bootstrap intervals.")
+    tenant: str = Field(default="", description="Empty: the pooled model's latest checkpoint, on the held-out rows "
+                                                "of pooled tenants. A tenant id: that tenant's own latest "
+                                                "checkpoint against its own champion, on its held-out rows alone.")
     resamples: int = Field(default=_GATE.resamples, description="Bootstrap resamples.")
 
 
@@ -62,9 +66,12 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
     """The latest Echo checkpoint (the challenger) against the base model, the champion and the
     repository-files baseline: scores on the held-out eval set, a replay A/B on held-out files, the
     HumanEval forgetting guard; then the promotion gate. The report is written under
-    $ECHO_HOME/reports/; every decision is recorded in the registry."""
+    $ECHO_HOME/reports/; every decision is recorded in the registry. Whose rows it measures on
+    follows each tenant's policy (`tenancy`), as training does."""
+    tenant = config.tenant or None
     with warehouse.connect(read_only=True) as con:
-        rows = offline.held_out_rows(con, config.max_rows)
+        rows = offline.held_out_rows(con, config.max_rows,
+                                     tenants=window.tenant_filter(tenancy.load(env.tenant_policy_path()), tenant))
     if not rows:
         context.log.warning("Nothing to evaluate on: the eval set is empty (run harvest_job).")
         return
@@ -78,7 +85,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
         models.registry(), rows, config.base_model, settings,
         gate.GateSettings(config.min_acceptance_gain, config.max_humaneval_drop, config.max_stdlib_es_drop,
                           config.confidence, config.resamples),
-        env.models_cache(), env.echo_home() / "reports", config.model_dump(), log=context.log.info)
+        env.models_cache(), env.echo_home() / "reports", config.model_dump(), log=context.log.info, tenant=tenant)
     if outcome is None:
         context.log.warning("Nothing to evaluate: the registry holds no Echo checkpoint (run train_job).")
         return
@@ -94,7 +101,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
         "report": dg.MetadataValue.path(str(outcome.page)),
         "acceptance": _table(built.ui_tables[report.ACCEPTANCE], _ACCEPTANCE_HELP),
         "measures": _table(built.ui_tables[report.MEASURES], _MEASURES_HELP),
-        "challenger": outcome.challenger,
+        "challenger": outcome.challenger, "evaluated_for": tenant or "pooled",
         "champion": outcome.challenger if verdict.promote else outcome.champion_before,
         "repository_baseline": outcome.repository or "(none: run baseline_job)",
         "eval_rows": len(rows), "decision": outcome.decision,

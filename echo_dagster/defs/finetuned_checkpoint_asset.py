@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 from tqdm import tqdm
 
-from echo_dagster import env
+from echo_dagster import env, tenancy
 from echo_dagster.corpus import DEFAULT_CORPUS
 from echo_dagster.defs.filtered_dataset_asset import filtered_dataset
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
@@ -81,6 +81,9 @@ class TrainConfig(TrainerConfig):
     replay_share: float = Field(default=0.0, description="Add older examples (before the window), as a share of "
                                                          "the window's, to limit forgetting.")
     min_examples: int = Field(default=16, description="Fewer examples than this: no training, a skip with counts.")
+    tenant: str = Field(default="", description="Empty: the pooled model, on the rows of tenants whose policy is "
+                                                "pooled. A tenant id: that tenant's own model (its policy must be "
+                                                "own), on its rows alone.")
 
 
 @dg.asset(
@@ -95,10 +98,13 @@ def finetuned_checkpoint(context: dg.AssetExecutionContext, config: TrainConfig,
                          models: ModelRegistry):
     """A model fine-tuned on the harvested training examples (view `training_examples`), registered
     in the model registry with `echo_meta.json`: what it was trained on, how, and how training went.
-    Too few examples: a skip that states the counts."""
+    Too few examples: a skip that states the counts. Whose rows it trains on follows each tenant's
+    policy (`tenancy`): the pooled model, or one tenant's own (config `tenant`)."""
     registry = models.registry()
+    policy, tenant = tenancy.load(env.tenant_policy_path()), config.tenant or None
     with warehouse.connect(read_only=True) as con:
-        data = window.load(con, window.Window(config.days, config.max_examples, config.replay_share, config.seed))
+        data = window.load(con, window.Window(config.days, config.max_examples, config.replay_share, config.seed),
+                           window.tenant_filter(policy, tenant))
     if len(data.examples) < config.min_examples:
         context.log.warning(f"Not training: {len(data.examples)} training examples in the window "
                             f"(days={config.days}), fewer than min_examples={config.min_examples}.")
@@ -106,8 +112,19 @@ def finetuned_checkpoint(context: dg.AssetExecutionContext, config: TrainConfig,
     context.log.info(f"{len(data.examples)} examples ({data.replayed} replayed) of "
                      f"{len(data.rows_per_partition)} partitions.")
     data_meta = {"cutoff": data.cutoff.isoformat(), "examples": len(data.examples), "replayed": data.replayed,
-                 "rows_per_partition": data.rows_per_partition, "hash": data.hash}
-    yield _train(context, config, registry, data.examples, "echo", f"echo-{data.cutoff.isoformat()}", data_meta)
+                 "rows_per_partition": data.rows_per_partition, "rows_per_tenant": data.rows_per_tenant,
+                 "hash": data.hash}
+    prefix = f"echo-{tenant}-{data.cutoff.isoformat()}" if tenant else f"echo-{data.cutoff.isoformat()}"
+    yield _train(context, config, registry, data.examples, "echo", prefix, data_meta, tenant=tenant,
+                 shown={"tenants": dg.MetadataValue.md(tenant_table(policy, data.rows_per_tenant))})
+
+
+def tenant_table(policy: tenancy.TenantPolicy, rows: dict[str, int]) -> str:
+    """Each tenant's policy and the examples it gave this checkpoint, for the UI."""
+    tenants = sorted(set(policy.tenants) | set(rows))
+    lines = [f"| {t} | {policy.of(t)} | {rows.get(t, 0)} |" for t in tenants]
+    return "\n".join(["| tenant | policy | examples trained on |", "| --- | --- | --- |",
+                      f"| (default) | {policy.default} | |", *lines])
 
 
 class RepositoryTrainConfig(TrainerConfig):
@@ -149,8 +166,10 @@ def repository_checkpoint(context: dg.AssetExecutionContext, config: RepositoryT
 
 
 def _train(context: dg.AssetExecutionContext, config: TrainerConfig, registry, examples: list[dict], kind: str,
-           prefix: str, data: dict, max_tokens: int = 0) -> dg.MaterializeResult:
-    base, champion = base_for(registry, config.start_from, config.base_model)
+           prefix: str, data: dict, max_tokens: int = 0, tenant: str | None = None,
+           shown: dict | None = None) -> dg.MaterializeResult:
+    """`shown`: more metadata for the UI."""
+    base, champion = base_for(registry, config.start_from, config.base_model, tenant)
     bar = tqdm(desc=prefix, unit="step")
 
     def on_step(p: Progress) -> None:
@@ -165,9 +184,10 @@ def _train(context: dg.AssetExecutionContext, config: TrainerConfig, registry, e
     published = train_and_publish(registry, examples, kind=kind, prefix=prefix, data=data, base=base,
                                   champion=champion, settings=config.settings(max_tokens),
                                   run_config=config.model_dump(), work_root=env.echo_home() / "training",
-                                  models_dir=env.models_cache(), on_step=on_step)
+                                  models_dir=env.models_cache(), on_step=on_step, tenant=tenant)
     bar.close()
-    return dg.MaterializeResult(metadata=_metadata(published, len(examples)))
+    return dg.MaterializeResult(metadata=_metadata(published, len(examples)) | {"trained_for": tenant or "pooled"}
+                                | (shown or {}))
 
 
 def _number(value) -> dg.MetadataValue:

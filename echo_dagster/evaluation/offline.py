@@ -45,11 +45,13 @@ def score(rows: list[dict], proposals: list[str], tau: float = DEFAULT_TAU) -> l
     return out
 
 
-def held_out_rows(con, limit: int, seed: int = 0) -> list[dict]:
-    """Rows of the eval set (view `eval_set`), at most `limit`: a stable pseudo-random sample."""
+def held_out_rows(con, limit: int, seed: int = 0, tenants: tuple[str, dict] = ("TRUE", {})) -> list[dict]:
+    """Rows of the eval set (view `eval_set`), at most `limit`: a stable pseudo-random sample, of the
+    tenants `tenants` (`training.window.tenant_filter`) selects."""
     names = ("completion_id", "language", "source_kind", "prefix", "suffix", "target")
-    rows = con.execute(f"SELECT {', '.join(names)} FROM eval_set ORDER BY hash(completion_id || '{int(seed)}') "
-                       f"LIMIT {int(limit)}").fetchall()
+    where, params = tenants
+    rows = con.execute(f"SELECT {', '.join(names)} FROM eval_set WHERE {where} "
+                       f"ORDER BY hash(completion_id || '{int(seed)}') LIMIT {int(limit)}", params).fetchall()
     return [dict(zip(names, r)) for r in rows]
 
 

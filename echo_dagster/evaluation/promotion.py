@@ -40,13 +40,14 @@ class Outcome:
 
 def evaluate_challenger(registry: Registry, rows: list[dict], base_model: str, settings: SuiteSettings,
                         gate_settings: gate.GateSettings, models_dir: Path, reports_dir: Path, run_config: dict,
-                        log: Callable[[str], None] = print) -> Outcome | None:
+                        log: Callable[[str], None] = print, tenant: str | None = None) -> Outcome | None:
     """The latest Echo checkpoint against the base, the champion and the repository baseline on
-    `rows` (held-out eval rows); None when the registry holds no Echo checkpoint."""
-    latest = registry.latest("echo")
+    `rows` (held-out eval rows); None when the registry holds no Echo checkpoint. `tenant`: the
+    latest of that tenant's own checkpoints, against its own champion (None: the pooled model)."""
+    latest = registry.latest("echo", tenant)
     if latest is None:
         return None
-    challenger, champion = latest["name"], registry.champion()
+    challenger, champion = latest["name"], registry.champion(tenant)
     repository = registry.latest("repository")
 
     def checkpoint(name: str) -> tuple[str, str]:
@@ -62,16 +63,18 @@ def evaluate_challenger(registry: Registry, rows: list[dict], base_model: str, s
                          {"challenger": challenger, "champion_before": old.arm.name, "eval_rows": len(rows),
                           "config": run_config})
     page = built.write(reports_dir / f"{stamp}-{challenger}")
-    decision = carry_out(registry, challenger, old.arm.name, verdict, len(rows))
+    decision = carry_out(registry, challenger, old.arm.name, verdict, len(rows), tenant)
     return Outcome(challenger, old.arm.name, repository["name"] if repository else None, results, verdict, built,
                    page, decision)
 
 
-def carry_out(registry: Registry, challenger: str, champion: str, verdict: gate.Verdict, eval_rows: int) -> dict:
+def carry_out(registry: Registry, challenger: str, champion: str, verdict: gate.Verdict, eval_rows: int,
+              tenant: str | None = None) -> dict:
     """Promotes the challenger when the verdict says so and records the decision either way."""
     if verdict.promote:
-        registry.set_champion(challenger, "; ".join(verdict.reasons))
-    return registry.record_decision({"challenger": challenger, "champion": champion, "promoted": verdict.promote,
+        registry.set_champion(challenger, "; ".join(verdict.reasons), tenant)
+    return registry.record_decision({"challenger": challenger, "champion": champion, "tenant": tenant,
+                                     "promoted": verdict.promote,
                                      "reasons": verdict.reasons, "figures": verdict.figures, "eval_rows": eval_rows})
 
 

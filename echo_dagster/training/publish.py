@@ -29,23 +29,26 @@ class Published:
     meta: dict
 
 
-def base_for(registry: Registry, start_from: str, base_model: str) -> tuple[str, str | None]:
-    """(the spec training starts from, the champion's name when it starts from the champion)."""
-    champion = registry.champion() if start_from == "champion" else None
+def base_for(registry: Registry, start_from: str, base_model: str, tenant: str | None = None) -> tuple[str, str | None]:
+    """(the spec training starts from, the champion's name when it starts from the champion: the
+    shared one, or `tenant`'s own)."""
+    champion = registry.champion(tenant) if start_from == "champion" else None
     return (str(registry.local(champion) / "merged"), champion) if champion else (base_model, None)
 
 
 def train_and_publish(registry: Registry, examples: list[dict], *, kind: str, prefix: str, data: dict, base: str,
                       champion: str | None, settings: TrainSettings, run_config: dict, work_root: Path,
-                      models_dir: Path, on_step: Callable[[Progress], None] | None = None) -> Published:
+                      models_dir: Path, on_step: Callable[[Progress], None] | None = None,
+                      tenant: str | None = None) -> Published:
     """`kind`: "echo" or "repository"; `prefix`: the name's start (e.g. echo-<cutoff>); `data`: what
-    the examples are (`hash` at least), recorded in echo_meta.json beside `run_config`."""
+    the examples are (`hash` at least), recorded in echo_meta.json beside `run_config`; `tenant`:
+    the tenant whose own model this is (None: the pooled model)."""
     fingerprint = data_hash([(data["hash"], base, json.dumps(asdict(settings), sort_keys=True))])
     name = f"{prefix}-{fingerprint[:10]}"
     work = work_root / name
     result = train(base, models_dir, examples, work / "run", work / "checkpoint", settings, on_step)
     meta = {
-        "name": name, "kind": kind, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "name": name, "kind": kind, "tenant": tenant, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base_model": base, "started_from": "champion" if champion else "base", "champion_at_start": champion,
         "config": run_config, "data": data, "code_version": code_version(), "seed": settings.seed,
         "metrics": {"steps": result.steps, "resumed_from": result.resumed_from, "examples_encoded": result.examples,

@@ -53,9 +53,10 @@ class Registry:
     def meta(self, name: str) -> dict:
         return json.loads(self._read(f"{name}/echo_meta.json"))
 
-    def latest(self, kind: str = "echo") -> dict | None:
-        """The meta of the checkpoint of this kind (`echo`, `repository`) trained last."""
-        metas = [m for m in map(self.meta, self.names()) if m.get("kind", "echo") == kind]
+    def latest(self, kind: str = "echo", tenant: str | None = None) -> dict | None:
+        """The meta of the checkpoint of this kind (`echo`, `repository`) trained last: of the pooled
+        model, or of `tenant`'s own."""
+        metas = [m for m in map(self.meta, self.names()) if m.get("kind", "echo") == kind and m.get("tenant") == tenant]
         return max(metas, key=lambda m: m["created_at"]) if metas else None
 
     def local(self, name: str) -> Path:

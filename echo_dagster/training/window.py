@@ -9,9 +9,10 @@ from datetime import date
 
 import duckdb
 
+from echo_dagster.tenancy import TenantPolicy
 from echo_dagster.training.examples import data_hash
 
-_NAMES = ("completion_id", "partition_date", "repo", "path", "prefix", "suffix", "target", "language")
+_NAMES = ("completion_id", "partition_date", "tenant_id", "repo", "path", "prefix", "suffix", "target", "language")
 _FIELDS = ", ".join(_NAMES)
 
 
@@ -31,32 +32,61 @@ class TrainingData:
     replayed: int = 0
 
     @property
+    def rows_per_tenant(self) -> dict[str, int]:
+        return dict(sorted(Counter(e["tenant_id"] for e in self.examples).items()))
+
+    @property
     def hash(self) -> str:
         return data_hash([(e["completion_id"], e["target"]) for e in self.examples])
 
 
-def training_rows_after(con: duckdb.DuckDBPyConnection, cutoff: date | None) -> tuple[int, date | None]:
-    """(training examples in partitions after `cutoff`, the newest such partition)."""
-    return con.execute("SELECT count(*), max(partition_date) FROM training_examples "
-                       "WHERE $cutoff IS NULL OR partition_date > $cutoff", {"cutoff": cutoff}).fetchone()
+def tenant_filter(policy: TenantPolicy, tenant: str | None) -> tuple[str, dict]:
+    """A SQL condition on `tenant_id` and its parameters: the rows of the pooled model (tenants whose
+    policy is `pooled`), or of `tenant`'s own model (its policy must be `own`)."""
+    if tenant is not None:
+        if policy.of(tenant) != "own":
+            raise ValueError(f"tenant {tenant!r} has policy {policy.of(tenant)!r}: only a tenant whose policy is "
+                             "'own' has a model of its own (echo-dagster tenant policy <id> own)")
+        return "tenant_id = $scope_tenant", {"scope_tenant": tenant}
+    if policy.default == "pooled":
+        others = [t for t, p in policy.tenants.items() if p != "pooled"]
+        return "NOT list_contains($scope_others, tenant_id)", {"scope_others": others}
+    pooled = [t for t, p in policy.tenants.items() if p == "pooled"]
+    return "list_contains($scope_pooled, tenant_id)", {"scope_pooled": pooled}
 
 
-def load(con: duckdb.DuckDBPyConnection, window: Window) -> TrainingData:
-    days = [d for d, in con.execute("SELECT DISTINCT partition_date FROM training_examples ORDER BY 1").fetchall()]
+POOLED = ("TRUE", {})  # every tenant's rows: where no policy file says otherwise
+
+
+def training_rows_after(con: duckdb.DuckDBPyConnection, cutoff: date | None,
+                        tenants: tuple[str, dict] = POOLED) -> tuple[int, date | None]:
+    """(training examples in partitions after `cutoff`, the newest such partition), of the tenants
+    `tenants` (`tenant_filter`) selects."""
+    where, params = tenants
+    return con.execute(f"SELECT count(*), max(partition_date) FROM training_examples "
+                       f"WHERE ($cutoff IS NULL OR partition_date > $cutoff) AND {where}",
+                       {"cutoff": cutoff, **params}).fetchone()
+
+
+def load(con: duckdb.DuckDBPyConnection, window: Window, tenants: tuple[str, dict] = POOLED) -> TrainingData:
+    """The window's examples, of the tenants `tenants` (`tenant_filter`) selects."""
+    where, params = tenants
+    days = [d for d, in con.execute(f"SELECT DISTINCT partition_date FROM training_examples WHERE {where} "
+                                    f"ORDER BY 1", params).fetchall()]
     if not days:
         return TrainingData([], None)
     first = days[-window.days] if window.days and window.days < len(days) else days[0]
     # A stable pseudo-random order (a hash of the id and the seed), so that a cap keeps the same rows.
     order = f"hash(completion_id || '{int(window.seed)}')"
     limit = f"LIMIT {int(window.max_examples)}" if window.max_examples else ""
-    rows = con.execute(f"SELECT {_FIELDS} FROM training_examples WHERE partition_date >= $first "
-                       f"ORDER BY {order} {limit}", {"first": first}).fetchall()
+    rows = con.execute(f"SELECT {_FIELDS} FROM training_examples WHERE partition_date >= $first AND {where} "
+                       f"ORDER BY {order} {limit}", {"first": first, **params}).fetchall()
     examples = [dict(zip(_NAMES, r)) for r in rows]
     replayed = []
     if window.replay_share and first > days[0]:
         want = int(len(examples) * window.replay_share)
-        replayed = con.execute(f"SELECT {_FIELDS} FROM training_examples WHERE partition_date < $first "
-                               f"ORDER BY {order} LIMIT {want}", {"first": first}).fetchall()
+        replayed = con.execute(f"SELECT {_FIELDS} FROM training_examples WHERE partition_date < $first AND {where} "
+                               f"ORDER BY {order} LIMIT {want}", {"first": first, **params}).fetchall()
         examples += [dict(zip(_NAMES, r)) for r in replayed]
     counts = Counter(e["partition_date"].isoformat() for e in examples)
     return TrainingData(examples, days[-1], dict(sorted(counts.items())), len(replayed))
