@@ -30,6 +30,7 @@ VARIABLES = (
     Variable("ECHO_TENANT_POLICY", "$ECHO_HOME/tenant_policy.json",
              "each tenant's policy: pooled, own or excluded (see tenancy)"),
     Variable("ECHO_MODELS", "$ECHO_HOME/registry", "the model registry: a folder or s3://bucket/prefix"),
+    Variable("ECHO_UPSTREAM_API_KEY", "(none)", "the bearer token of the upstream engine (`serve --engine upstream`)"),
     Variable("ECHO_S3_ENDPOINT_URL", "(AWS)", "an S3-compatible endpoint (MinIO, moto)"),
     Variable("ECHO_BASE_MODEL", "smollm2-135m", "the base model's spec (see the model runtime)"),
     Variable("ECHO_START_DATE", "the landing zone's first day", "the first daily partition (YYYY-MM-DD)"),
@@ -80,6 +81,10 @@ def models_url() -> str:
 def models_cache() -> Path:
     """Where models are converted and checkpoints downloaded to be loaded."""
     return echo_home() / "models"
+
+
+def upstream_api_key() -> str | None:
+    return _get("ECHO_UPSTREAM_API_KEY")
 
 
 def s3_endpoint_url() -> str | None:

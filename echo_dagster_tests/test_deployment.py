@@ -62,7 +62,7 @@ def test_the_compose_stack_is_complete_and_consistent_with_the_instance_config()
     compose, instance = _compose(), yaml.safe_load((DOCKER / "dagster.yaml").read_text())
     services = compose["services"]
     assert set(services) == {"postgres", "minio", "minio-init", "user_code", "webserver", "daemon", "capture",
-                             "trainer"}
+                             "trainer", "vllm", "serve"}
     built = {s["image"] for s in services.values() if "build" in s}
     for name, service in services.items():
         # Built here, or pulled at a pinned tag.
@@ -86,6 +86,49 @@ def test_the_compose_stack_is_complete_and_consistent_with_the_instance_config()
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
     assert workspace["load_from"][0]["grpc_server"]["host"] == "user_code"
     assert instance["storage"]["postgres"]["postgres_db"]["hostname"] == {"env": "DAGSTER_POSTGRES_HOST"}
+
+
+def test_vllm_serves_the_champions_adapters_on_a_gpu_behind_the_gateway():
+    import argparse
+    import re
+    import shlex
+
+    from echo_dagster.capture.server import add_options, upstream_from
+    from echo_dagster.training.trainer import TrainSettings
+
+    compose = _compose()
+    services = compose["services"]
+    vllm, gateway = services["vllm"], services["serve"]
+    # Only with `--profile gpu`: a plain `docker compose up` starts neither.
+    assert vllm["profiles"] == gateway["profiles"] == ["gpu"]
+    assert re.fullmatch(r"vllm/vllm-openai:v\d+\.\d+\.\d+", vllm["image"])
+    assert vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    gpu = vllm["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+    (script,) = vllm["command"]
+    wait, _, started = script.rpartition("exec ")
+    argv = shlex.split(started)
+    assert argv[:2] == ["vllm", "serve"] and "--enable-lora" in argv
+    flag = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+    # The trainer's adapters fit: vLLM takes only these ranks (vllm/config/lora.py) and refuses a larger r.
+    rank = int(flag["--max-lora-rank"])
+    assert rank in (8, 16, 32, 64, 128, 256, 320, 512) and rank >= TrainSettings().lora_r
+    base = argv[2]
+    assert base in wait  # vLLM starts once the base it serves exists
+    # The shared volume, read-only: the base, and the adapters the gateway downloads into it.
+    (mount,) = vllm["volumes"]
+    volume, at = mount.split(":")[:2]
+    assert volume == "echo-data" and mount.endswith(":ro") and base.startswith(at + "/")
+    # The gateway: the real CLI's options, pointed at that server, that model, that folder.
+    parser = argparse.ArgumentParser()
+    add_options(parser)
+    args = parser.parse_args(gateway["command"][2:])
+    assert gateway["command"][:2] == ["echo-dagster", "serve"] and args.engine == "upstream"
+    assert args.upstream_url == f"http://vllm:{flag['--port']}" and args.upstream_model == flag["--served-model-name"]
+    assert f"echo-data:{at}" in gateway["volumes"] and args.upstream_adapter_root.startswith(at + "/")
+    assert gateway["environment"]["ECHO_UPSTREAM_API_KEY"] == vllm["environment"]["VLLM_API_KEY"]
+    assert upstream_from(args).adapter_root == args.upstream_adapter_root
+    assert "ports" not in vllm and gateway["ports"] != services["capture"]["ports"]
 
 
 def test_the_helm_values_run_the_same_images_and_environment():

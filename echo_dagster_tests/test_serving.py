@@ -121,11 +121,12 @@ def test_an_opted_out_user_is_served_and_nothing_of_theirs_is_kept(served, echo_
     assert answer["choices"] and _landed(echo_home) == []
 
 
-def test_the_openai_client_gets_completions_with_a_suffix_and_streamed(echo_home, tiny_model_dir):
+@pytest.mark.parametrize("engine", ["transformers", "ctranslate2"])
+def test_the_openai_client_gets_completions_with_a_suffix_and_streamed(echo_home, tiny_model_dir, engine):
     import openai
 
     token = TokenStore(echo_home / "capture" / "tokens.json").add("acme")
-    with running_server(echo_home, tiny_model_dir, echo_home / "registry") as (url, _):
+    with running_server(echo_home, tiny_model_dir, echo_home / "registry", ServeSettings(engine=engine)) as (url, _):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0)
         [model] = [m.id for m in client.models.list().data]
         whole = client.completions.create(model=model, prompt="x = foo(", suffix=")\n", max_tokens=6)
@@ -142,7 +143,8 @@ def test_the_openai_client_gets_completions_with_a_suffix_and_streamed(echo_home
     assert len(shown) == 2 and {e["suffix"] for e in shown} == {")\n"} and shown[0]["session_id"].startswith("openai:")
 
 
-def test_a_promotion_under_load_swaps_the_model_with_no_failed_request(echo_home, tiny_model_dir):
+@pytest.mark.parametrize("engine", ["transformers", "ctranslate2"])
+def test_a_promotion_under_load_swaps_the_model_with_no_failed_request(echo_home, tiny_model_dir, engine):
     root = echo_home / "registry"
     for name, seed in (("echo-a", 1), ("echo-b", 2)):
         tiny_checkpoint(root, name, tiny_model_dir, seed=seed)
@@ -158,7 +160,7 @@ def test_a_promotion_under_load_swaps_the_model_with_no_failed_request(echo_home
                 r = http.post("/v1/completions", json={"prompt": f"value_{n} = compute(", "max_tokens": 4})
                 answers.append((n, r.status_code, r.json().get("model") if r.status_code == 200 else r.text))
 
-    with running_server(echo_home, tiny_model_dir, root, ServeSettings(poll_s=0.1)) as (url, completions):
+    with running_server(echo_home, tiny_model_dir, root, ServeSettings(poll_s=0.1, engine=engine)) as (url, completions):
         clients = [threading.Thread(target=load, args=(n, url)) for n in range(6)]
         for t in clients:
             t.start()

@@ -3,7 +3,8 @@ one JSON object a line.
 
 Its options (`add_options`) are the fields of `CaptureSettings` and `ServeSettings`; the connection
 limits are enforced by `guard`'s protocol, which replaces uvicorn's own. `--capture-only` serves no
-model (nothing is loaded).
+model (nothing is loaded); `--engine upstream` generates through an OpenAI-compatible server
+(vLLM on GPUs: `serving.upstream`) instead of here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from echo_dagster.capture.guard import ConnectionStats, guarded_protocol
 from echo_dagster.capture.sink import LocalSink, StoreSink
 from echo_dagster.capture.tokens import TokenStore
 from echo_dagster.serving.service import Completions, ServeSettings
+from echo_dagster.serving.upstream import UpstreamCompletions, UpstreamSettings
 from echo_dagster.training.registry import Registry
 
 log = logging.getLogger("echo_dagster.capture")
@@ -59,7 +61,11 @@ _SERVE_HELP = {
     "poll_s": "seconds between reads of the champion pointer",
     "precision": "weights for serving: auto, fp32 or bf16",
     "device": "auto, cpu or cuda",
+    "engine": "transformers: batches of concurrent requests, bf16 where the CPU has it; ctranslate2: int8, one "
+              "request at a time (the lowest latency for one client on a CPU); upstream: through an "
+              "OpenAI-compatible server (vLLM), its bearer token in $ECHO_UPSTREAM_API_KEY",
 }
+ENGINES = ("transformers", "ctranslate2", "upstream")
 
 
 class JsonFormatter(logging.Formatter):
@@ -95,10 +101,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                                                       "(default: $ECHO_BASE_MODEL)")
     parser.add_argument("--registry", default=None, help="the model registry whose champion.json is followed "
                                                          "(default: $ECHO_MODELS)")
+    parser.add_argument("--upstream-url", default=None, help="the upstream server, e.g. http://vllm:8000")
+    parser.add_argument("--upstream-model", default=None, help="the base model's name on the upstream server")
+    parser.add_argument("--upstream-adapter-root", default=None,
+                        help="the folder of the checkpoints (the registry's root, or the folder an S3 registry's "
+                             "checkpoints are downloaded into, $ECHO_HOME/models) as the upstream server sees it "
+                             "(default: the same path as here)")
     serving = ServeSettings()
     for f in fields(ServeSettings):
         flag = "--" + f.name.replace("_", "-")
         parser.add_argument(flag, dest=f.name, type=type(getattr(serving, f.name)), default=getattr(serving, f.name),
+                            choices=ENGINES if f.name == "engine" else None,
                             help=f"{_SERVE_HELP[f.name]} (default: {getattr(serving, f.name)})")
     defaults = CaptureSettings()
     for f in fields(CaptureSettings):
@@ -138,16 +151,19 @@ def build_app(landing_url: str, tokens_path: str | Path, node: str | None = None
                       tenancy.watch(env.tenant_policy_path()).value)
 
 
-def build_completions(base_spec: str, registry_url: str, settings: ServeSettings = ServeSettings()) -> Completions:
-    """The champion's completions (loads the model: seconds)."""
+def build_completions(base_spec: str, registry_url: str, settings: ServeSettings = ServeSettings(),
+                      upstream: UpstreamSettings | None = None) -> Completions | UpstreamCompletions:
+    """The champion's completions (loads the model: seconds); with `upstream`, generated there."""
     if registry_url.startswith("s3://"):
         bucket, prefix = landing.parse_s3_url(registry_url)
         registry = Registry(s3_client=landing.default_s3_client(), bucket=bucket, prefix=prefix,
                             cache_dir=env.models_cache())
     else:
         registry = Registry(registry_url)
-    return Completions(registry, base_spec, env.models_cache(), tenancy.watch(env.tenant_policy_path()).value,
-                       settings)
+    policy = tenancy.watch(env.tenant_policy_path()).value
+    if upstream is not None:
+        return UpstreamCompletions(registry, base_spec, env.models_cache(), policy, upstream, settings)
+    return Completions(registry, base_spec, env.models_cache(), policy, settings)
 
 
 def serve(host: str, port: int, landing_url: str, tokens_path: str | Path, node: str | None,
@@ -169,13 +185,23 @@ def serve(host: str, port: int, landing_url: str, tokens_path: str | Path, node:
                 timeout_keep_alive=settings.keep_alive_s, h11_max_incomplete_event_size=settings.max_header_bytes)
 
 
+def upstream_from(args: argparse.Namespace) -> UpstreamSettings | None:
+    if args.engine != "upstream":
+        return None
+    if not args.upstream_url or not args.upstream_model:
+        raise RuntimeError("--engine upstream needs --upstream-url and --upstream-model")
+    return UpstreamSettings(args.upstream_url, args.upstream_model, args.upstream_adapter_root,
+                            env.upstream_api_key())
+
+
 def run(args: argparse.Namespace) -> int:
     """`echo-dagster serve`."""
     try:
         completions = None
         if not args.capture_only:
             serving = ServeSettings(**{f.name: getattr(args, f.name) for f in fields(ServeSettings)})
-            completions = build_completions(args.model or env.base_model(), args.registry or env.models_url(), serving)
+            completions = build_completions(args.model or env.base_model(), args.registry or env.models_url(), serving,
+                                            upstream_from(args))
         serve(args.host, args.port, args.landing or env.landing_url(), args.tokens or default_tokens_path(),
               args.node, settings_from(args), args.http, completions)
     except RuntimeError as err:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from echo_dagster.model.generation import GenerationConfig
 from echo_dagster.model.loading import LoadedModel, load_model
+from echo_dagster.serving import ct2
 from echo_dagster.serving.batcher import Batcher, Job
+from echo_dagster.serving.ct2 import SerialDecoder
 from echo_dagster.serving.champion import ChampionFollower
 from echo_dagster.serving.protocols import Asked
 from echo_dagster.tenancy import TenantPolicy
@@ -32,6 +34,7 @@ class ServeSettings:
     poll_s: float = 5.0  # how often the champion pointer is read
     precision: str = "auto"
     device: str = "auto"
+    engine: str = "transformers"  # or "ctranslate2" (int8, one request at a time: the fastest for one client here)
 
 
 class Busy(Exception):
@@ -43,14 +46,20 @@ class Completions:
                  settings: ServeSettings = ServeSettings()):
         """`policy()`: the current `TenantPolicy` (raises `tenancy.PolicyError` while unreadable)."""
         self.registry, self.policy, self.settings = registry, policy, settings
-        load = functools.partial(load_model, models_dir=models_dir, device=settings.device,
-                                 precision=settings.precision)
+        config = GenerationConfig(context_tokens=settings.context_tokens, max_new_tokens=settings.max_new_tokens,
+                                  max_lines=settings.max_lines, batch_size=settings.batch_size)
+        if settings.engine == "ctranslate2":
+            load = functools.partial(ct2.load, models_dir=models_dir)
+            self.batcher = SerialDecoder(config)
+        elif settings.engine == "transformers":
+            load = functools.partial(load_model, models_dir=models_dir, device=settings.device,
+                                     precision=settings.precision)
+            self.batcher = Batcher(config)
+        else:
+            raise ValueError(f"engine {settings.engine!r}: expected transformers or ctranslate2")
         self._load = lambda folder: load(str(folder))
         self._base_spec, self._base_model = base_spec, None
         self._lock = threading.Lock()
-        self.batcher = Batcher(GenerationConfig(context_tokens=settings.context_tokens,
-                                                max_new_tokens=settings.max_new_tokens, max_lines=settings.max_lines,
-                                                batch_size=settings.batch_size))
         self.shared = ChampionFollower(registry, self._base, self._load, poll_s=settings.poll_s)
         self._own: dict[str, ChampionFollower] = {}
         self.waiting = 0
