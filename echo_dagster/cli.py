@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                                               "that later requests can serve as snapshots of earlier ones")
     imp.add_argument("--landing", default=None, help="folder or s3://bucket/prefix (default: $ECHO_LANDING)")
     imp.add_argument("--tenant", default="default", help="tenant_id of the imported events")
-    serve = commands.add_parser("serve", help="the capture endpoint IDE plugins post events to")
+    serve = commands.add_parser("serve", help="the champion's completions (Tabby's and OpenAI's APIs) and the capture "
+                                              "endpoint IDE plugins post events to")
     from echo_dagster.capture.server import add_options as add_serve_options
 
     add_serve_options(serve)
@@ -52,9 +53,27 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("action", choices=("add", "revoke"))
     token.add_argument("tenant")
     token.add_argument("--tokens", default=None, help="the token file (default: $ECHO_HOME/capture/tokens.json)")
+    tenant = commands.add_parser("tenant", help="whose refinements train which model: show the tenant policies, or "
+                                                "set one (pooled, own or excluded; * sets the default)")
+    tenant.add_argument("tenant", nargs="?", help="a tenant id, or * for the default (none: show the policies)")
+    tenant.add_argument("policy", nargs="?", choices=("pooled", "own", "excluded"))
+    export = commands.add_parser("export", help="a checkpoint for serving elsewhere: the merged model (hf), the "
+                                                "adapter (peft), or a GGUF file with an Ollama Modelfile and a "
+                                                "Tabby model folder (gguf); see docs/deployment.md")
+    export.add_argument("checkpoint", help="a checkpoint's name in the registry ($ECHO_MODELS), champion, or a folder")
+    export.add_argument("--format", required=True, help="gguf, hf or peft")
+    export.add_argument("--out", required=True, help="the folder to write (absent or empty)")
+    export.add_argument("--gguf-type", default="f16", help="f16 (default) or q8_0; Q4 types are refused: they round "
+                                                           "the fine-tune away")
+    export.add_argument("--llama-cpp", default=None, help="a llama.cpp checkout holding convert_hf_to_gguf.py "
+                                                          "(default: the one make setup extracts into the venv)")
     args = parser.parse_args(argv)
+    if args.command == "export":
+        return run_export(args)
     if args.command == "experiment":
         return run_experiment(args)
+    if args.command == "tenant":
+        return run_tenant(args)
     if args.command == "serve":
         return run_serve(args)
     if args.command == "token":
@@ -106,6 +125,62 @@ def run_import(args) -> int:
         print(f"echo-dagster: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
+def run_tenant(args) -> int:
+    from echo_dagster import tenancy
+
+    path = env.tenant_policy_path()
+    try:
+        if args.tenant is not None:
+            if args.policy is None:
+                print("echo-dagster: give the policy too: pooled, own or excluded", file=sys.stderr)
+                return 2
+            tenancy.set_policy(path, args.tenant, args.policy)
+        policy = tenancy.load(path)
+    except tenancy.PolicyError as err:
+        print(f"echo-dagster: {err}", file=sys.stderr)
+        return 2
+    print(f"{path}:")
+    for who, what in policy.table():
+        print(f"  {who:24} {what}")
+    return 0
+
+
+def run_export(args) -> int:
+    """Exports a registry checkpoint (by name, or the champion) or a checkpoint folder."""
+    from pathlib import Path
+
+    from echo_dagster.landing import default_s3_client, parse_s3_url
+    from echo_dagster.model.export import ExportError, check_options, export
+    from echo_dagster.training.registry import Registry
+
+    try:
+        check_options(args.format, args.gguf_type)  # before a checkpoint is fetched
+        folder = Path(args.checkpoint)
+        if args.checkpoint == "champion" or not folder.is_dir():
+            url = env.models_url()
+            registry = (Registry(s3_client=default_s3_client(), bucket=parse_s3_url(url)[0],
+                                 prefix=parse_s3_url(url)[1], cache_dir=env.models_cache())
+                        if url.startswith("s3://") else Registry(url))
+            name = registry.champion() if args.checkpoint == "champion" else args.checkpoint
+            if name is None or name not in registry.names():
+                known = ", ".join(registry.names()) or "none"
+                what = "no champion" if name is None else f"no checkpoint {name!r} and no folder {args.checkpoint}"
+                raise ExportError(f"{what} in the registry {url} (its checkpoints: {known}): name one, champion, "
+                                  "or a checkpoint folder")
+            if registry.marks(name):
+                raise ExportError(f"{name} is marked ({registry.marks(name)[-1].get('reason')}): it is not exported")
+            folder = registry.local(name)
+        record = export(folder, args.format, args.out, gguf_type=args.gguf_type, llama_cpp=args.llama_cpp,
+                        models_dir=env.models_cache())
+    except (ExportError, ValueError, OSError) as err:
+        print(f"echo-dagster export: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: record[k] for k in ("format", "name", "source", "gguf", "round_trip", "files") if k in record},
+                     indent=2))
+    print(f"exported to {args.out}")
     return 0
 
 
@@ -230,7 +305,9 @@ def _demo_loop(dg, defs, instance, args) -> bool:
         print(f"\n{name}: requests {job} (" + "; ".join(
             f"run key {r.run_key}" + (f", {r.tags['echo/new_rows']} new training examples"
                                       if "echo/new_rows" in r.tags else "") for r in tick.requests) + ")")
-        return all([run(job, asset, config, tick.run_tags(r)) for r in tick.requests])
+        # A request's own config (the tenant of an own model) over the demo's.
+        return all([run(job, asset, config | (r.run_config or {}).get("ops", {}).get(asset, {}).get("config", {}),
+                         tick.run_tags(r)) for r in tick.requests])
 
     trained = sensor_runs("retrain_sensor", "train_job", "finetuned_checkpoint", train)
     if trained is False:
