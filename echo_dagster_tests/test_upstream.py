@@ -236,7 +236,7 @@ def _serve_args(*extra: str) -> argparse.Namespace:
 
 def test_the_cli_refuses_an_upstream_engine_without_its_server():
     assert server.run(_serve_args("--engine", "upstream", "--upstream-model", "m")) == 2
-    assert _serve_args().engine == "transformers"
+    assert _serve_args().engine == "auto"
 
 
 def test_each_champion_is_loaded_upstream_as_an_adapter_and_a_failed_load_keeps_the_model(

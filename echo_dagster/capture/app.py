@@ -282,7 +282,8 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
         if connection_stats is not None:
             body["connections_closed"] = dict(connection_stats.closed)
         if served is not None:
-            body["serving"] = {"model": completions.shared.current.name, "swaps": completions.shared.swaps[-5:],
+            body["serving"] = {"engine": getattr(completions, "engine", "upstream"),
+                               "model": completions.shared.current.name, "swaps": completions.shared.swaps[-5:],
                                "waiting": completions.waiting, **served.counts}
         return JSONResponse(body, status_code=503 if problems else 200)
 

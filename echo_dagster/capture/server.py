@@ -61,11 +61,12 @@ _SERVE_HELP = {
     "poll_s": "seconds between reads of the champion pointer",
     "precision": "weights for serving: auto, fp32 or bf16",
     "device": "auto, cpu or cuda",
-    "engine": "transformers: batches of concurrent requests, bf16 where the CPU has it; ctranslate2: int8, one "
-              "request at a time (the lowest latency for one client on a CPU); upstream: through an "
-              "OpenAI-compatible server (vLLM), its bearer token in $ECHO_UPSTREAM_API_KEY",
+    "engine": "transformers: batches of concurrent requests, bf16 where the processor has it; ctranslate2: int8, "
+              "one request at a time (the lowest latency for a client on a CPU); auto: ctranslate2 on a CPU, "
+              "transformers on a GPU; upstream: through an OpenAI-compatible server (vLLM), its bearer token in "
+              "$ECHO_UPSTREAM_API_KEY",
 }
-ENGINES = ("transformers", "ctranslate2", "upstream")
+ENGINES = ("auto", "transformers", "ctranslate2", "upstream")
 
 
 class JsonFormatter(logging.Formatter):

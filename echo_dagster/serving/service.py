@@ -34,7 +34,9 @@ class ServeSettings:
     poll_s: float = 5.0  # how often the champion pointer is read
     precision: str = "auto"
     device: str = "auto"
-    engine: str = "transformers"  # or "ctranslate2" (int8, one request at a time: the fastest for one client here)
+    # auto: ctranslate2 on a CPU (int8, one request at a time: the lowest latency for a client there),
+    # transformers where there is a GPU (bf16, concurrent requests batched).
+    engine: str = "auto"
 
 
 class Busy(Exception):
@@ -48,15 +50,21 @@ class Completions:
         self.registry, self.policy, self.settings = registry, policy, settings
         config = GenerationConfig(context_tokens=settings.context_tokens, max_new_tokens=settings.max_new_tokens,
                                   max_lines=settings.max_lines, batch_size=settings.batch_size)
-        if settings.engine == "ctranslate2":
+        engine = settings.engine
+        if engine == "auto":
+            import torch
+
+            engine = "transformers" if settings.device != "cpu" and torch.cuda.is_available() else "ctranslate2"
+        self.engine = engine
+        if engine == "ctranslate2":
             load = functools.partial(ct2.load, models_dir=models_dir)
             self.batcher = SerialDecoder(config)
-        elif settings.engine == "transformers":
+        elif engine == "transformers":
             load = functools.partial(load_model, models_dir=models_dir, device=settings.device,
                                      precision=settings.precision)
             self.batcher = Batcher(config)
         else:
-            raise ValueError(f"engine {settings.engine!r}: expected transformers or ctranslate2")
+            raise ValueError(f"engine {engine!r}: expected auto, transformers or ctranslate2")
         self._load = lambda folder: load(str(folder))
         self._base_spec, self._base_model = base_spec, None
         self._lock = threading.Lock()
