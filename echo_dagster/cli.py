@@ -152,7 +152,6 @@ def run_export(args) -> int:
     """Exports a registry checkpoint (by name, or the champion) or a checkpoint folder."""
     from pathlib import Path
 
-    from echo_dagster.landing import default_s3_client, parse_s3_url
     from echo_dagster.model.export import ExportError, check_options, export
     from echo_dagster.training.registry import Registry
 
@@ -161,9 +160,7 @@ def run_export(args) -> int:
         folder = Path(args.checkpoint)
         if args.checkpoint == "champion" or not folder.is_dir():
             url = env.models_url()
-            registry = (Registry(s3_client=default_s3_client(), bucket=parse_s3_url(url)[0],
-                                 prefix=parse_s3_url(url)[1], cache_dir=env.models_cache())
-                        if url.startswith("s3://") else Registry(url))
+            registry = Registry.at(url, env.models_cache())
             name = registry.champion() if args.checkpoint == "champion" else args.checkpoint
             if name is None or name not in registry.names():
                 known = ", ".join(registry.names()) or "none"
@@ -192,11 +189,15 @@ def run_serve(args) -> int:
 
 def run_token(args) -> int:
     from echo_dagster.capture.server import default_tokens_path
-    from echo_dagster.capture.tokens import TokenStore
+    from echo_dagster.capture.tokens import TokenStore, token_user
 
     store = TokenStore(args.tokens or default_tokens_path())
     if args.action == "add":
-        print(store.add(args.tenant))  # shown once; only its hash is kept
+        token = store.add(args.tenant)
+        print(token)  # shown once; only its hash is kept
+        users = ", ".join(token_user(client, token) for client in ("tabby", "openai"))
+        print(f"completions served to this token without a user are attributed to {users} (opt-out: user:<id>)",
+              file=sys.stderr)
     else:
         print(f"revoked {store.revoke(args.tenant)} token(s) of {args.tenant}")
     return 0

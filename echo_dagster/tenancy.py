@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from echo_dagster.watched import WatchedFile
 
 POLICIES = ("pooled", "own", "excluded")
+TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 
 
 class PolicyError(ValueError):
@@ -62,7 +64,18 @@ def load(path: str | Path) -> TenantPolicy:
     for who, policy in [("default", default), *tenants.items()]:
         if policy not in POLICIES:
             raise PolicyError(f"{path}: {who}: policy {policy!r}; {expected}")
+    for tenant in tenants:
+        check_tenant_id(tenant)
+
     return TenantPolicy(default, dict(tenants))
+
+
+def check_tenant_id(tenant: str) -> None:
+    """A tenant id names a folder of the registry (`tenants/<id>/`) and a checkpoint; "pooled" names
+    the shared model."""
+    if not TENANT_ID.fullmatch(tenant) or tenant == "pooled":
+        raise PolicyError(f"tenant id {tenant!r}: expected letters, digits, '.', '_', '@' or '-' (not 'pooled'), "
+                          "starting with a letter or digit")
 
 
 def watch(path: str | Path) -> WatchedFile[TenantPolicy]:
@@ -73,8 +86,8 @@ def set_policy(path: str | Path, tenant: str, policy: str) -> TenantPolicy:
     """Writes one tenant's policy (`tenant` "*" sets the default); the new policy."""
     if policy not in POLICIES:
         raise PolicyError(f"policy {policy!r}: expected one of {', '.join(POLICIES)}")
-    if not tenant.strip():
-        raise PolicyError("a policy needs a tenant id (or * for the default)")
+    if tenant != "*":
+        check_tenant_id(tenant)
     current = load(path)
     updated = TenantPolicy(policy, current.tenants) if tenant == "*" else \
         TenantPolicy(current.default, {**current.tenants, tenant: policy})

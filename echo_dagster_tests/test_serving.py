@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from echo_dagster import tenancy, warehouse
 from echo_dagster.capture.server import build_app, build_completions
-from echo_dagster.capture.tokens import TokenStore
+from echo_dagster.capture.tokens import TokenStore, token_user
 from echo_dagster.completion import CompletionRequest
 from echo_dagster.harvest.partition import refine_partition
 from echo_dagster.ingest.raw_sessions import ingest_partition
@@ -66,14 +66,14 @@ def test_a_proposal_streams_only_what_cannot_be_taken_back():
 
 
 def test_requests_a_client_gets_wrong_are_refused_with_what_to_fix():
-    with pytest.raises(protocols.ProtocolError, match="segments"):
-        protocols.tabby_request(b'{"language": "python"}')
-    with pytest.raises(protocols.ProtocolError, match="'n' and 'best_of'"):
-        protocols.openai_request(b'{"prompt": "x", "n": 3}')
-    with pytest.raises(protocols.ProtocolError, match="'max_tokens'"):
-        protocols.openai_request(b'{"prompt": "x", "max_tokens": -1}')
-    with pytest.raises(protocols.ProtocolError, match="not JSON"):
-        protocols.openai_request(b"{")
+    for body, problem in ((b'{"segments": {}}', "segments.'prefix'"), (b'{"language": "python"}', "'prompt'"),
+                          (b'{"prompt": "x", "n": 3}', "'n' and 'best_of'"),
+                          (b'{"prompt": "x", "max_tokens": -1}', "'max_tokens'"),
+                          (b'{"prompt": "x", "stop": ["' + b"#" * 65 + b'"]}', "at most 64 characters"),
+                          (b"{", "not JSON"), (b"[" * 100_000, "not JSON")):
+        with pytest.raises(protocols.ProtocolError, match=problem):
+            protocols.completion_request(body)
+    assert protocols.completion_request(b'{"prompt": ["x = 1"]}').request.prefix == "x = 1"
     assert protocols.is_tabby_event({"type": "select", "completion_id": "cmpl-1"})
     assert not protocols.is_tabby_event({"schema_version": 1, "event": "completion_accepted", "completion_id": "c"})
 
@@ -115,7 +115,9 @@ def served_model(client) -> str:
 
 def test_an_opted_out_user_is_served_and_nothing_of_theirs_is_kept(served, echo_home):
     client, auth = served
-    (echo_home / "opt_out.txt").write_text("user:tabby-anonymous\n")
+    # The agent names no user: the token's pseudonym is the user.
+    token = auth["acme"]["Authorization"].split()[1]
+    (echo_home / "opt_out.txt").write_text(f"user:{token_user('tabby', token)}\n")
     answer = client.post("/v1/completions", headers=auth["acme"], json=tabby(FILE_BEFORE)).json()
     client.post("/v1/events", headers=auth["acme"], json={"type": "select", "completion_id": answer["id"]})
     assert answer["choices"] and _landed(echo_home) == []

@@ -83,3 +83,17 @@ def test_the_retrain_sensor_asks_for_the_pooled_model_and_each_own_tenant(tmp_pa
         requests = retrain_sensor(context)
     assert [r.run_key for r in requests] == ["after-start", "initech-after-start"]
     assert requests[1].run_config == {"ops": {"finetuned_checkpoint": {"config": {"tenant": "initech"}}}}
+    # Where every tenant is `own` by default, each with rows gets its model; hooli stays excluded.
+    tenancy.set_policy(tmp_path / "tenant_policy.json", "*", "own")
+    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources(tmp_path)) as context:
+        requests = retrain_sensor(context)
+    assert [r.run_key for r in requests] == ["acme-after-start", "initech-after-start"]
+
+
+def test_a_policy_names_tenants_that_can_name_folders(tmp_path):
+    for bad in ("../x", "pooled", "", "a/b"):
+        with pytest.raises(tenancy.PolicyError, match="tenant id"):
+            tenancy.set_policy(tmp_path / "p.json", bad, "own")
+    (tmp_path / "p.json").write_text('{"tenants": {"x/y": "own"}}')
+    with pytest.raises(tenancy.PolicyError, match="tenant id 'x/y'"):
+        tenancy.load(tmp_path / "p.json")

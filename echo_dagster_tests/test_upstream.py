@@ -309,7 +309,8 @@ def test_each_champion_is_loaded_upstream_as_an_adapter_and_a_failed_load_keeps_
             assert (await ask("initech", own)).model.name == "echo-own" and (await ask()).model.name == "echo-b"
             # Streamed: only what cannot be taken back is sent, the client's stop string cuts it.
             sent = []
-            job = await completions.complete(_asked("x = foo(", ("##",)), "acme", shared, sent.append)
+            job = await completions.complete(_asked("x = foo(", ("##",)), "acme", shared,
+                                             lambda text, model: sent.append(text))
             assert fake.asked[-1][0]["stream"] and fake.asked[-1][0]["stop"] == ["\n", "##"]
             assert job.text == "a, b)" and job.finish_reason == "stop" and sent and sent[-1] == job.text
             assert all(job.text.startswith(s) for s in sent) and sent == sorted(sent, key=len)
@@ -321,5 +322,4 @@ def test_each_champion_is_loaded_upstream_as_an_adapter_and_a_failed_load_keeps_
         completions.close()
     with pytest.raises(RuntimeError, match="serves no model 'nope'"):
         with serving(fake.app) as url:
-            UpstreamCompletions(registry, str(tiny_model_dir), tmp_path, lambda: shared,
-                                UpstreamSettings(url, "nope", api_key="sesame"))
+            UpstreamCompletions(registry, str(tiny_model_dir), tmp_path, UpstreamSettings(url, "nope", api_key="sesame"))

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from echo_dagster.clients.implicit import shown_events
+from echo_dagster.capture.tokens import token_user
 from echo_dagster.clients.records import ClientCompletion, pseudonym
 from echo_dagster.optout import OptOut
 from echo_dagster.serving import protocols
@@ -61,7 +62,9 @@ class ServedCompletions:
 
     async def models_route(self, request: Request):
         async def listing(body, tenant, listed):
-            model = self.completions.follower(tenant, self._policy()).current.name
+            # A tenant's first request may load its model: off the event loop.
+            follower = await asyncio.to_thread(self.completions.follower, tenant, self._policy())
+            model = follower.current.name
             return 200, {"object": "list", "data": [{"id": model, "object": "model", "created": 0,
                                                      "owned_by": "echo-dagster"}]}
         return await self.handle(request, "models", listing)
@@ -119,22 +122,27 @@ class ServedCompletions:
     async def _complete(self, request: Request, body: bytes, tenant: str, listed: OptOut):
         started = time.perf_counter()
         try:
-            payload = json.loads(body) if body else None
-            tabby = isinstance(payload, dict) and "segments" in payload
-            asked = (protocols.tabby_request if tabby else protocols.openai_request)(body)
-        except (ValueError, protocols.ProtocolError) as err:
+            asked = await asyncio.to_thread(protocols.completion_request, body)
+        except protocols.ProtocolError as err:
             raise self.refusal(400, str(err)) from None
         policy = self._policy()
         cid = protocols.completion_id()
+        self._room(tenant)  # before a stream's headers go out: a refusal is still a 503
         if asked.stream:
             return 200, StreamingResponse(self._stream(asked, cid, tenant, policy, listed, request, started),
                                           media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         job = await self._run(asked, tenant, policy)
         await self._keep(request, asked, cid, job, tenant, listed, started)
-        if tabby:
+        if asked.api == "tabby":
             return 200, protocols.tabby_response(cid, job.text)
         return 200, protocols.openai_response(cid, job.model.name, job.text, job.finish_reason, job.prompt_tokens,
                                               job.completion_tokens)
+
+    def _room(self, tenant: str) -> None:
+        try:
+            self.completions.check_room(tenant)
+        except Busy as busy:
+            raise self.refusal(503, f"{busy}: retry in a second", {"Retry-After": "1"}) from None
 
     async def _run(self, asked, tenant, policy, on_text=None):
         try:
@@ -145,10 +153,12 @@ class ServedCompletions:
     async def _stream(self, asked, cid, tenant, policy, listed, request, started):
         pieces: asyncio.Queue = asyncio.Queue()
         sent = ""
-        task = asyncio.ensure_future(self._run(asked, tenant, policy, pieces.put_nowait))
+        task = asyncio.ensure_future(self._run(asked, tenant, policy, lambda *piece: pieces.put_nowait(piece)))
         task.add_done_callback(lambda _: pieces.put_nowait(None))
-        model = self.completions.follower(tenant, policy).current.name
-        while (text := await pieces.get()) is not None:
+        # Kept once answered, whether or not the client stays for the end of the stream.
+        keeping = asyncio.ensure_future(self._keep_when_done(task, request, asked, cid, tenant, listed, started))
+        while (piece := await pieces.get()) is not None:
+            text, model = piece  # the model answering, named in every chunk
             if len(text) > len(sent):
                 yield protocols.openai_chunk(cid, model, text[len(sent):], None)
                 sent = text
@@ -160,13 +170,18 @@ class ServedCompletions:
             error = exc.body["error"] if isinstance(exc, self.refusal) else "internal error (logged on the server)"
             yield b"data: " + json.dumps({"error": {"message": error}}).encode() + b"\n\n"
             return
-        # Kept whether or not the client stays for the end of the stream.
-        keeping = asyncio.ensure_future(self._keep(request, asked, cid, job, tenant, listed, started))
         if len(job.text) > len(sent):
             yield protocols.openai_chunk(cid, job.model.name, job.text[len(sent):], None)
         yield protocols.openai_chunk(cid, job.model.name, "", job.finish_reason)
         yield protocols.STREAM_END
         await asyncio.shield(keeping)
+
+    async def _keep_when_done(self, task, request, asked, cid, tenant: str, listed: OptOut, started: float) -> None:
+        try:
+            job = await task
+        except Exception:
+            return  # nothing was proposed (the stream says why)
+        await self._keep(request, asked, cid, job, tenant, listed, started)
 
     async def _keep(self, request, asked, cid, job, tenant: str, listed: OptOut, started: float) -> None:
         """Writes the completion as shown and remembers it for its client's events."""
@@ -174,7 +189,8 @@ class ServedCompletions:
         agent = request.headers.get("user-agent", "")
         completion = ClientCompletion(
             client=asked.api, completion_id=cid, shown_ts=now, decided_ts=now,
-            user_id=pseudonym(asked.api, asked.user), path=asked.path, repo=asked.repo,
+            user_id=pseudonym(asked.api, asked.user) if asked.user else token_user(asked.api, _bearer(request)),
+            path=asked.path, repo=asked.repo,
             language=asked.request.language if asked.request.language != "unknown" else None,
             client_version=agent[:80] or None, model=job.model.name, prefix=asked.request.prefix,
             suffix=asked.request.suffix, proposal=job.text,
@@ -186,3 +202,7 @@ class ServedCompletions:
         while len(self._served) > DECIDABLE:
             self._served.popitem(last=False)
         await self.write_completion(completion, tenant, listed)
+
+
+def _bearer(request: Request) -> str:
+    return request.headers.get("authorization", "").partition(" ")[2].strip()

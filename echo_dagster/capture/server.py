@@ -58,6 +58,7 @@ _SERVE_HELP = {
     "context_tokens": "prompt budget in tokens",
     "batch_size": "requests decoded together",
     "max_waiting": "requests queued for the model (503 above)",
+    "tenant_waiting": "requests of one tenant queued for the model (503 above)",
     "poll_s": "seconds between reads of the champion pointer",
     "precision": "weights for serving: auto, fp32 or bf16",
     "device": "auto, cpu or cuda",
@@ -155,16 +156,10 @@ def build_app(landing_url: str, tokens_path: str | Path, node: str | None = None
 def build_completions(base_spec: str, registry_url: str, settings: ServeSettings = ServeSettings(),
                       upstream: UpstreamSettings | None = None) -> Completions | UpstreamCompletions:
     """The champion's completions (loads the model: seconds); with `upstream`, generated there."""
-    if registry_url.startswith("s3://"):
-        bucket, prefix = landing.parse_s3_url(registry_url)
-        registry = Registry(s3_client=landing.default_s3_client(), bucket=bucket, prefix=prefix,
-                            cache_dir=env.models_cache())
-    else:
-        registry = Registry(registry_url)
-    policy = tenancy.watch(env.tenant_policy_path()).value
+    registry = Registry.at(registry_url, env.models_cache())
     if upstream is not None:
-        return UpstreamCompletions(registry, base_spec, env.models_cache(), policy, upstream, settings)
-    return Completions(registry, base_spec, env.models_cache(), policy, settings)
+        return UpstreamCompletions(registry, base_spec, env.models_cache(), upstream, settings)
+    return Completions(registry, base_spec, env.models_cache(), settings)
 
 
 def serve(host: str, port: int, landing_url: str, tokens_path: str | Path, node: str | None,

@@ -17,9 +17,17 @@ import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
+from echo_dagster.clients.records import pseudonym
 from echo_dagster.watched import WatchedFile
 
 PREFIX = "echo_"
+
+
+def token_user(client: str, token: str) -> str:
+    """The pseudonymous user of a served completion whose request names none (Tabby's agent and
+    most OpenAI clients send no user): the token's, so that one token per developer keeps each
+    developer's files apart and lets one opt out (`user:<id>`)."""
+    return pseudonym(client, "token:" + _hash(token))
 
 
 class TokenFileError(ValueError):

@@ -36,9 +36,9 @@ class ClientCompletion:
 
     @property
     def stream(self) -> tuple:
-        """Requests that can see each other's document: one user's, in one file (or, where the
-        client logs no path, in one language)."""
-        return (self.user_id, self.path or f"<{self.language}>")
+        """Requests that can see each other's document: one user's, in one file of one repository
+        (or, where the client logs no path, in one language)."""
+        return (self.user_id, self.repo, self.path or f"<{self.language}>")
 
 
 @dataclass

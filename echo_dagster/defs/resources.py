@@ -12,7 +12,7 @@ import duckdb
 from dagster_aws.s3 import S3Resource
 
 from echo_dagster import env, landing, optout, warehouse
-from echo_dagster.landing import LandingStore, parse_s3_url
+from echo_dagster.landing import LandingStore
 from echo_dagster.training.registry import Registry
 
 
@@ -70,10 +70,7 @@ class ModelRegistry(dg.ConfigurableResource):
     cache_dir: str
 
     def registry(self) -> Registry:
-        if self.url.startswith("s3://"):
-            bucket, prefix = parse_s3_url(self.url)
-            return Registry(s3_client=self.s3.get_client(), bucket=bucket, prefix=prefix, cache_dir=self.cache_dir)
-        return Registry(self.url)
+        return Registry.at(self.url, self.cache_dir, self.s3.get_client() if self.url.startswith("s3://") else None)
 
 
 def s3_resource() -> S3Resource:

@@ -31,7 +31,10 @@ def retrain_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse, mo
     requests, counted, waiting = [], {}, []
     try:
         with warehouse.connect(read_only=True, wait_s=WAREHOUSE_WAIT_S) as con:
-            for tenant in [None, *policy.own_tenants()]:
+            # Tenants named `own`, and those that are by default: every tenant with rows.
+            seen = {t for t, in con.execute("SELECT DISTINCT tenant_id FROM training_examples").fetchall()}
+            owners = sorted(set(policy.own_tenants()) | {t for t in seen if policy.of(t) == "own"})
+            for tenant in [None, *owners]:
                 latest = registry.latest("echo", tenant)
                 cutoff = latest["data"]["cutoff"] if latest else None
                 count, newest = training_rows_after(con, cutoff, tenant_filter(policy, tenant))

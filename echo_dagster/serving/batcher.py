@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from echo_dagster.completion import CompletionRequest, is_mid_line, is_whole, postprocess
 from echo_dagster.model.generation import GenerationConfig, prompt_ids
@@ -34,22 +33,24 @@ class Job:
     temperature: float = 0.0  # 0: greedy
     seed: int | None = None
     on_text: Callable[[str], None] | None = None  # called from the decoding thread with the text so far that is final
-    on_done: Callable[[], None] | None = None  # called from the decoding thread once `done` is set
+    on_done: Callable[[], None] | None = None  # called from the decoding thread once the job is finished
     # Set when done:
     text: str = ""
     finish_reason: str = ""  # "stop" (whole, or a stop string) or "length"
     error: BaseException | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    queued_s: float = 0.0
-    done: threading.Event = field(default_factory=threading.Event)
-    _sent: str = ""
-    _submitted: float = 0.0
+    _sent: str = ""  # what on_text was given last
 
 
 def final_text(job: Job, raw: str, max_lines: int) -> str:
     """The proposal: `completion`'s rules, then the client's stop strings."""
     return _cut_at_stop(postprocess(job.request, raw, max_lines), job.stop)
+
+
+def finished(job: Job, raw: str, max_lines: int) -> bool:
+    """Whether decoding can stop: the proposal is whole, or a stop string came."""
+    return is_whole(job.request, raw, max_lines) or any(s and s in raw for s in job.stop)
 
 
 def visible_text(job: Job, raw: str) -> str:
@@ -75,12 +76,9 @@ class Batcher:
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="serve-decode", daemon=True)
         self._thread.start()
-        self.batches = 0
 
-    def submit(self, job: Job) -> Job:
-        job._submitted = time.perf_counter()
+    def submit(self, job: Job) -> None:
         self._queue.put(job)
-        return job
 
     def close(self) -> None:
         self._queue.put(None)
@@ -109,18 +107,13 @@ class Batcher:
                 self._run(group)
 
     def _run(self, jobs: list[Job]) -> None:
-        started = time.perf_counter()
-        for job in jobs:
-            job.queued_s = started - job._submitted
         try:
             self._decode(jobs)
         except BaseException as exc:  # each waiting request gets the error, the thread goes on
             for job in jobs:
                 job.error = exc
         finally:
-            self.batches += 1
             for job in jobs:
-                job.done.set()
                 if job.on_done is not None:
                     job.on_done()
 
@@ -151,7 +144,7 @@ class Batcher:
             raw = tokenizer.decode(new, skip_special_tokens=True)
             job.prompt_tokens, job.completion_tokens = len(prompt), len(new)
             job.text = final_text(job, raw, self.config.max_lines)
-            whole = progress.whole(job, raw) or tokenizer.eos_token_id in new
+            whole = finished(job, raw, self.config.max_lines) or tokenizer.eos_token_id in new
             job.finish_reason = "stop" if whole else "length"
             if job.on_text is not None and job.text != job._sent:
                 job.on_text(job.text)
@@ -163,9 +156,6 @@ class _Progress:
 
     def __init__(self, tokenizer, jobs: list[Job], width: int, max_lines: int):
         self.tokenizer, self.jobs, self.width, self.max_lines = tokenizer, jobs, width, max_lines
-
-    def whole(self, job: Job, raw: str) -> bool:
-        return is_whole(job.request, raw, self.max_lines) or any(s and s in raw for s in job.stop)
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
@@ -179,5 +169,5 @@ class _Progress:
                 if len(shown) > len(job._sent):
                     job._sent = shown
                     job.on_text(shown)
-            done.append(self.whole(job, raw) or steps >= job.max_new_tokens)
+            done.append(finished(job, raw, self.max_lines) or steps >= job.max_new_tokens)
         return torch.tensor(done, device=input_ids.device)

@@ -18,13 +18,11 @@ import json
 import queue
 import shutil
 import threading
-import time
 from pathlib import Path
 
-from echo_dagster.completion import is_whole
 from echo_dagster.model.generation import GenerationConfig, prompt_ids
 from echo_dagster.model.loading import LoadedModel, resolve_folder, split_spec
-from echo_dagster.serving.batcher import Job, final_text, visible_text
+from echo_dagster.serving.batcher import Job, final_text, finished, visible_text
 
 QUANTIZATION = "int8"
 
@@ -56,19 +54,16 @@ def load(spec: str, models_dir: str | Path) -> LoadedModel:
 
 
 class SerialDecoder:
-    """`Batcher`'s interface (`submit`, `close`, `batches`), one request at a time."""
+    """`Batcher`'s interface (`submit`, `close`), one request at a time."""
 
     def __init__(self, config: GenerationConfig = GenerationConfig()):
         self.config = config
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="serve-ct2", daemon=True)
         self._thread.start()
-        self.batches = 0
 
-    def submit(self, job: Job) -> Job:
-        job._submitted = time.perf_counter()
+    def submit(self, job: Job) -> None:
         self._queue.put(job)
-        return job
 
     def close(self) -> None:
         self._queue.put(None)
@@ -76,14 +71,11 @@ class SerialDecoder:
 
     def _loop(self) -> None:
         while (job := self._queue.get()) is not None:
-            job.queued_s = time.perf_counter() - job._submitted
             try:
                 self._decode(job)
             except BaseException as exc:
                 job.error = exc
             finally:
-                self.batches += 1
-                job.done.set()
                 if job.on_done is not None:
                     job.on_done()
 
@@ -107,7 +99,7 @@ class SerialDecoder:
             if job.on_text is not None and len(shown := visible_text(job, raw)) > len(job._sent):
                 job._sent = shown
                 job.on_text(shown)
-            if is_whole(job.request, raw, self.config.max_lines) or any(s and s in raw for s in job.stop):
+            if finished(job, raw, self.config.max_lines):
                 whole = True
                 break
         job.prompt_tokens, job.completion_tokens = len(prompt), len(ids)

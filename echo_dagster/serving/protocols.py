@@ -22,6 +22,8 @@ from echo_dagster.clients.records import language_of, local_path
 from echo_dagster.completion import CompletionRequest
 
 MAX_PROMPT_CHARS = 1 << 20  # a window this large is a mistake: the prompt keeps ~200 tokens of it
+MAX_NAME_CHARS = 4096  # a path, a repository URL, a language, a user
+MAX_STOP_CHARS = 64  # each stop string (what may stream is checked against each at every token)
 
 
 class ProtocolError(ValueError):
@@ -40,7 +42,6 @@ class Asked:
     temperature: float
     seed: int | None
     stream: bool
-    model: str | None = None  # the model the client named (OpenAI), for the answer
 
 
 def completion_id() -> str:
@@ -57,16 +58,17 @@ def _object(body: bytes) -> dict:
     return payload
 
 
-def _text(payload: dict, key: str, where: str, *, required: bool = False) -> str | None:
-    value = payload.get(key)
+def _text(payload: dict, key: str, where: str, *, required: bool = False, limit: int = MAX_NAME_CHARS,
+          value=None) -> str | None:
+    value = payload.get(key) if value is None else value
     if value is None:
         if required:
             raise ProtocolError(f"field {where}{key!r} is required (a string)")
         return None
     if not isinstance(value, str):
         raise ProtocolError(f"field {where}{key!r}: expected a string, got {type(value).__name__}")
-    if len(value) > MAX_PROMPT_CHARS:
-        raise ProtocolError(f"field {where}{key!r}: {len(value)} characters, at most {MAX_PROMPT_CHARS}")
+    if len(value) > limit:
+        raise ProtocolError(f"field {where}{key!r}: {len(value)} characters, at most {limit}")
     return value
 
 
@@ -81,13 +83,18 @@ def _number(payload: dict, key: str, kind: type, low: float, high: float) -> flo
     return kind(value)
 
 
-def tabby_request(body: bytes) -> Asked:
+def completion_request(body: bytes) -> Asked:
+    """A body of `POST /v1/completions`: Tabby's (it has `segments`) or OpenAI's."""
     payload = _object(body)
+    return tabby_request(payload) if "segments" in payload else openai_request(payload)
+
+
+def tabby_request(payload: dict) -> Asked:
     segments = payload.get("segments")
     if not isinstance(segments, dict):
         raise ProtocolError("field 'segments' is required: an object with 'prefix' (and 'suffix', 'filepath')")
-    prefix = _text(segments, "prefix", "segments.", required=True)
-    suffix = _text(segments, "suffix", "segments.") or ""
+    prefix = _text(segments, "prefix", "segments.", required=True, limit=MAX_PROMPT_CHARS)
+    suffix = _text(segments, "suffix", "segments.", limit=MAX_PROMPT_CHARS) or ""
     path = local_path(_text(segments, "filepath", "segments."))
     language = _text(payload, "language", "") or language_of(path) or "unknown"
     return Asked("tabby", CompletionRequest(prefix, suffix, language), path, _text(segments, "git_url", "segments."),
@@ -95,19 +102,20 @@ def tabby_request(body: bytes) -> Asked:
                  _number(payload, "seed", int, 0, 2**63 - 1), False)
 
 
-def openai_request(body: bytes) -> Asked:
-    payload = _object(body)
+def openai_request(payload: dict) -> Asked:
     prompt = payload.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]  # one prompt, as a list
     if not isinstance(prompt, str):
         raise ProtocolError("field 'prompt' is required: one string (a batch of prompts is not served)")
-    _text(payload, "prompt", "")
+    _text(payload, "prompt", "", limit=MAX_PROMPT_CHARS, value=prompt)
     stop = payload.get("stop") or ()
     if isinstance(stop, str):
         stop = (stop,)
-    if not isinstance(stop, (list, tuple)) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
-        raise ProtocolError("field 'stop': expected a string or a list of at most 4 strings")
+    if not isinstance(stop, (list, tuple)) or len(stop) > 4 or \
+            not all(isinstance(s, str) and len(s) <= MAX_STOP_CHARS for s in stop):
+        raise ProtocolError(f"field 'stop': expected a string or a list of at most 4 strings, each at most "
+                            f"{MAX_STOP_CHARS} characters")
     if (payload.get("n") or 1) != 1 or (payload.get("best_of") or 1) != 1:
         raise ProtocolError("fields 'n' and 'best_of': only 1 is served")
     if payload.get("echo"):
@@ -116,17 +124,17 @@ def openai_request(body: bytes) -> Asked:
     if not isinstance(stream, bool):
         raise ProtocolError("field 'stream': expected true or false")
     language = _text(payload, "language", "")  # not OpenAI's; sent by clients that know it
-    return Asked("openai", CompletionRequest(prompt, _text(payload, "suffix", "") or "", language or "unknown"),
-                 None, None, _text(payload, "user", ""), _number(payload, "max_tokens", int, 1, 1 << 20),
+    suffix = _text(payload, "suffix", "", limit=MAX_PROMPT_CHARS) or ""
+    return Asked("openai", CompletionRequest(prompt, suffix, language or "unknown"), None, None,
+                 _text(payload, "user", ""), _number(payload, "max_tokens", int, 1, 1 << 20),
                  tuple(s for s in stop if s), _number(payload, "temperature", float, 0, 2) or 0.0,
-                 _number(payload, "seed", int, 0, 2**63 - 1), stream, _text(payload, "model", ""))
+                 _number(payload, "seed", int, 0, 2**63 - 1), stream)
 
 
 @dataclass(frozen=True)
 class TabbyEvent:
     kind: str  # "view", "select" or "dismiss"
     completion_id: str
-    choice_index: int
     line_only: bool  # select_kind=line: the first line of the choice was taken
 
 
@@ -145,10 +153,9 @@ def tabby_event(payload: dict, select_kind: str | None) -> TabbyEvent:
     cid = payload.get("completion_id")
     if not isinstance(cid, str) or not cid:
         raise ProtocolError("field 'completion_id': expected the id of a served completion")
-    index = payload.get("choice_index", 0)
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise ProtocolError("field 'choice_index': expected an integer")
-    return TabbyEvent(kind, cid, index, select_kind == "line")
+    if payload.get("choice_index", 0) != 0:  # one choice is served
+        raise ProtocolError("field 'choice_index': only choice 0 is served")
+    return TabbyEvent(kind, cid, select_kind == "line")
 
 
 def tabby_response(cid: str, text: str) -> dict:

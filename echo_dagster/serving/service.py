@@ -8,8 +8,10 @@ other tenant the shared champion. The base model is loaded once and shared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,7 @@ class ServeSettings:
     context_tokens: int = 192
     batch_size: int = 16  # requests decoded together
     max_waiting: int = 64  # requests queued for the model; beyond, 503 with Retry-After
+    tenant_waiting: int = 16  # of them, one tenant's: no tenant keeps the others waiting
     poll_s: float = 5.0  # how often the champion pointer is read
     precision: str = "auto"
     device: str = "auto"
@@ -40,14 +43,68 @@ class ServeSettings:
 
 
 class Busy(Exception):
-    """More requests wait for the model than `max_waiting`."""
+    """More requests wait for the model than `max_waiting`, or than `tenant_waiting` of a tenant."""
 
 
-class Completions:
-    def __init__(self, registry: Registry, base_spec: str, models_dir: str | Path, policy,
+class Champions:
+    """Each tenant's champion and the requests waiting for a model: what every engine shares.
+    `_follower(tenant)` makes the follower of a tenant (None: the shared champion)."""
+
+    def __init__(self, registry: Registry, settings: ServeSettings):
+        self.registry, self.settings = registry, settings
+        self._lock = threading.Lock()
+        self._creating = threading.Lock()  # one follower made at a time: no two load the same model
+        self._own: dict[str, ChampionFollower] = {}
+        self.waiting: Counter = Counter()  # tenant -> requests waiting; used on the event loop only
+        self.shared = self._follower(None)
+
+    def _follower(self, tenant: str | None) -> ChampionFollower:
+        raise NotImplementedError
+
+    def follower(self, tenant: str, policy: TenantPolicy) -> ChampionFollower:
+        """The follower of the champion serving `tenant` (made, and its model loaded, on its first
+        request: call it off the event loop). One per tenant whose policy is `own`: the tenants an
+        operator named, never more."""
+        if policy.of(tenant) != "own":
+            return self.shared
+        with self._creating:
+            with self._lock:
+                found = self._own.get(tenant)
+            if found is None:
+                found = self._follower(tenant)
+                with self._lock:
+                    self._own[tenant] = found
+        return found
+
+    def check_room(self, tenant: str) -> None:
+        total = sum(self.waiting.values())
+        if total >= self.settings.max_waiting:
+            raise Busy(f"{total} requests wait for the model")
+        if self.waiting[tenant] >= self.settings.tenant_waiting:
+            raise Busy(f"{self.waiting[tenant]} requests of this tenant wait for the model")
+
+    @contextlib.contextmanager
+    def waiting_for(self, tenant: str):
+        """Counts a request as waiting (after `check_room`, with no await between them)."""
+        self.check_room(tenant)
+        self.waiting[tenant] += 1
+        try:
+            yield
+        finally:
+            self.waiting[tenant] -= 1
+            if not self.waiting[tenant]:
+                del self.waiting[tenant]
+
+    def close(self) -> None:
+        with self._lock:
+            followers = [self.shared, *self._own.values()]
+        for follower in followers:
+            follower.close()
+
+
+class Completions(Champions):
+    def __init__(self, registry: Registry, base_spec: str, models_dir: str | Path,
                  settings: ServeSettings = ServeSettings()):
-        """`policy()`: the current `TenantPolicy` (raises `tenancy.PolicyError` while unreadable)."""
-        self.registry, self.policy, self.settings = registry, policy, settings
         config = GenerationConfig(context_tokens=settings.context_tokens, max_new_tokens=settings.max_new_tokens,
                                   max_lines=settings.max_lines, batch_size=settings.batch_size)
         engine = settings.engine
@@ -67,59 +124,42 @@ class Completions:
             raise ValueError(f"engine {engine!r}: expected auto, transformers or ctranslate2")
         self._load = lambda folder: load(str(folder))
         self._base_spec, self._base_model = base_spec, None
-        self._lock = threading.Lock()
-        self.shared = ChampionFollower(registry, self._base, self._load, poll_s=settings.poll_s)
-        self._own: dict[str, ChampionFollower] = {}
-        self.waiting = 0
+        self._base_lock = threading.Lock()
+        super().__init__(registry, settings)
 
     def _base(self) -> LoadedModel:
-        with self._lock:
+        with self._base_lock:
             if self._base_model is None:
                 self._base_model = self._load(self._base_spec)
             return self._base_model
 
-    def follower(self, tenant: str, policy: TenantPolicy) -> ChampionFollower:
-        if policy.of(tenant) != "own":
-            return self.shared
-        with self._lock:
-            found = self._own.get(tenant)
-        if found is None:
-            found = ChampionFollower(self.registry, self._base, self._load, tenant=tenant, poll_s=self.settings.poll_s)
-            with self._lock:
-                found = self._own.setdefault(tenant, found)
-        return found
+    def _follower(self, tenant: str | None) -> ChampionFollower:
+        return ChampionFollower(self.registry, self._base, self._load, tenant=tenant, poll_s=self.settings.poll_s)
 
     async def complete(self, asked: Asked, tenant: str, policy: TenantPolicy, on_text=None) -> Job:
-        """The finished job (its `text`, `model.name`, `error`); `on_text(text)` is called on the
-        event loop as a one-line proposal grows."""
-        if self.waiting >= self.settings.max_waiting:
-            raise Busy(f"{self.waiting} requests wait for the model")
+        """The finished job (its `text`, `model.name`, `error`); `on_text(text, model name)` is called
+        on the event loop as a one-line proposal grows."""
         loop = asyncio.get_running_loop()
-        follower = await asyncio.to_thread(self.follower, tenant, policy)
-        finished = loop.create_future()
-        limit = min(asked.max_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
-        job = Job(asked.request, follower.current, limit, asked.stop, asked.temperature, asked.seed,
-                  on_text=(lambda text: loop.call_soon_threadsafe(on_text, text)) if on_text else None,
-                  on_done=lambda: loop.call_soon_threadsafe(_settle, finished))
-        self.waiting += 1
-        try:
+        with self.waiting_for(tenant):
+            follower = await asyncio.to_thread(self.follower, tenant, policy)
+            finished = loop.create_future()
+            job = Job(asked.request, follower.current, max_tokens(asked, self.settings), asked.stop,
+                      asked.temperature, asked.seed, on_done=lambda: loop.call_soon_threadsafe(_settle, finished))
+            if on_text is not None:
+                job.on_text = lambda text: loop.call_soon_threadsafe(on_text, text, job.model.name)
             self.batcher.submit(job)
             await finished
-        finally:
-            self.waiting -= 1
         if job.error is not None:
             raise job.error
         return job
 
-    def models(self) -> list[str]:
-        with self._lock:
-            own = list(self._own.values())
-        return [self.shared.current.name] + [f.current.name for f in own]
-
     def close(self) -> None:
-        for follower in [self.shared, *self._own.values()]:
-            follower.close()
+        super().close()
         self.batcher.close()
+
+
+def max_tokens(asked: Asked, settings: ServeSettings) -> int:
+    return min(asked.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
 
 
 def _settle(future: asyncio.Future) -> None:

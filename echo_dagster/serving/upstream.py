@@ -26,20 +26,19 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import httpx
 
-from echo_dagster.completion import is_mid_line, is_whole
+from echo_dagster.completion import is_mid_line
 from echo_dagster.model.generation import prompt_ids
 from echo_dagster.model.loading import LoadedModel, resolve_folder, split_spec
-from echo_dagster.serving.batcher import Job, final_text, visible_text
+from echo_dagster.serving.batcher import Job, final_text, finished, visible_text
 from echo_dagster.serving.champion import ChampionFollower
 from echo_dagster.serving.protocols import Asked
-from echo_dagster.serving.service import Busy, ServeSettings
+from echo_dagster.serving.service import Busy, Champions, ServeSettings, max_tokens
 from echo_dagster.tenancy import TenantPolicy
 from echo_dagster.training.registry import Registry
 
@@ -71,38 +70,24 @@ class _Missing(UpstreamError):
     """The upstream does not know the model asked for (404)."""
 
 
-class UpstreamCompletions:
-    def __init__(self, registry: Registry, base_spec: str, models_dir: str | Path, policy, upstream: UpstreamSettings,
+class UpstreamCompletions(Champions):
+    def __init__(self, registry: Registry, base_spec: str, models_dir: str | Path, upstream: UpstreamSettings,
                  settings: ServeSettings = ServeSettings()):
-        """`base_spec`: the base model, for its tokenizer (the server serves the same weights);
-        `policy()`: the current `TenantPolicy`. Waits for the server to list `upstream.model`."""
+        """`base_spec`: the base model, for its tokenizer (the server serves the same weights).
+        Waits for the server to list `upstream.model`."""
         from transformers import AutoTokenizer
 
-        self.registry, self.policy, self.settings, self.upstream = registry, policy, settings, upstream
+        self.settings, self.upstream = settings, upstream
         self.url = upstream.url.rstrip("/").removesuffix("/v1")
         self._headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_folder(split_spec(base_spec)[0], models_dir))
         self._base = LoadedModel(upstream.model, None, self.tokenizer)
-        self._lock = threading.Lock()
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
         self._wait_for_upstream()
-        self.shared = self._follower(None)
-        self._own: dict[str, ChampionFollower] = {}
-        self.waiting = 0
+        super().__init__(registry, settings)
 
     # -- the champion
-
-    def follower(self, tenant: str, policy: TenantPolicy) -> ChampionFollower:
-        if policy.of(tenant) != "own":
-            return self.shared
-        with self._lock:
-            found = self._own.get(tenant)
-        if found is None:
-            found = self._follower(tenant)
-            with self._lock:
-                found = self._own.setdefault(tenant, found)
-        return found
 
     def _follower(self, tenant: str | None) -> ChampionFollower:
         return ChampionFollower(self.registry, lambda: self._base, self._load_adapter, tenant=tenant,
@@ -164,30 +149,25 @@ class UpstreamCompletions:
     # -- completions
 
     async def complete(self, asked: Asked, tenant: str, policy: TenantPolicy, on_text=None) -> Job:
-        """The finished job (its `text`, `model.name`, `finish_reason`); `on_text(text)` is called on
-        the event loop as a one-line proposal grows (the client streams)."""
-        if self.waiting >= self.settings.max_waiting:
-            raise Busy(f"{self.waiting} requests wait for the upstream")
-        follower = await asyncio.to_thread(self.follower, tenant, policy)
-        limit = min(asked.max_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
-        job = Job(asked.request, follower.current, limit, asked.stop, asked.temperature, asked.seed)
-        ids = prompt_ids(self.tokenizer, asked.request, self.settings.context_tokens)
-        body = {"model": job.model.name, "max_tokens": limit, "temperature": asked.temperature, "stop": _stops(job),
-                "prompt": self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)}
-        if asked.seed is not None:
-            body["seed"] = asked.seed
-        self.waiting += 1
-        try:
+        """The finished job (its `text`, `model.name`, `finish_reason`); `on_text(text, model name)` is
+        called on the event loop as a one-line proposal grows (the client streams)."""
+        with self.waiting_for(tenant):
+            follower = await asyncio.to_thread(self.follower, tenant, policy)
+            limit = max_tokens(asked, self.settings)
+            job = Job(asked.request, follower.current, limit, asked.stop, asked.temperature, asked.seed)
+            ids = prompt_ids(self.tokenizer, asked.request, self.settings.context_tokens)
+            body = {"model": job.model.name, "max_tokens": limit, "temperature": asked.temperature,
+                    "stop": _stops(job), "prompt": self.tokenizer.decode(ids, skip_special_tokens=False,
+                                                                         clean_up_tokenization_spaces=False)}
+            if asked.seed is not None:
+                body["seed"] = asked.seed
             raw, finish, usage = await self._generate(job, body, on_text)
-        finally:
-            self.waiting -= 1
         job.text = final_text(job, raw, self.settings.max_lines)
-        whole = finish == "stop" or _whole(job, raw, self.settings.max_lines)
+        whole = finish == "stop" or finished(job, raw, self.settings.max_lines)
         job.finish_reason = "stop" if whole else "length"
         job.prompt_tokens = usage.get("prompt_tokens") or len(ids)
         job.completion_tokens = usage.get("completion_tokens") or len(self.tokenizer.encode(raw,
                                                                                            add_special_tokens=False))
-        job.done.set()
         return job
 
     async def _generate(self, job: Job, body: dict, on_text) -> tuple[str, str | None, dict]:
@@ -234,8 +214,8 @@ class UpstreamCompletions:
                     shown = visible_text(job, raw)
                     if len(shown) > len(job._sent):
                         job._sent = shown
-                        on_text(shown)
-                    if finish is None and _whole(job, raw, self.settings.max_lines):
+                        on_text(shown, job.model.name)
+                    if finish is None and finished(job, raw, self.settings.max_lines):
                         finish = "stop"  # the rest would be cut: not waited for
                         break
             return raw, finish, usage
@@ -253,17 +233,9 @@ class UpstreamCompletions:
             self._http_loop = loop
         return self._http
 
-    def models(self) -> list[str]:
-        with self._lock:
-            own = list(self._own.values())
-        return [self.shared.current.name] + [f.current.name for f in own]
-
     def close(self) -> None:
         """Stops the followers and closes the connections (the app calls it from a thread)."""
-        with self._lock:
-            followers = [self.shared, *self._own.values()]
-        for follower in followers:
-            follower.close()
+        super().close()
         http, loop = self._http, self._http_loop
         if http is None or loop is None or loop.is_closed():
             return
@@ -285,10 +257,6 @@ def _stops(job: Job) -> list[str]:
     if not is_mid_line(job.request.prefix):
         return list(job.stop[:MAX_STOPS])
     return (["\n"] + [s for s in job.stop if "\n" not in s])[:MAX_STOPS]
-
-
-def _whole(job: Job, raw: str, max_lines: int) -> bool:
-    return is_whole(job.request, raw, max_lines) or any(s and s in raw for s in job.stop)
 
 
 def _check(answer: httpx.Response) -> None:

@@ -17,6 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from echo_dagster.landing import default_s3_client, parse_s3_url
+
 
 class Registry:
     def __init__(self, root: str | Path | None = None, *, s3_client=None, bucket: str = "", prefix: str = "",
@@ -26,6 +28,15 @@ class Registry:
         self.root = Path(root) if root is not None else None
         self.s3, self.bucket, self.prefix = s3_client, bucket, prefix.strip("/")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+
+    @classmethod
+    def at(cls, url: str, cache_dir: str | Path, s3_client=None) -> "Registry":
+        """The registry at a folder or `s3://bucket/prefix` (`s3_client`: default, boto3's chain with
+        `ECHO_S3_ENDPOINT_URL`)."""
+        if not url.startswith("s3://"):
+            return cls(url)
+        bucket, prefix = parse_s3_url(url)
+        return cls(s3_client=s3_client or default_s3_client(), bucket=bucket, prefix=prefix, cache_dir=cache_dir)
 
     # -- checkpoints
 
