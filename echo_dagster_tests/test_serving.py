@@ -237,3 +237,30 @@ def harvest_today(echo_home) -> None:
     ingest_partition(LocalLandingStore(echo_home / "landing"), day, echo_home / "wh.duckdb")
     with warehouse.connect(echo_home / "wh.duckdb") as con:
         refine_partition(con, day)
+
+
+def test_an_openai_clients_completion_is_decided_by_what_its_file_shows_next(echo_home, tiny_model_dir):
+    with serving_client(echo_home, tiny_model_dir) as (client, auth):
+        first = client.post("/v1/completions", headers=auth["acme"],
+                            json={"prompt": FILE_BEFORE, "suffix": FILE_AFTER, "max_tokens": 8}).json()
+        later = FILE_BEFORE + " + b" + FILE_AFTER + "\n\ndef mul(a, b):\n    return a"
+        client.post("/v1/completions", headers=auth["acme"], json={"prompt": later, "suffix": "\n", "max_tokens": 8})
+        # Another file: the proposal is kept, and a comment added after it.
+        before, after = "import json\n\n\ndef load(path):\n    with open(path) as f:\n        return json.", \
+            "\n\n\ndef dump(obj, path):\n    pass\n"
+        kept = client.post("/v1/completions", headers=auth["acme"],
+                           json={"prompt": before, "suffix": after, "max_tokens": 8}).json()
+        proposal = kept["choices"][0]["text"]
+        assert proposal and "\n" not in proposal
+        client.post("/v1/completions", headers=auth["acme"],
+                    json={"prompt": before + proposal + "  # kept" + after + "\n\nx = (", "suffix": ")\n"})
+    harvest_today(echo_home)
+    with warehouse.connect(echo_home / "wh.duckdb", read_only=True) as con:
+        rows = {cid: (decision, target, kind) for cid, decision, target, kind in con.execute(
+            "SELECT completion_id, decision, target, source_kind FROM refined_targets").fetchall()}
+    # The random model's proposal is not what stands at the cursor: typed over, then rewritten.
+    assert first["choices"][0]["text"] != " + b"
+    assert rows[first["id"]] == ("rejected", " + b", "rejected_rewritten")
+    assert rows[kept["id"]] == ("accepted", proposal + "  # kept", "accepted_edited")
+    [decision] = [e for e in _landed(echo_home) if e["event"] == "completion_rejected"]
+    assert decision["reason"] == "typed_over" and decision["completion_id"] == first["id"]

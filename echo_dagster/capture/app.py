@@ -216,9 +216,12 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
         _, answer = await write(listed, checked.valid, [])
         return answer["accepted"]
 
-    async def write_completion(completion, tenant: str, listed: OptOut) -> None:
+    async def write_completion(completion, tenant: str, listed: OptOut) -> list:
+        """Its events, the snapshots it gives earlier completions of its file, the closes it causes:
+        written; the events of this request, returned."""
         own, closed = await off_loop(add_live, completion, tenant)
         await write(listed, own, closed)
+        return [event for _, event in own]
 
     served = None
     if completions is not None:

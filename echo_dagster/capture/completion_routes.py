@@ -7,6 +7,10 @@ the client sent, the proposal, the model that answered, the latency); Tabby's `s
 snapshots (`clients.implicit.LiveStreams`), so what the user finally kept reaches the harvest with
 nothing typed twice. An opted-out user is served and nothing of theirs is kept.
 
+OpenAI's API has no events: a completion served through it is decided by what its file shows next
+(the first implicit snapshot): accepted where the proposal stands at the cursor, else rejected
+(`typed_over`) — as the Tabby importer infers decisions its log lacks.
+
 Sessions are named `tabby:<id>` or `openai:<id>`, like the imports of those clients' logs.
 """
 
@@ -17,8 +21,8 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -37,6 +41,16 @@ DECIDABLE = 1 << 16
 TABBY_API_VERSION = "v0.21.0"  # the Tabby server whose API this answers as  # served completions remembered for their client's events (oldest forgotten first)
 
 
+@dataclass
+class _Served:
+    """What a served completion's later events need of it (not its window: memory)."""
+    completion: ClientCompletion  # prefix and suffix emptied
+    tenant: str
+    prefix_chars: int
+    suffix_chars: int
+    decided: bool = False
+
+
 class ServedCompletions:
     """The routes, given the capture app's request pipeline (`handle`), its writers (`write_events`:
     events made here → how many were written; `write_completion`: a completion, with the implicit
@@ -45,7 +59,7 @@ class ServedCompletions:
     def __init__(self, completions: Completions, policy, handle, write_events, write_completion, refusal):
         self.completions, self.policy, self.handle, self.refusal = completions, policy, handle, refusal
         self.write_events, self.write_completion = write_events, write_completion
-        self._served: OrderedDict[str, tuple[ClientCompletion, str, bool]] = OrderedDict()  # id -> (c, tenant, decided)
+        self._served: OrderedDict[str, _Served] = OrderedDict()
         self.counts = {"served": 0, "events": 0, "unknown_completion": 0}
 
     def routes(self) -> list[Route]:
@@ -93,22 +107,41 @@ class ServedCompletions:
             raise self.refusal(400, str(err)) from None
         self.counts["events"] += 1
         found = self._served.get(event.completion_id)
-        if found is None or found[1] != tenant:  # never another tenant's completion
+        if found is None or found.tenant != tenant:  # never another tenant's completion
             self.counts["unknown_completion"] += 1
             return 200, {"accepted": 0, "ignored": 1}
-        completion, _, decided = found
-        if event.kind == "view" or decided or event.kind not in ("select", "dismiss"):
+        if event.kind == "view" or found.decided or event.kind not in ("select", "dismiss"):
             return 200, {"accepted": 0, "ignored": 1}
-        self._served[event.completion_id] = (completion, tenant, True)
-        now = datetime.now(timezone.utc)
+        proposal = found.completion.proposal
         if event.kind == "select":
-            text = completion.proposal.split("\n", 1)[0] if event.line_only else completion.proposal
-            decided_as = replace(completion, decided_ts=now, decision="accepted", accepted_text=text)
+            decision = self._decide(found, "accepted", proposal.split("\n", 1)[0] if event.line_only else proposal)
         else:
-            decided_as = replace(completion, decided_ts=now, decision="rejected", reject_reason="dismissed")
-        decision = shown_events(decided_as, tenant)[1:]
+            decision = self._decide(found, "rejected", reason="dismissed")
         written = await self.write_events(decision, listed)
         return 200, {"accepted": written, "opted_out": len(decision) - written, "ignored": 0}
+
+    def _decide(self, served: _Served, decision: str, accepted_text: str | None = None, reason: str | None = None,
+                at: datetime | None = None) -> list[dict]:
+        served.decided = True
+        decided = replace(served.completion, decided_ts=at or datetime.now(timezone.utc), decision=decision,
+                          accepted_text=accepted_text, reject_reason=reason)
+        return shown_events(decided, served.tenant)[1:]
+
+    def _inferred(self, events: list, tenant: str) -> list[dict]:
+        """Decisions of undecided OpenAI completions that a request's snapshots show (see above)."""
+        decisions = []
+        for event in events:
+            if event.event != "document_snapshot" or not event.session_id.startswith("openai:"):
+                continue
+            found = self._served.get(event.session_id.partition(":")[2])
+            if found is None or found.tenant != tenant or found.decided:
+                continue
+            region = event.document[found.prefix_chars: len(event.document) - found.suffix_chars]
+            proposal = found.completion.proposal
+            at = event.ts - timedelta(milliseconds=1)  # before the snapshot that showed it
+            decisions += (self._decide(found, "accepted", proposal, at=at) if proposal and region.startswith(proposal)
+                          else self._decide(found, "rejected", reason="typed_over", at=at))
+        return decisions
 
     # -- completions
 
@@ -198,10 +231,13 @@ class ServedCompletions:
         self.counts["served"] += 1
         if listed.covers(completion.user_id, tenant):
             return
-        self._served[cid] = (replace(completion, prefix="", suffix=""), tenant, False)
+        self._served[cid] = _Served(replace(completion, prefix="", suffix=""), tenant, len(completion.prefix),
+                                    len(completion.suffix))
         while len(self._served) > DECIDABLE:
             self._served.popitem(last=False)
-        await self.write_completion(completion, tenant, listed)
+        events = await self.write_completion(completion, tenant, listed)
+        if inferred := self._inferred(events, tenant):
+            await self.write_events(inferred, listed)
 
 
 def _bearer(request: Request) -> str:
