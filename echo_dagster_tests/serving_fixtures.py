@@ -37,23 +37,30 @@ def tiny_checkpoint(registry_root: Path, name: str, tiny_model_dir: Path, *, see
 @contextmanager
 def running_server(echo_home: Path, base: Path, registry_root: Path, settings: ServeSettings = ServeSettings(),
                    capture=None):
-    """`echo-dagster serve`'s app on uvicorn in a thread; yields its URL."""
-    import uvicorn
-
+    """`echo-dagster serve`'s app on uvicorn in a thread; yields its URL and its completions."""
     from echo_dagster.capture.app import CaptureSettings
 
     completions = build_completions(str(base), str(registry_root), settings)
     app = build_app(str(echo_home / "landing"), echo_home / "capture" / "tokens.json", "n1",
                     capture or CaptureSettings(), completions=completions)
+    with serving(app) as url:
+        yield url, completions
+
+
+@contextmanager
+def serving(app):
+    """An ASGI app on uvicorn in a thread; yields its URL."""
+    import uvicorn
+
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
+    thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
+    while not running.started and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", completions
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        running.should_exit = True
         thread.join(timeout=30)

@@ -9,7 +9,6 @@ import json
 import shutil
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -28,32 +27,12 @@ from echo_dagster.serving.service import ServeSettings
 from echo_dagster.serving.upstream import UpstreamCompletions, UpstreamSettings
 from echo_dagster.tenancy import TenantPolicy
 from echo_dagster.training.registry import Registry
-from echo_dagster_tests.conftest import _free_port
-from echo_dagster_tests.serving_fixtures import running_server
+from echo_dagster_tests.serving_fixtures import running_server, serving
 
 
 def _landed(home: Path) -> list[dict]:
     files = sorted((home / "landing").rglob("*.jsonl"))
     return [json.loads(line) for f in files for line in f.read_text().splitlines()]
-
-
-@contextmanager
-def serving(app):
-    """An ASGI app on uvicorn in a thread; yields its URL."""
-    import uvicorn
-
-    port = _free_port()
-    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none"))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        running.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_a_gateway_serves_and_captures_completions_generated_upstream(echo_home, tiny_model_dir, tmp_path):

@@ -70,11 +70,14 @@ def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
     return text[:cut].rstrip() if cut < len(text) else text
 
 
-class Batcher:
+class DecodeThread:
+    """Jobs decoded in one thread: `_next(first)` says which to decode together, `_decode` decodes
+    them; a failure is every one of their errors, and the thread goes on."""
+
     def __init__(self, config: GenerationConfig = GenerationConfig()):
         self.config = config
         self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="serve-decode", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"serve-{type(self).__name__}", daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> None:
@@ -84,38 +87,44 @@ class Batcher:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
-    def _loop(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs = [job]
-            while len(jobs) < self.config.batch_size:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # finish this batch, then stop
-                    break
-                jobs.append(more)
-            # Rows of one batch share a model and a way of decoding.
-            groups: dict[tuple, list[Job]] = {}
-            for j in jobs:
-                groups.setdefault((id(j.model), j.temperature, j.seed), []).append(j)
-            for group in groups.values():
-                self._run(group)
+    def _next(self, first: Job) -> list[list[Job]]:
+        return [[first]]
 
-    def _run(self, jobs: list[Job]) -> None:
-        try:
-            self._decode(jobs)
-        except BaseException as exc:  # each waiting request gets the error, the thread goes on
-            for job in jobs:
-                job.error = exc
-        finally:
-            for job in jobs:
-                if job.on_done is not None:
-                    job.on_done()
+    def _decode(self, jobs: list[Job]) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while (first := self._queue.get()) is not None:
+            for jobs in self._next(first):
+                try:
+                    self._decode(jobs)
+                except BaseException as exc:
+                    for job in jobs:
+                        job.error = exc
+                finally:
+                    for job in jobs:
+                        if job.on_done is not None:
+                            job.on_done()
+
+
+class Batcher(DecodeThread):
+    def _next(self, first: Job) -> list[list[Job]]:
+        """The jobs waiting, up to a batch, grouped by what a batch must share."""
+        jobs = [first]
+        while len(jobs) < self.config.batch_size:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                self._queue.put(None)  # finish this batch, then stop
+                break
+            jobs.append(more)
+        # Rows of one batch share a model and a way of decoding.
+        groups: dict[tuple, list[Job]] = {}
+        for job in jobs:
+            groups.setdefault((id(job.model), job.temperature, job.seed), []).append(job)
+        return list(groups.values())
 
     def _decode(self, jobs: list[Job]) -> None:
         import torch

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import queue
 import shutil
-import threading
 from pathlib import Path
 
-from echo_dagster.model.generation import GenerationConfig, prompt_ids
+from echo_dagster.model.generation import prompt_ids
 from echo_dagster.model.loading import LoadedModel, resolve_folder, split_spec
-from echo_dagster.serving.batcher import Job, final_text, finished, visible_text
+from echo_dagster.serving.batcher import DecodeThread, Job, final_text, finished, visible_text
 
 QUANTIZATION = "int8"
 
@@ -53,33 +51,11 @@ def load(spec: str, models_dir: str | Path) -> LoadedModel:
     return LoadedModel(spec, generator, tokenizer)
 
 
-class SerialDecoder:
-    """`Batcher`'s interface (`submit`, `close`), one request at a time."""
+class SerialDecoder(DecodeThread):
+    """One request at a time."""
 
-    def __init__(self, config: GenerationConfig = GenerationConfig()):
-        self.config = config
-        self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="serve-ct2", daemon=True)
-        self._thread.start()
-
-    def submit(self, job: Job) -> None:
-        self._queue.put(job)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while (job := self._queue.get()) is not None:
-            try:
-                self._decode(job)
-            except BaseException as exc:
-                job.error = exc
-            finally:
-                if job.on_done is not None:
-                    job.on_done()
-
-    def _decode(self, job: Job) -> None:
+    def _decode(self, jobs: list[Job]) -> None:
+        [job] = jobs
         generator, tokenizer = job.model.model, job.model.tokenizer
         prompt = prompt_ids(tokenizer, job.request, self.config.context_tokens)
         sampling = {"sampling_topk": 1}
