@@ -240,6 +240,8 @@ def run_demo(args) -> int:
     print("\nSee it in the UI: make ui, then open http://127.0.0.1:3000")
     print("The experiment that decides (2,000+ completions, 1,000+ held-out rows, every ablation arm): its figures "
           "are in docs/benchmarks.md#the-experiment; rerun it with make experiment")
+    print("Serve the champion (the base model until one is promoted) to Tabby's or OpenAI's clients: "
+          ".venv/bin/echo-dagster token add <tenant>, then .venv/bin/echo-dagster serve")
     return 1 if failed else 0
 
 
