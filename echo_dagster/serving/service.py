@@ -1,5 +1,5 @@
 """What `echo-dagster serve` answers completions with: the champion of each request's tenant, through
-one `Batcher`.
+one decoding thread (`Batcher`, or `ct2.SerialDecoder`).
 
 A tenant whose policy is `own` is served its own champion (the base model until it has one); every
 other tenant the shared champion. The base model is loaded once and shared.
