@@ -9,23 +9,37 @@ from __future__ import annotations
 import functools
 import importlib
 
-# Language names (as events carry them) to tree-sitter grammar packages; others work when their
-# `tree_sitter_<name>` package is installed.
-_GRAMMARS = {"python": "tree_sitter_python"}
-EXTENSIONS = {".py": "python", ".pyi": "python", ".js": "javascript", ".ts": "typescript", ".go": "go",
-              ".rs": "rust", ".java": "java", ".c": "c", ".h": "c", ".cpp": "cpp", ".rb": "ruby"}
+# Language names (as events carry them) to (tree-sitter grammar package, its function); the project
+# installs these; another language works when its `tree_sitter_<name>` package is installed.
+_GRAMMARS = {"python": ("tree_sitter_python", "language"), "javascript": ("tree_sitter_javascript", "language"),
+             "typescript": ("tree_sitter_typescript", "language_typescript"),
+             "tsx": ("tree_sitter_typescript", "language_tsx"), "go": ("tree_sitter_go", "language"),
+             "rust": ("tree_sitter_rust", "language"), "java": ("tree_sitter_java", "language")}
+EXTENSIONS = {".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
+              ".jsx": "javascript", ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
+              ".go": "go", ".rs": "rust", ".java": "java", ".c": "c", ".h": "c", ".cpp": "cpp", ".rb": "ruby"}
+
+
+# Other names clients give them (VS Code's language ids, which Tabby and Continue send).
+_ALIASES = {"typescriptreact": "tsx", "javascriptreact": "javascript", "js": "javascript", "jsx": "javascript",
+            "ts": "typescript", "golang": "go", "rs": "rust", "py": "python", "python3": "python"}
+
+
+def parser_for(language: str):
+    """A tree-sitter parser, or None where no grammar is installed for the language."""
+    return _parser(_ALIASES.get(language, language))
 
 
 @functools.cache
-def parser_for(language: str):
-    """A tree-sitter parser, or None where no grammar is installed for the language."""
+def _parser(language: str):
     from tree_sitter import Language, Parser
 
+    package, function = _GRAMMARS.get(language, (f"tree_sitter_{language}", "language"))
     try:
-        grammar = importlib.import_module(_GRAMMARS.get(language, f"tree_sitter_{language}"))
+        grammar = importlib.import_module(package)
     except ImportError:
         return None
-    return Parser(Language(grammar.language()))
+    return Parser(Language(getattr(grammar, function)()))
 
 
 def parse(code: bytes, language: str):
@@ -69,7 +83,7 @@ def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | Non
     typed = prefix[prefix.rfind("\n") + 1 :]
     indent = min((indent_of(line) for line in [typed + lines[0]] + lines[1:] if line.strip()), default=0)
     head = data[_window_start(tree, data, len(data), indent, language) :].decode()
-    if head[:1] in (" ", "\t"):
+    if language == "python" and head[:1] in (" ", "\t"):
         head = "if 1:\n" + head  # an indented definition is a block of its own
     start = len(head.encode())
     best, best_errors = "", None
@@ -84,9 +98,15 @@ def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | Non
     return best
 
 
-# Python definitions parse and compile on their own, wherever they stand (a `return` or a `break`
-# needs the function or loop around it, and the definition holds those).
-_SELF_CONTAINED = {"python": {"function_definition", "class_definition", "decorated_definition"}}
+# Definitions that parse (and in Python compile) on their own, wherever they stand: a `return` or a
+# `break` needs the function or loop around it, and the definition holds those; a method of a class
+# whose closing brace is still to come parses alone.
+_FUNCTIONS_JS = {"function_declaration", "method_definition", "class_declaration", "arrow_function"}
+_SELF_CONTAINED = {"python": {"function_definition", "class_definition", "decorated_definition"},
+                   "javascript": _FUNCTIONS_JS, "typescript": _FUNCTIONS_JS, "tsx": _FUNCTIONS_JS,
+                   "go": {"function_declaration", "method_declaration"},
+                   "rust": {"function_item", "impl_item"},
+                   "java": {"method_declaration", "constructor_declaration", "class_declaration"}}
 
 
 def _window_start(tree, data: bytes, at: int, indent: int, language: str) -> int:

@@ -1,0 +1,61 @@
+"""Languages beyond Python: each installed grammar parses, cuts a proposal at a syntactic boundary,
+and finds the comments and string literals that de-identification reads."""
+
+import pytest
+
+from echo_dagster.clients.records import language_of
+from echo_dagster.filters.deidentify import find, literal_spans, prose_spans
+from echo_dagster.syntax import error_spans, parser_for, trim_to_boundary
+
+# (language, a file name, valid code, the same broken, a function's opening, a body that closes it
+# and then starts another, a line with a comment by a person and a string holding an e-mail address)
+SAMPLES = {
+    "javascript": ("area.js", "const x = [1, 2];\n", "const x = [1, 2;\n", "function area(r) {\n  ",
+                   "const a = Math.PI * r * r;\n  return a;\n}\nfunction next(\n",
+                   '// Reviewed by Margaret Hamilton\nconst owner = "jane.doe@example.com";\n'),
+    "typescript": ("area.ts", "let x: number = 1;\n", "let x: number = ;\n", "function area(r: number): number {\n  ",
+                   "const a = Math.PI * r * r;\n  return a;\n}\nfunction next(\n",
+                   '// Reviewed by Margaret Hamilton\nconst owner: string = "jane.doe@example.com";\n'),
+    "tsx": ("Card.tsx", "const c = <div>{1}</div>;\n", "const c = <div>{1</div>;\n", "function Card(): JSX.Element {\n  ",
+            "const a = <div />;\n  return a;\n}\nfunction next(\n",
+            '// Reviewed by Margaret Hamilton\nconst owner = "jane.doe@example.com";\n'),
+    "go": ("area.go", "package main\n\nvar x = 1\n", "package main\n\nvar x = \n", "package main\n\nfunc area(r float64) float64 {\n\t",
+           "a := 3.14 * r * r\n\treturn a\n}\nfunc next(\n",
+           'package main\n\n// Reviewed by Margaret Hamilton\nvar owner = "jane.doe@example.com"\n'),
+    "rust": ("area.rs", "fn main() { let x = 1; }\n", "fn main() { let x = ; }\n", "fn area(r: f64) -> f64 {\n    ",
+             "let a = 3.14 * r * r;\n    a\n}\nfn next(\n",
+             '// Reviewed by Margaret Hamilton\nconst OWNER: &str = "jane.doe@example.com";\n'),
+    "java": ("Area.java", "class A { int x = 1; }\n", "class A { int x = ; }\n", "class Area {\n  double area(double r) {\n    ",
+             "double a = Math.PI * r * r;\n    return a;\n  }\n  void next(\n",
+             'class A {\n  // Reviewed by Margaret Hamilton\n  String owner = "jane.doe@example.com";\n}\n'),
+}
+
+
+@pytest.mark.parametrize("language", sorted(SAMPLES))
+def test_each_language_parses_and_tells_broken_code(language):
+    path, valid, broken, *_ = SAMPLES[language]
+    assert parser_for(language) is not None and language_of(path) == language
+    assert error_spans(valid.encode(), language) == []
+    assert error_spans(broken.encode(), language)
+
+
+@pytest.mark.parametrize("language", sorted(SAMPLES))
+def test_a_proposal_is_cut_where_its_block_closes(language):
+    *_, opening, body, _ = SAMPLES[language]
+    cut = trim_to_boundary(opening, body, language)
+    assert "next(" not in cut and cut.rstrip().endswith("}")
+
+
+@pytest.mark.parametrize("language", sorted(SAMPLES))
+def test_de_identification_reads_each_languages_comments_and_strings(language):
+    code = SAMPLES[language][-1]
+    comment, string = code.index("Margaret"), code.index("jane.doe")
+    assert any(s <= comment < e for s, e in prose_spans(code, language))
+    assert any(cs <= string < ce for _, _, cs, ce in literal_spans(code, language))
+    found = {(f.entity, code[f.start:f.end]) for f in find(code, language)}
+    assert ("EMAIL_ADDRESS", "jane.doe@example.com") in found
+    assert any(entity == "PERSON" and "Hamilton" in text for entity, text in found)
+
+
+def test_the_names_clients_give_languages_find_their_grammars():
+    assert parser_for("typescriptreact") is parser_for("tsx") and parser_for("golang") is parser_for("go")
