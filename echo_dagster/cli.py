@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _simulation_options(parser, *, users: int, sessions: int, max_completions: int | None) -> None:
-    parser.add_argument("--source", default=DEFAULT_CORPUS, help="a folder of code or an installed package")
+    parser.add_argument("--source", default=DEFAULT_CORPUS,
+                        help="a folder of code, an installed package, npm:<package>@<version>, deb:<package> "
+                             "(fetched once into $ECHO_HOME/corpora; #<folder> takes one folder of it), or several "
+                             "joined by commas")
     parser.add_argument("--users", type=int, default=users)
     parser.add_argument("--sessions-per-user-day", type=int, default=sessions)
     parser.add_argument("--model", default=None, help="model spec (default: $ECHO_BASE_MODEL or smollm2-135m)")

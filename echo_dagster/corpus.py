@@ -1,12 +1,28 @@
-"""Real code to replay: the files of a folder or of an installed package."""
+"""Real code to replay: the files of a folder, of an installed package, or of a package fetched from
+a registry the machine reaches, once, into `$ECHO_HOME/corpora/`:
+
+    dagster_shared                       an installed Python package (the default corpus)
+    /path/to/folder                      any folder
+    npm:zod@4.6.7                        an npm package's published files (`npm pack`), e.g. TypeScript sources
+    deb:golang-github-spf13-cobra-dev    a Debian package's files (`apt-get download`): Go sources under
+                                         /usr/share/gocode, Rust crates under /usr/share/cargo/registry,
+                                         Java's under a src.zip (openjdk-17-source), unpacked
+    deb:openjdk-17-source#usr/lib/…/util one folder of a fetched package
+    npm:zod@4.6.7,deb:…                  several at once: one corpus, each source a repository of it
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import subprocess
+import tempfile
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from echo_dagster import env
 from echo_dagster.syntax import EXTENSIONS, error_spans, parser_for
 
 # Real code that installs with the project and is newer than the base model's training data
@@ -31,17 +47,21 @@ class SourceScan:
 def scan_source(source: str, *, max_bytes: int = 200_000, min_lines: int = 20) -> SourceScan:
     """Files of `source` (a folder, or the name of an installed package) that the simulator can
     replay; others are skipped and counted: binary, too_large, too_short, unparseable, no_grammar."""
-    root = _root(source)
-    scan = SourceScan(root, [])
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        language = EXTENSIONS.get(path.suffix)
-        if language is None:
-            continue
-        reason, text = _check(path, language, max_bytes, min_lines)
-        if reason:
-            scan.skipped[reason] += 1
-        else:
-            scan.files.append(SourceFile(path.relative_to(root).as_posix(), language, text))
+    sources = [s.strip() for s in source.split(",") if s.strip()]
+    roots = {name: _root(name) for name in sources}
+    scan = SourceScan(roots[sources[0]] if len(sources) == 1 else Path(env.echo_home()) / "corpora", [])
+    for name, root in roots.items():
+        # Several sources: each one a repository of the corpus (its files' paths start with its name).
+        label = "" if len(sources) == 1 else name.replace("/", "_").replace(":", "_") + "/"
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            language = EXTENSIONS.get(path.suffix)
+            if language is None:
+                continue
+            reason, text = _check(path, language, max_bytes, min_lines)
+            if reason:
+                scan.skipped[reason] += 1
+            else:
+                scan.files.append(SourceFile(label + path.relative_to(root).as_posix(), language, text))
     if not scan.files:
         raise ValueError(f"source {source!r} ({root}) holds no code the simulator can replay "
                          f"(skipped: {dict(scan.skipped) or 'nothing found'})")
@@ -49,6 +69,13 @@ def scan_source(source: str, *, max_bytes: int = 200_000, min_lines: int = 20) -
 
 
 def _root(source: str) -> Path:
+    kind, _, name = source.partition(":")
+    if kind in FETCHERS and name:
+        name, _, below = name.partition("#")  # a folder of the package: deb:openjdk-17-source#…/java/util
+        root = fetched(kind, name) / below
+        if not root.is_dir():
+            raise ValueError(f"source {source!r}: {below!r} is not a folder of {kind}:{name}")
+        return root
     path = Path(source).expanduser()
     if path.is_dir():
         return path
@@ -58,7 +85,52 @@ def _root(source: str) -> Path:
         spec = None
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
-    raise ValueError(f"source {source!r} is neither a folder nor an installed package")
+    raise ValueError(f"source {source!r} is neither a folder, an installed package, npm:<package>@<version> nor "
+                     "deb:<package>")
+
+
+def fetched(kind: str, name: str) -> Path:
+    """The files of a registry's package, fetched once into $ECHO_HOME/corpora/<kind>/<name>/."""
+    folder = env.echo_home() / "corpora" / kind / name.replace("/", "_")
+    if not (folder / ".complete").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        with tempfile.TemporaryDirectory() as work:
+            FETCHERS[kind](name, Path(work), folder)
+        (folder / ".complete").touch()
+    return folder
+
+
+def _npm(name: str, work: Path, folder: Path) -> None:
+    _run(["npm", "pack", "--silent", name, "--pack-destination", str(work)], f"npm:{name}")
+    [tarball] = work.glob("*.tgz")
+    shutil.unpack_archive(tarball, folder)  # its files under package/
+
+
+def _deb(name: str, work: Path, folder: Path) -> None:
+    try:
+        _run(["apt-get", "download", name], f"deb:{name}", cwd=work)
+    except ValueError:  # the package lists may be missing on a fresh machine
+        _run(["apt-get", "update", "-q"], "apt-get update")
+        _run(["apt-get", "download", name], f"deb:{name}", cwd=work)
+    [package] = work.glob("*.deb")
+    _run(["dpkg-deb", "-x", str(package), str(folder)], f"deb:{name}")
+    for archive in folder.rglob("src.zip"):  # a JDK's sources
+        with zipfile.ZipFile(archive) as sources:
+            sources.extractall(archive.parent / "src")
+        archive.unlink()
+
+
+def _run(command: list[str], what: str, cwd: Path | None = None) -> None:
+    try:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    except FileNotFoundError:
+        raise ValueError(f"{what}: {command[0]} is not installed") from None
+    if done.returncode:
+        raise ValueError(f"{what}: {' '.join(command)} failed: {(done.stderr or done.stdout).strip()[-400:]}")
+
+
+FETCHERS = {"npm": _npm, "deb": _deb}
 
 
 def _check(path: Path, language: str, max_bytes: int, min_lines: int) -> tuple[str | None, str]:

@@ -59,3 +59,54 @@ def test_de_identification_reads_each_languages_comments_and_strings(language):
 
 def test_the_names_clients_give_languages_find_their_grammars():
     assert parser_for("typescriptreact") is parser_for("tsx") and parser_for("golang") is parser_for("go")
+
+
+# Corpora newer than the base model where the registries have them: zod 4 (2025, TypeScript sources
+# and its JavaScript build), cobra (Go) and semver (Rust) from Debian, the JDK's java.util.function.
+CORPORA = {"npm:zod@4.6.7": {"typescript", "javascript"}, "deb:golang-github-spf13-cobra-dev": {"go"},
+           "deb:librust-semver-dev": {"rust"},
+           "deb:openjdk-17-source#usr/lib/jvm/openjdk-17/lib/src/java.base/java/util/function": {"java"}}
+
+
+@pytest.mark.parametrize("source", sorted(CORPORA))
+def test_each_languages_corpus_goes_through_simulate_and_the_harvest(source, echo_home):
+    from datetime import date
+
+    import dagster as dg
+    from dagster_aws.s3 import S3Resource
+
+    from echo_dagster import warehouse
+    from echo_dagster.corpus import scan_source
+    from echo_dagster.defs.filtered_dataset_asset import filtered_dataset
+    from echo_dagster.defs.raw_sessions_asset import raw_sessions
+    from echo_dagster.defs.refined_targets_asset import refined_targets
+    from echo_dagster.defs.resources import LandingZone, OptOutList, Warehouse
+    from echo_dagster.landing import LocalLandingStore
+    from echo_dagster.simulate import oracle
+    from echo_dagster.simulate.run import SimulationSpec, simulate
+
+    files = scan_source(source).files
+    assert {f.language for f in files} == CORPORA[source]
+    propose = oracle.half_right([f.text for f in files])
+    spec = SimulationSpec(source=source, start=date(2026, 11, 2), days=1, users=4, sessions_per_user_day=2, seed=3)
+    simulate(spec, LocalLandingStore(echo_home / "landing"), LocalLandingStore(echo_home / "truth"), propose, "t")
+    resources = {"landing": LandingZone(url=str(echo_home / "landing"), s3=S3Resource()),
+                 "warehouse": Warehouse(path=str(echo_home / "wh.duckdb")),
+                 "opt_out": OptOutList(path=str(echo_home / "opt_out.txt"))}
+    result = dg.materialize([raw_sessions, refined_targets, filtered_dataset], partition_key="2026-11-02",
+                            resources=resources, instance=dg.DagsterInstance.ephemeral())
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    with warehouse.connect(echo_home / "wh.duckdb", read_only=True) as con:
+        kept = dict(con.execute("SELECT language, count(*) FROM filtered_dataset WHERE drop_reason IS NULL "
+                                "GROUP BY 1").fetchall())
+        targets = con.execute("SELECT count(*) FROM refined_targets WHERE target IS NOT NULL").fetchone()[0]
+    assert targets > 0 and kept and set(kept) <= CORPORA[source]
+
+
+def test_a_mixed_corpus_names_each_source_as_a_repository(echo_home):
+    from echo_dagster.corpus import scan_source
+
+    files = scan_source("npm:zod@4.6.7,deb:librust-semver-dev").files
+    assert {f.path.split("/")[0] for f in files} == {"npm_zod@4.6.7", "deb_librust-semver-dev"}
+    with pytest.raises(ValueError, match="npm:no-such-package-echo-dagster"):
+        scan_source("npm:no-such-package-echo-dagster@0.0.1")
