@@ -1,0 +1,86 @@
+"""The loop per language: the experiment (simulate with the base model, harvest, train Echo, measure
+base and Echo on the same held-out rows) on one corpus of each language, at a small size.
+
+    python benchmarks/languages.py                                  # the four corpora below, ~20 min each here
+    python benchmarks/languages.py --sources deb:librust-semver-dev --days 1
+
+Per corpus: completions, training and eval rows kept, rows dropped per reason, harvest completions/s,
+the base model's and Echo's acceptance on the held-out rows with their 95% intervals, and Echo's
+paired lift with its interval. Each corpus's figures are appended to benchmarks/out/languages.json as
+soon as it is done (a long run can be stopped and its languages kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from report import report, table
+
+CORPORA = ("npm:zod@4.6.7", "deb:golang-github-spf13-cobra-dev", "deb:librust-semver-dev",
+           "deb:openjdk-17-source#usr/lib/jvm/openjdk-17/lib/src/java.base/java/util/concurrent")
+
+
+def interval(values) -> str:
+    value, low, high = values
+    return f"{value:.1%} [{low:.1%}, {high:.1%}]"
+
+
+def lift(values) -> str:
+    value, low, high = values
+    return f"{value * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
+
+
+def main() -> None:
+    from echo_dagster import env, warehouse
+    from echo_dagster.corpus import scan_source
+    from echo_dagster.experiment.run import ExperimentSpec, run_experiment
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", default=",".join(CORPORA).replace(",", ";"),
+                        help="corpora separated by ';' (each as simulate --source takes it)")
+    parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--eval-users", type=int, default=4)
+    parser.add_argument("--eval-rows", type=int, default=300)
+    args = parser.parse_args()
+
+    rows = []
+    for source in args.sources.split(";"):
+        languages = sorted({f.language for f in scan_source(source).files})
+        spec = ExperimentSpec(base_model=env.base_model(), source=source, days=args.days, users=args.users,
+                              eval_users=args.eval_users, eval_rows=args.eval_rows, arms=("echo",),
+                              replay_completions=0, humaneval_problems=0, stdlib_lines=80)
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_experiment(spec, Path(tmp), env.models_cache())
+            with warehouse.connect(Path(tmp) / "warehouse.duckdb", read_only=True) as con:
+                dropped = dict(con.execute("SELECT drop_reason, count(*) FROM filtered_dataset WHERE drop_reason "
+                                           "IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        by_arm = {r.arm.roles[0]: r for r in result.results}
+        completions = sum(d["completions"] for d in result.harvest.values())
+        figures = {
+            "source": source, "languages": languages, "completions": completions,
+            "training_rows": sum(d["training"] for d in result.harvest.values()),
+            "eval_rows": sum(d["eval"] for d in result.harvest.values()), "dropped": dropped,
+            "harvest_completions_per_s": round(completions / result.seconds["harvest"], 1),
+            "scored_rows": by_arm["base"].summary.get("n"),
+            "base_acceptance": by_arm["base"].summary.get("acceptance"),
+            "echo_acceptance": by_arm["echo"].summary.get("acceptance") if "echo" in by_arm else None,
+            "echo_vs_base": result.comparisons.get("echo", {}).get("vs_base"),
+            "promoted": result.verdict.promote, "seconds": round(time.perf_counter() - started)}
+        report("languages", figures)
+        rows.append(figures)
+    print(table(["corpus", "languages", "completions", "training / eval rows", "dropped (top reasons)",
+                 "harvest completions/s", "base acceptance", "Echo acceptance", "Echo − base (points)"],
+                [[f["source"], ", ".join(f["languages"]), f["completions"], f"{f['training_rows']} / {f['eval_rows']}",
+                  ", ".join(f"{k} {v}" for k, v in list(f["dropped"].items())[:3]) or "–",
+                  f["harvest_completions_per_s"], interval(f["base_acceptance"]),
+                  interval(f["echo_acceptance"]) if f["echo_acceptance"] else "not trained",
+                  lift(f["echo_vs_base"]["acceptance"]) if f["echo_vs_base"] else "–"] for f in rows]))
+
+
+if __name__ == "__main__":
+    main()
