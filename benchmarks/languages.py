@@ -4,7 +4,8 @@ base and Echo on the same held-out rows) on one corpus of each language, at a sm
     python benchmarks/languages.py                                  # the four corpora below, ~20 min each here
     python benchmarks/languages.py --sources deb:librust-semver-dev --days 1
 
-Per corpus: completions, training and eval rows kept, rows dropped per reason, harvest completions/s,
+Per corpus: completions, training and eval rows kept, the share of harvested targets equal to what the
+simulated developer meant to write (trimming agreement), rows dropped per reason, harvest completions/s,
 the base model's and Echo's acceptance on the held-out rows with their 95% intervals, and Echo's
 paired lift with its interval. Each corpus's figures are appended to benchmarks/out/languages.json as
 soon as it is done (a long run can be stopped and its languages kept).
@@ -13,6 +14,7 @@ soon as it is done (a long run can be stopped and its languages kept).
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +33,12 @@ def interval(values) -> str:
 def lift(values) -> str:
     value, low, high = values
     return f"{value * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
+
+
+def _same(target: str, truth: str) -> bool:
+    """The target is the truth's first lines, as many as it has."""
+    lines = target.rstrip().split("\n")
+    return [line.rstrip() for line in lines] == [line.rstrip() for line in truth.split("\n")[: len(lines)]]
 
 
 def main() -> None:
@@ -59,6 +67,10 @@ def main() -> None:
             with warehouse.connect(Path(tmp) / "warehouse.duckdb", read_only=True) as con:
                 dropped = dict(con.execute("SELECT drop_reason, count(*) FROM filtered_dataset WHERE drop_reason "
                                            "IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall())
+                targets = dict(con.execute("SELECT completion_id, target FROM refined_targets "
+                                           "WHERE target IS NOT NULL").fetchall())
+            truth = {row["completion_id"]: row["truth"] for path in (Path(tmp) / "landing-truth").rglob("sim-*.jsonl")
+                     for row in map(json.loads, path.read_text().splitlines()) if row["type"] == "completion"}
         by_arm = {r.arm.roles[0]: r for r in result.results}
         completions = sum(d["completions"] for d in result.harvest.values())
         figures = {
@@ -66,6 +78,9 @@ def main() -> None:
             "training_rows": sum(d["training"] for d in result.harvest.values()),
             "eval_rows": sum(d["eval"] for d in result.harvest.values()), "dropped": dropped,
             "harvest_completions_per_s": round(completions / result.seconds["harvest"], 1),
+            # The harvest's target against what the simulated developer meant to write there.
+            "trimming_agreement": round(sum(_same(t, truth[c]) for c, t in targets.items() if c in truth)
+                                        / max(1, sum(c in truth for c in targets)), 3),
             "scored_rows": by_arm["base"].summary.get("n"),
             "base_acceptance": by_arm["base"].summary.get("acceptance"),
             "echo_acceptance": by_arm["echo"].summary.get("acceptance") if "echo" in by_arm else None,
@@ -73,9 +88,11 @@ def main() -> None:
             "promoted": result.verdict.promote, "seconds": round(time.perf_counter() - started)}
         report("languages", figures)
         rows.append(figures)
-    print(table(["corpus", "languages", "completions", "training / eval rows", "dropped (top reasons)",
-                 "harvest completions/s", "base acceptance", "Echo acceptance", "Echo − base (points)"],
+    print(table(["corpus", "languages", "completions", "training / eval rows", "trimming = truth",
+                 "dropped (top reasons)", "harvest completions/s", "base acceptance", "Echo acceptance",
+                 "Echo − base (points)"],
                 [[f["source"], ", ".join(f["languages"]), f["completions"], f"{f['training_rows']} / {f['eval_rows']}",
+                  f"{f['trimming_agreement']:.1%}",
                   ", ".join(f"{k} {v}" for k, v in list(f["dropped"].items())[:3]) or "–",
                   f["harvest_completions_per_s"], interval(f["base_acceptance"]),
                   interval(f["echo_acceptance"]) if f["echo_acceptance"] else "not trained",
