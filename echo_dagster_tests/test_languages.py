@@ -110,3 +110,22 @@ def test_a_mixed_corpus_names_each_source_as_a_repository(echo_home):
     assert {f.path.split("/")[0] for f in files} == {"npm_zod@4.6.7", "deb_librust-semver-dev"}
     with pytest.raises(ValueError, match="npm:no-such-package-echo-dagster"):
         scan_source("npm:no-such-package-echo-dagster@0.0.1")
+
+
+@pytest.mark.parametrize("source", sorted(CORPORA))
+def test_each_language_is_trained_on_and_measured(source, echo_home, tiny_model_dir, tmp_path):
+    """simulate → harvest → filters → train → evaluate, small: the tiny model trained on the language's
+    harvested rows and measured, beside the base, on its held-out rows."""
+    from echo_dagster.corpus import scan_source
+    from echo_dagster.experiment.run import run_experiment
+    from echo_dagster.simulate import oracle
+    from echo_dagster_tests.test_experiment import tiny
+
+    propose = oracle.half_right([f.text for f in scan_source(source).files])
+    spec = tiny(tiny_model_dir, source=source, users=6, eval_users=3, arms=("echo",), replay_completions=0,
+                stdlib_lines=0)
+    result = run_experiment(spec, tmp_path / "exp", tmp_path / "models", log=lambda _: None, propose=propose)
+    assert result.training["echo"]["examples"] > 0 and result.training["echo"]["steps"] > 0
+    [base, echo] = result.results
+    assert [s.completion_id for s in base.scored] == [s.completion_id for s in echo.scored] and base.scored
+    assert set(base.by_language) <= CORPORA[source]
