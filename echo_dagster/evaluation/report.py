@@ -69,8 +69,8 @@ class Report:
 
 def build(title: str, results: list[ArmResult], verdict: Verdict | None, context: dict) -> Report:
     tables = {"Held-out eval set (95% bootstrap intervals)": _overall(results),
-              "Acceptance by language": _grouped(results, "by_language"),
-              "Acceptance by source kind": _grouped(results, "by_source_kind")}
+              "Acceptance by language": grouped(results, "by_language"),
+              "Acceptance by source kind": grouped(results, "by_source_kind")}
     if verdict is not None:
         tables["Promotion gate"] = (("promote", "reasons"), [("yes" if verdict.promote else "no",
                                                                "; ".join(verdict.reasons))])
@@ -151,7 +151,8 @@ def _overall(results: list[ArmResult]) -> Table:
     return header, rows
 
 
-def _grouped(results: list[ArmResult], attribute: str) -> Table:
+def grouped(results: list[ArmResult], attribute: str) -> Table:
+    """A column per group (language, source kind): each model's acceptance there, its interval, n."""
     groups = sorted({g for r in results for g in getattr(r, attribute)})
     header = ("model", *groups)
     rows = [(r.arm.name, *(_cell(getattr(r, attribute).get(g)) for g in groups)) for r in results]
@@ -161,7 +162,7 @@ def _grouped(results: list[ArmResult], attribute: str) -> Table:
 def _cell(summary: dict | None) -> str:
     if not summary or not summary.get("n"):
         return "–"
-    return f"{summary['acceptance'][0]:.1%} (n={summary['n']})"
+    return f"{interval(summary['acceptance'])} (n={summary['n']})"
 
 
 def markdown_table(table: Table) -> str:

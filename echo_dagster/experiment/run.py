@@ -226,6 +226,7 @@ def _points(value) -> str:
 def _write_report(outcome: ExperimentResult, spec: ExperimentSpec, eval_rows: int) -> None:
     header, rows = comparison_table(outcome.results, outcome.comparisons, outcome.training)
     tables = {f"{eval_rows} held-out rows, paired (95% bootstrap intervals; Δ in points)": (header, rows),
+              "Acceptance by language (95% bootstrap intervals)": report.grouped(outcome.results, "by_language"),
               "Training (each arm from the base; every other arm stops at Echo's tokens)": (
                   ("arm", "examples", "steps", "tokens", "tokens/s", "held-out loss: base → best (step)"),
                   [(LABELS[a], str(t["examples"]), str(t["steps"]), f"{t['tokens']:,}", str(t["tokens_per_s"]),
