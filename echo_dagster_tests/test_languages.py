@@ -129,3 +129,16 @@ def test_each_language_is_trained_on_and_measured(source, echo_home, tiny_model_
     [base, echo] = result.results
     assert [s.completion_id for s in base.scored] == [s.completion_id for s in echo.scored] and base.scored
     assert set(base.by_language) <= CORPORA[source]
+
+
+def test_near_duplicates_leave_out_each_languages_own_comments():
+    from echo_dagster.filters.pipeline import minhash
+
+    def same(a: str, b: str, language: str) -> bool:
+        return minhash(a, language).jaccard(minhash(b, language)) == 1.0
+
+    assert same("x = f(a, b)  # one\n", "x = f(a, b)  # two\n", "python")
+    assert same("let x = f(a, b); // one\n", "let x = f(a, b); // two\n", "typescript")
+    # `#` is code there: a private field, an attribute.
+    assert not same("this.#count = f(a, b);\n", "this.#total = g(c, d);\n", "javascript")
+    assert not same("#[derive(Debug)]\nstruct A;\n", "#[derive(Clone)]\nstruct A;\n", "rust")

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from echo_dagster import schema, warehouse
-from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row
+from echo_dagster.filters.pipeline import FilterSettings, FilterState, filter_row, minhash
 from echo_dagster.harvest.refine import split_document
 from echo_dagster.optout import OptOut
 
@@ -40,12 +40,12 @@ def filter_partition(con: duckdb.DuckDBPyConnection, day: date, listed: OptOut =
                      dedup_window_days: int = DEDUP_WINDOW_DAYS, batch_rows: int = 1_000) -> FilterResult:
     state = FilterState(listed.users, listed.tenants, settings=settings)
     earlier = con.execute(
-        "SELECT tenant_id, dedup_key, target, split FROM filtered_dataset WHERE drop_reason IS NULL "
+        "SELECT tenant_id, dedup_key, target, split, language FROM filtered_dataset WHERE drop_reason IS NULL "
         "AND partition_date < $day AND (split = 'eval' OR partition_date >= $since)",
         {"day": day, "since": day - timedelta(days=dedup_window_days)},
     ).fetchall()
-    for tenant, key, target, split in earlier:
-        state.remember(tenant, key, target, split)
+    for tenant, key, target, split, language in earlier:
+        state.remember(tenant, key, target, split, minhash(target, language or ""))
     # A cursor of its own streams the day's rows while `con` writes.
     rows = con.cursor().sql(
         "SELECT * EXCLUDE (partition_date, shown_ts) FROM refined_targets "

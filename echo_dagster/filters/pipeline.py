@@ -137,7 +137,7 @@ class FilterState:
         self.pii_found.update(f.entity for f in findings)
         return redact(text, findings, 0, len(text)) if findings else text
 
-    def remember(self, tenant: str, key: str, target: str, split: str, signature: MinHash | None = None) -> None:
+    def remember(self, tenant: str, key: str, target: str, split: str, signature: MinHash) -> None:
         """A kept row of `tenant`, that the tenant's later rows are compared with."""
         if split == "eval":
             self.eval_keys.add((tenant, _normalized(target)))
@@ -145,7 +145,7 @@ class FilterState:
             self.seen_keys.add(key)
         lsh = self._lsh(split, tenant)
         if key not in lsh:
-            lsh.insert(key, signature or minhash(target))
+            lsh.insert(key, signature)
 
     def duplicate(self, tenant: str, key: str, signature: MinHash) -> str | None:
         if key in self.seen_keys:
@@ -215,7 +215,7 @@ def filter_row(row: dict, state: FilterState) -> dict:
     tenant = row["tenant_id"]
     key = _dedup_key(tenant, prefix, target, s.context_chars)
     out["dedup_key"] = key
-    signature = minhash(target)
+    signature = minhash(target, language)
     if out["split"] == "eval":
         state.remember(tenant, key, target, "eval", signature)
         clock.lap("dedup")
@@ -346,16 +346,18 @@ def _dedup_key(tenant: str, prefix: str, target: str, context_chars: int) -> str
     return hashlib.sha256(f"{tenant}\x00{context}\x00{_normalized(target)}".encode()).hexdigest()
 
 
-_LINE_COMMENT = re.compile(r"(?:#|//)[^\n]*")
+# Line comments by language (`#` is code in JavaScript's private fields and Rust's attributes).
+_LINE_COMMENTS = {"python": re.compile(r"#[^\n]*"), "ruby": re.compile(r"#[^\n]*")}
+_SLASHES = re.compile(r"//[^\n]*")
 
 
 _TEMPLATE = MinHash(num_perm=64, seed=1)  # its permutations, made once, cost more than the hashing
 
 
-def minhash(text: str) -> MinHash:
-    """MinHash of the code's 3-token shingles, comments left out: the same code commented
+def minhash(text: str, language: str) -> MinHash:
+    """MinHash of the code's 3-token shingles, line comments left out: the same code commented
     differently is the same example."""
-    tokens = re.findall(r"\w+|[^\w\s]", _LINE_COMMENT.sub("", text))
+    tokens = re.findall(r"\w+|[^\w\s]", _LINE_COMMENTS.get(language, _SLASHES).sub("", text))
     shingles = {" ".join(tokens[i : i + 3]) for i in range(max(1, len(tokens) - 2))}
     signature = MinHash(num_perm=64, seed=1, permutations=_TEMPLATE.permutations, scheme=_TEMPLATE.scheme)
     signature.update_batch([s.encode() for s in shingles])
