@@ -85,6 +85,9 @@ def main() -> None:
             "base_acceptance": by_arm["base"].summary.get("acceptance"),
             "echo_acceptance": by_arm["echo"].summary.get("acceptance") if "echo" in by_arm else None,
             "echo_vs_base": result.comparisons.get("echo", {}).get("vs_base"),
+            # A corpus of several languages (zod: TypeScript sources, JavaScript builds): each one's rows.
+            "by_language": {model: {lang: {"n": v.get("n"), "acceptance": v.get("acceptance")}
+                                    for lang, v in by_arm[model].by_language.items()} for model in by_arm},
             "promoted": result.verdict.promote, "seconds": round(time.perf_counter() - started)}
         report("languages", figures)
         rows.append(figures)

@@ -98,7 +98,7 @@ def test_simulate_on_a_source_that_is_not_there_says_so(echo_home, tmp_path):
     done = cli("simulate", "--start", "2026-11-02", "--source", str(tmp_path / "nowhere"), "--landing",
                str(tmp_path / "landing"), env=env, timeout=120)
     assert done.returncode == 2
-    assert "neither a folder nor an installed package" in done.stderr
+    assert "neither a folder, an installed package" in done.stderr
 
 
 @contextlib.contextmanager

@@ -121,7 +121,7 @@ def test_the_split_holds_files_and_users_out_and_sessions_respect_it(tmp_path):
 
 
 def test_bad_sources_are_clear_errors_and_odd_files_are_skipped(tmp_path):
-    with pytest.raises(ValueError, match="neither a folder nor an installed package"):
+    with pytest.raises(ValueError, match="neither a folder, an installed package"):
         scan_source(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no code"):
