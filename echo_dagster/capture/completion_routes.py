@@ -37,8 +37,8 @@ from echo_dagster.serving.service import Busy, Completions
 from echo_dagster.tenancy import PolicyError
 
 log = logging.getLogger("echo_dagster.capture")
-DECIDABLE = 1 << 16
-TABBY_API_VERSION = "v0.21.0"  # the Tabby server whose API this answers as  # served completions remembered for their client's events (oldest forgotten first)
+DECIDABLE = 1 << 16  # served completions remembered for their client's events (oldest forgotten first)
+TABBY_API_VERSION = "v0.21.0"  # the Tabby server whose API this answers as
 
 
 @dataclass
