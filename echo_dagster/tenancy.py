@@ -42,9 +42,6 @@ class TenantPolicy:
     def own_tenants(self) -> list[str]:
         return sorted(t for t, p in self.tenants.items() if p == "own")
 
-    def trains_shared(self, tenant: str) -> bool:
-        return self.of(tenant) == "pooled"
-
     def table(self) -> list[tuple[str, str]]:
         return [("(default)", self.default), *sorted(self.tenants.items())]
 

@@ -290,15 +290,20 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
                                "waiting": completions.waiting, **served.counts}
         return JSONResponse(body, status_code=503 if problems else 200)
 
+    async def close_open(everything: bool = False) -> None:
+        """Writes the closes of idle files' open completions (of every file's, when the server stops:
+        nothing more can reach them). A failure is logged: the sweeps must go on."""
+        try:
+            closed = await off_loop(lambda: bodies.encoded(live.sweep(everything)))
+            if closed.valid:
+                await commit([line for line, _ in closed.valid])
+        except Exception:
+            log.exception("closing open completions failed")
+
     async def sweep_forever() -> None:
         while True:
             await asyncio.sleep(settings.sweep_s)
-            try:  # one failure must not end the sweeps: open completions would then never close
-                closed = await off_loop(lambda: bodies.encoded(live.sweep()))
-                if closed.valid:
-                    await commit([line for line, _ in closed.valid])
-            except Exception:
-                log.exception("sweep failed")
+            await close_open()
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -309,12 +314,7 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
             yield
         finally:
             sweeper.cancel()
-            try:  # the open completions' files can show nothing more to a server that stops
-                closed = bodies.encoded(live.sweep(everything=True))
-                if closed.valid:
-                    await commit([line for line, _ in closed.valid])
-            except Exception:
-                log.exception("closing the open completions failed")
+            await close_open(everything=True)
             if completions is not None:
                 await asyncio.to_thread(completions.close)
             await asyncio.to_thread(pool.shutdown)

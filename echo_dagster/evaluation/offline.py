@@ -18,6 +18,7 @@ from echo_dagster.metrics import (
     simulated_accept,
     surviving_chars,
 )
+from echo_dagster.training.window import ALL_TENANTS
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def score(rows: list[dict], proposals: list[str], tau: float = DEFAULT_TAU) -> l
     return out
 
 
-def held_out_rows(con, limit: int, seed: int = 0, tenants: tuple[str, dict] = ("TRUE", {})) -> list[dict]:
+def held_out_rows(con, limit: int, seed: int = 0, tenants: tuple[str, dict] = ALL_TENANTS) -> list[dict]:
     """Rows of the eval set (view `eval_set`), at most `limit`: a stable pseudo-random sample, of the
     tenants `tenants` (`training.window.tenant_filter`) selects."""
     names = ("completion_id", "language", "source_kind", "prefix", "suffix", "target")

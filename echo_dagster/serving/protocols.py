@@ -138,9 +138,6 @@ class TabbyEvent:
     line_only: bool  # select_kind=line: the first line of the choice was taken
 
 
-TABBY_EVENT_TYPES = ("view", "select", "dismiss")
-
-
 def is_tabby_event(payload: object) -> bool:
     """Tabby's event bodies share `POST /v1/events` with schema-v1 events, told apart by shape: a
     schema-v1 event names its `event` and `schema_version`, Tabby's its `type` and `completion_id`."""

@@ -46,7 +46,7 @@ def tenant_filter(policy: TenantPolicy, tenant: str | None) -> tuple[str, dict]:
     if tenant is not None:
         if policy.of(tenant) != "own":
             raise ValueError(f"tenant {tenant!r} has policy {policy.of(tenant)!r}: only a tenant whose policy is "
-                             "'own' has a model of its own (echo-dagster tenant policy <id> own)")
+                             "'own' has a model of its own (echo-dagster tenant <id> own)")
         return "tenant_id = $scope_tenant", {"scope_tenant": tenant}
     if policy.default == "pooled":
         others = [t for t, p in policy.tenants.items() if p != "pooled"]
@@ -55,11 +55,11 @@ def tenant_filter(policy: TenantPolicy, tenant: str | None) -> tuple[str, dict]:
     return "list_contains($scope_pooled, tenant_id)", {"scope_pooled": pooled}
 
 
-POOLED = ("TRUE", {})  # every tenant's rows: where no policy file says otherwise
+ALL_TENANTS = ("TRUE", {})  # no tenant filter (the experiment, tests)
 
 
 def training_rows_after(con: duckdb.DuckDBPyConnection, cutoff: date | None,
-                        tenants: tuple[str, dict] = POOLED) -> tuple[int, date | None]:
+                        tenants: tuple[str, dict] = ALL_TENANTS) -> tuple[int, date | None]:
     """(training examples in partitions after `cutoff`, the newest such partition), of the tenants
     `tenants` (`tenant_filter`) selects."""
     where, params = tenants
@@ -68,7 +68,7 @@ def training_rows_after(con: duckdb.DuckDBPyConnection, cutoff: date | None,
                        {"cutoff": cutoff, **params}).fetchone()
 
 
-def load(con: duckdb.DuckDBPyConnection, window: Window, tenants: tuple[str, dict] = POOLED) -> TrainingData:
+def load(con: duckdb.DuckDBPyConnection, window: Window, tenants: tuple[str, dict] = ALL_TENANTS) -> TrainingData:
     """The window's examples, of the tenants `tenants` (`tenant_filter`) selects."""
     where, params = tenants
     days = [d for d, in con.execute(f"SELECT DISTINCT partition_date FROM training_examples WHERE {where} "
