@@ -1,7 +1,7 @@
 """The loop per language: the experiment (simulate with the base model, harvest, train Echo, measure
 base and Echo on the same held-out rows) on one corpus of each language, at a small size.
 
-    python benchmarks/languages.py                                  # the four corpora below, ~20 min each here
+    python benchmarks/languages.py                                  # the five corpora below, ~15 min each here
     python benchmarks/languages.py --sources deb:librust-semver-dev --days 1
 
 Per corpus: completions, training and eval rows kept, the share of harvested targets equal to what the
@@ -21,7 +21,10 @@ from pathlib import Path
 
 from report import report, table
 
-CORPORA = ("npm:zod@4.6.7", "deb:golang-github-spf13-cobra-dev", "deb:librust-semver-dev",
+# TypeScript: zod 4 (2025; its sources, and its JavaScript build); JavaScript: fastify 5.12 (November
+# 2026, hand-written JavaScript, with its TypeScript declarations); Go: cobra; Rust: semver; Java: the
+# JDK 17's java.util.concurrent (Debian has no newer JDK's sources).
+CORPORA = ("npm:zod@4.6.7", "npm:fastify@5.12.8", "deb:golang-github-spf13-cobra-dev", "deb:librust-semver-dev",
            "deb:openjdk-17-source#usr/lib/jvm/openjdk-17/lib/src/java.base/java/util/concurrent")
 
 
@@ -49,10 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", default=",".join(CORPORA).replace(",", ";"),
                         help="corpora separated by ';' (each as simulate --source takes it)")
-    parser.add_argument("--days", type=int, default=2)
-    parser.add_argument("--users", type=int, default=8)
-    parser.add_argument("--eval-users", type=int, default=4)
-    parser.add_argument("--eval-rows", type=int, default=300)
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--users", type=int, default=12)
+    parser.add_argument("--eval-users", type=int, default=6)
+    parser.add_argument("--eval-rows", type=int, default=400)
     args = parser.parse_args()
 
     rows = []
@@ -85,9 +88,11 @@ def main() -> None:
             "base_acceptance": by_arm["base"].summary.get("acceptance"),
             "echo_acceptance": by_arm["echo"].summary.get("acceptance") if "echo" in by_arm else None,
             "echo_vs_base": result.comparisons.get("echo", {}).get("vs_base"),
-            # A corpus of several languages (zod: TypeScript sources, JavaScript builds): each one's rows.
+            # A corpus of several languages (zod: TypeScript sources, JavaScript builds): each one's rows,
+            # and Echo's paired difference on them.
             "by_language": {model: {lang: {"n": v.get("n"), "acceptance": v.get("acceptance")}
                                     for lang, v in by_arm[model].by_language.items()} for model in by_arm},
+            "echo_vs_base_by_language": result.comparisons.get("echo", {}).get("vs_base_by_language"),
             "promoted": result.verdict.promote, "seconds": round(time.perf_counter() - started)}
         report("languages", figures)
         rows.append(figures)

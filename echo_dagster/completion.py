@@ -2,16 +2,19 @@
 and where it ends.
 
 A trigger in the middle of a line completes that line; a trigger at the start of a line (only
-indentation typed) completes a block: lines until the code dedents below the cursor's indentation,
-at most `max_lines`, cut at a syntactic boundary. The same rule cuts a model's proposal (`model`)
-and the region a user finally kept (`harvest`), so that the two compare.
+indentation typed) completes a block: lines until the block the cursor is in ends, at most
+`max_lines`, cut at a syntactic boundary. Where a block ends is the language's: where the code
+dedents below the cursor's indentation (Python), or where a bracket closes the block the cursor is
+in (the brace languages; `languages.Language.blocks`). The same rule cuts a model's proposal
+(`model`) and the region a user finally kept (`harvest`), so that the two compare.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from echo_dagster.syntax import indent_of, trim_to_boundary
+from echo_dagster.languages import language
+from echo_dagster.syntax import bracket_lines, indent_of, trim_to_boundary
 
 
 @dataclass(frozen=True)
@@ -28,31 +31,44 @@ def is_mid_line(prefix: str) -> bool:
 def is_whole(request: CompletionRequest, text: str, max_lines: int) -> bool:
     if is_mid_line(request.prefix):
         return "\n" in text
-    lines = text.split("\n")
-    complete_lines = lines[:-1]
+    complete_lines = text.split("\n")[:-1]
     if len(complete_lines) >= max_lines:
         return True
+    return block_end(request, complete_lines) < len(complete_lines)
+
+
+def block_end(request: CompletionRequest, lines: list[str]) -> int:
+    """How many of `lines` (inserted at the start of a line, the typed indentation included in the
+    first or not) belong to the block at the cursor: the index of the first later line that ends it,
+    else all of them. The first line never ends it (it may close a block and open the next)."""
     indent = indent_of(request.prefix.rpartition("\n")[2])
-    return any(line.strip() and indent_of(line) < indent for line in complete_lines[1:])
+    depths = None
+    if language(request.language).blocks == "brackets":
+        depths = bracket_lines([line + "\n" for line in lines], request.language)
+    if depths is None:
+        return next((n for n, line in enumerate(lines) if n and line.strip() and indent_of(line) < indent),
+                    len(lines))
+    # The cursor's depth: 0, or where the first line leaves it when it closes the block (`} else {`).
+    base = min(0, depths[1][0]) if len(depths) > 1 else 0
+    for n, (line, (start, low, quoted)) in enumerate(zip(lines, depths)):
+        if n and (low < base or start == base and not quoted and line.strip() and indent_of(line) < indent):
+            return n
+    return len(lines)
 
 
 def postprocess(request: CompletionRequest, text: str, max_lines: int, tree=None) -> str:
     """The proposal to insert at the cursor: one line for a mid-line trigger, else the block's
-    lines up to a dedent, cut at a syntactic boundary. `tree`: see `trim_to_boundary`."""
+    lines up to the block's end, cut at a syntactic boundary. `tree`: see `trim_to_boundary`."""
     if is_mid_line(request.prefix):
         return text.split("\n", 1)[0].rstrip()
     typed = request.prefix.rpartition("\n")[2]
-    indent = indent_of(typed)
     parts = text.split("\n")
     terminated = len(parts) > 1
     lines = parts[:-1] if terminated else parts  # a last line without its newline was cut short
     while lines and not lines[0].strip():
         lines = lines[1:]  # a proposal does not open with blank lines
-    kept = []
-    for n, line in enumerate(lines[:max_lines]):
-        if n and line.strip() and indent_of(line) < indent:
-            break
-        kept.append(line.rstrip())
+    lines = lines[:max_lines]
+    kept = [line.rstrip() for line in lines[: block_end(request, lines)]]
     while kept and not kept[-1].strip():
         kept.pop()
     if not kept:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echo_dagster import env
-from echo_dagster.syntax import EXTENSIONS, error_spans, parser_for
+from echo_dagster.languages import EXTENSIONS
+from echo_dagster.syntax import error_spans, parser_for
 
 # Real code that installs with the project and is newer than the base model's training data
 # (dagster-shared was split out of dagster in 2025): what the demo replays.

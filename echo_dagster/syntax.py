@@ -9,32 +9,18 @@ from __future__ import annotations
 import functools
 import importlib
 
-# Language names (as events carry them) to (tree-sitter grammar package, its function); the project
-# installs these; another language works when its `tree_sitter_<name>` package is installed.
-_GRAMMARS = {"python": ("tree_sitter_python", "language"), "javascript": ("tree_sitter_javascript", "language"),
-             "typescript": ("tree_sitter_typescript", "language_typescript"),
-             "tsx": ("tree_sitter_typescript", "language_tsx"), "go": ("tree_sitter_go", "language"),
-             "rust": ("tree_sitter_rust", "language"), "java": ("tree_sitter_java", "language")}
-EXTENSIONS = {".py": "python", ".pyi": "python", ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript",
-              ".jsx": "javascript", ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
-              ".go": "go", ".rs": "rust", ".java": "java", ".c": "c", ".h": "c", ".cpp": "cpp", ".rb": "ruby"}
-
-
-# Other names clients give them (VS Code's language ids, which Tabby and Continue send).
-_ALIASES = {"typescriptreact": "tsx", "javascriptreact": "javascript", "js": "javascript", "jsx": "javascript",
-            "ts": "typescript", "golang": "go", "rs": "rust", "py": "python", "python3": "python"}
-
+from echo_dagster import languages
 
 def parser_for(language: str):
     """A tree-sitter parser, or None where no grammar is installed for the language."""
-    return _parser(_ALIASES.get(language, language))
+    return _parser(languages.language(language).name)
 
 
 @functools.cache
-def _parser(language: str):
+def _parser(name: str):
     from tree_sitter import Language, Parser
 
-    package, function = _GRAMMARS.get(language, (f"tree_sitter_{language}", "language"))
+    package, function = languages.language(name).grammar
     try:
         grammar = importlib.import_module(package)
     except ImportError:
@@ -82,38 +68,34 @@ def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | Non
     # above: each cut is parsed (and compiled) from that statement's line on.
     typed = prefix[prefix.rfind("\n") + 1 :]
     indent = min((indent_of(line) for line in [typed + lines[0]] + lines[1:] if line.strip()), default=0)
-    head = data[_window_start(tree, data, len(data), indent, language) :].decode()
-    if language == "python" and head[:1] in (" ", "\t"):
+    rules = languages.language(language)
+    head = data[_window_start(tree, data, len(data), indent, rules.self_contained) :].decode()
+    if rules.indented_block and head[:1] in (" ", "\t"):
         head = "if 1:\n" + head  # an indented definition is a block of its own
     start = len(head.encode())
-    best, best_errors = "", None
+    # Brackets a cut opens and leaves open: the cut ends inside them. (Those open before the cursor
+    # are no error of a cut: tree-sitter reports their closers missing at the end of every cut.)
+    depths = bracket_lines([*lines, ""], language)  # the last entry: the depth at the end
+    best, best_errors, low = "", None, 0
     for n in range(1, len(lines) + 1):
         candidate = "".join(lines[:n])
-        spans = error_spans((head + candidate).encode(), language)
-        errors = sum(1 for s, e in spans if e > start or (s == e and s >= start))
-        if language == "python":
-            errors += not compiles(head + candidate)  # tree-sitter misses indentation errors
+        code = (head + candidate).encode()
+        end = len(code.rstrip())
+        spans = error_spans(code, language)
+        errors = sum(1 for s, e in spans if (e > start or s == e >= start) and not s == e >= end)
+        low = min(low, depths[n - 1][1])
+        errors += depths[n][0] > low
+        if rules.compiles:
+            errors += not rules.compiles(head + candidate)  # tree-sitter misses indentation errors
         if best_errors is None or errors <= best_errors:
             best, best_errors = candidate, errors
     return best
 
 
-# Definitions that parse (and in Python compile) on their own, wherever they stand: a `return` or a
-# `break` needs the function or loop around it, and the definition holds those; a method of a class
-# whose closing brace is still to come parses alone.
-_FUNCTIONS_JS = {"function_declaration", "method_definition", "class_declaration", "arrow_function"}
-_SELF_CONTAINED = {"python": {"function_definition", "class_definition", "decorated_definition"},
-                   "javascript": _FUNCTIONS_JS, "typescript": _FUNCTIONS_JS, "tsx": _FUNCTIONS_JS,
-                   "go": {"function_declaration", "method_declaration"},
-                   "rust": {"function_item", "impl_item"},
-                   "java": {"method_declaration", "constructor_declaration", "class_declaration"}}
-
-
-def _window_start(tree, data: bytes, at: int, indent: int, language: str) -> int:
+def _window_start(tree, data: bytes, at: int, indent: int, kinds: frozenset[str]) -> int:
     """The byte offset of the line where the innermost self-contained node around `at` starts,
     among those indented no deeper than the inserted lines (else the last top-level node that
     starts before `at`)."""
-    kinds = _SELF_CONTAINED.get(language, set())
     node, start = tree.root_node, 0
     while True:
         before = [child for child in node.children if child.start_byte < at]
@@ -132,9 +114,36 @@ def indent_of(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
-def compiles(code: str) -> bool:
-    try:
-        compile(code, "<code>", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
-    return True
+_OPENING, _CLOSING = frozenset("([{"), frozenset(")]}")
+
+
+def bracket_lines(lines: list[str], language: str) -> list[tuple[int, int, bool]] | None:
+    """Per line of a piece of code parsed alone (`lines` joined make it): the bracket depth at its
+    start and the lowest within it, counted from the piece's start (brackets in strings and comments
+    left out), and whether it starts inside a string or a comment; None without a grammar."""
+    data = "".join(lines).encode()
+    tree = parse(data, language)
+    if tree is None:
+        return None
+    steps, opaque = [], []  # (byte, +1 or -1); (start, end) of strings and comments
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if "string" in node.type or "comment" in node.type:
+            opaque.append((node.start_byte, node.end_byte))  # a template's `${…}` is balanced within
+        elif node.child_count:
+            stack.extend(node.children)
+        elif not node.is_missing and node.type in _OPENING | _CLOSING:
+            steps.append((node.start_byte, 1 if node.type in _OPENING else -1))
+    steps.sort()
+    out, depth, i, start = [], 0, 0, 0
+    for line in lines:
+        end = start + len(line.encode())
+        low, first = depth, depth
+        while i < len(steps) and steps[i][0] < end:
+            depth += steps[i][1]
+            low = min(low, depth)
+            i += 1
+        out.append((first, low, any(s < start < e for s, e in opaque)))
+        start = end
+    return out

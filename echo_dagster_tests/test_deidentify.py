@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 
 from echo_dagster.filters.deidentify import find, prose_spans, redact
-from echo_dagster.simulate.sessions import _FIRST, _LAST, _PII
+from echo_dagster.simulate.sessions import _PII, _plant
+from echo_dagster.syntax import error_spans
 
 
 def scrub(text: str, language: str) -> tuple[str, Counter]:
@@ -41,13 +42,30 @@ def test_planted_pii_and_secrets_do_not_survive():
     assert "def handler(event):\n    return event\n" in clean
 
 
-def test_the_simulators_planted_values_are_caught():
-    rng = random.Random(1)
-    for kind, template in _PII:
-        value = template.format(first=rng.choice(_FIRST), last=rng.choice(_LAST), n4=rng.randrange(1000, 9999),
-                                key16="ABCDEFGHIJKLMNOP", key36="a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8")
-        findings = find(f"def f():\n    {value}\n    return 1\n", "python")
-        assert findings, (kind, value)
+# A function of each language, in whose body (or above it) the simulator plants.
+FUNCTIONS = {"python": "def f():\n    x = 1\n    return x\n",
+             "javascript": "function f() {\n  const x = 1;\n  return x;\n}\n",
+             "go": "package p\n\nfunc f() int {\n\tx := 1\n\treturn x\n}\n",
+             "rust": "fn f() -> i32 {\n    let x = 1;\n    x\n}\n",
+             "java": "class A {\n  int f() {\n    int x = 1;\n    return x;\n  }\n}\n"}
+
+
+@pytest.mark.parametrize("language", sorted(FUNCTIONS))
+def test_the_simulators_planted_values_parse_and_are_caught(language):
+    """Each kind the simulator plants, in each language: written as that language writes a comment
+    or an assignment (the file still parses), and found by de-identification."""
+    text = FUNCTIONS[language]
+    kinds = set()
+    for seed in range(200):
+        planted_text, [planted], _ = _plant(random.Random(seed), text, (0, len(text)), language)
+        assert not error_spans(planted_text.encode(), language), planted_text
+        findings = find(planted_text, language)
+        at = planted_text.index(planted["value"])
+        assert any(at <= f.start < at + len(planted["value"]) for f in findings), planted
+        kinds.add(planted["kind"])
+        if len(kinds) == len(_PII):
+            break
+    assert len(kinds) == len(_PII)
 
 
 ORDINARY = '''import os

@@ -42,7 +42,7 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
         trained = result.training[arm]
         # Echo's budget (a batch over at most), unless its held-out loss stopped improving first.
         assert budget <= trained["tokens"] < budget + 4 * 80 or trained["stopped_early"], (arm, trained)
-        assert set(result.comparisons[arm]) == {"vs_base", "vs_echo"}
+        assert set(result.comparisons[arm]) == {"vs_base", "vs_echo", "vs_base_by_language"}
         low, high = result.comparisons[arm]["vs_base"]["acceptance"][1:]
         assert low <= high
     assert result.comparisons["echo"]["vs_echo"] is None
@@ -51,7 +51,7 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
                              / "echo_meta.json").read_text())
     assert preference["base_model"].endswith(f"{result.training['echo']['checkpoint']}/merged")
     assert preference["config"]["objective"] == "dpo" and result.training["preference"]["examples"] > 0
-    assert set(result.comparisons["preference"]) == {"vs_base", "vs_echo"}
+    assert set(result.comparisons["preference"]) == {"vs_base", "vs_echo", "vs_base_by_language"}
     figures = json.loads((result.page.parent / "report.json").read_text())
     assert figures["gate"]["promote"] == result.verdict.promote and result.page.is_file()
     assert "| base |" in result.table() and "Δ vs Echo" in result.table()

@@ -57,6 +57,49 @@ def test_de_identification_reads_each_languages_comments_and_strings(language):
     assert any(entity == "PERSON" and "Hamilton" in text for entity, text in found)
 
 
+# (language, the code before the cursor at the start of a line, the model's text, the proposal kept):
+# where the block at the cursor ends in the brace languages, whatever the indentation says.
+BLOCK_ENDS = [
+    # A template literal's lines (and the brace in it) are the string's, not the block's.
+    ("javascript", "function f(x) {\n  if (x) {\n    ", "return `a\n}b`;\n  }\n}\n", "return `a\n}b`;\n"),
+    ("go", "func f() string {\n\t", "x := `\n}`\n\treturn x\n}\nfunc g() {\n", "x := `\n}`\n\treturn x\n"),
+    ("rust", "fn f() -> &'static str {\n    ", 'let s = r#"\n}"#;\n    s\n}\n', 'let s = r#"\n}"#;\n    s\n'),
+    ("java", "class A {\n  String f() {\n    ", 'String s = """\n}\n""";\n    return s;\n  }\n}\n',
+     'String s = """\n}\n""";\n    return s;\n'),
+    # A closing brace ends the block at any indentation; a bracket's continuation lines do not.
+    ("typescript", "function f(): number {\n  ", "const a = 1;\n  return a;\n  }\n  function g() {\n",
+     "const a = 1;\n  return a;\n"),
+    ("rust", "fn f() -> Vec<i32> {\n    ", "let v = vec![\n1,\n2];\n    v\n}\n", "let v = vec![\n1,\n2];\n    v\n"),
+    # A first line that closes the block and opens the next: the next one's body, to its end.
+    ("javascript", "if (x) {\n  a();\n", "} else {\n  b();\n}\nc();\n", "} else {\n  b();\n"),
+    # At the cursor's own depth indentation still tells: a `case` label ends the case before it.
+    ("java", "class A {\n  void f(int x) {\n    switch (x) {\n      case 1:\n        ",
+     "a();\n        break;\n      case 2:\n        b();\n    }\n", "a();\n        break;\n"),
+]
+
+
+@pytest.mark.parametrize(("language", "prefix", "text", "kept"), BLOCK_ENDS)
+def test_a_block_ends_where_its_bracket_closes(language, prefix, text, kept):
+    from echo_dagster.completion import CompletionRequest, is_whole, postprocess
+
+    request = CompletionRequest(prefix, "", language)
+    assert postprocess(request, text, max_lines=12) == kept
+    # Generation stops at the same line: whole once the line that ends the block is complete.
+    assert text.startswith(kept) and not is_whole(request, kept, 12)
+    assert is_whole(request, kept + text[len(kept):].split("\n")[0] + "\n", 12)
+
+
+@pytest.mark.parametrize("language", ["python", "javascript"])
+def test_lines_are_what_splitlines_calls_lines(language):
+    """A form feed or a carriage return splits lines for `str.splitlines`: every rule counts them so."""
+    from echo_dagster.completion import CompletionRequest, postprocess
+
+    text = "a = 1\x0c\nb = 2\r\nc = 3\n" if language == "python" else "a();\x0c\nb();\r\nc();\n}\n"
+    prefix = "def f():\n    " if language == "python" else "function f() {\n  "
+    assert trim_to_boundary(prefix, text, language).startswith("a")
+    assert postprocess(CompletionRequest(prefix, "", language), text, 8).startswith("a")
+
+
 def test_the_names_clients_give_languages_find_their_grammars():
     assert parser_for("typescriptreact") is parser_for("tsx") and parser_for("golang") is parser_for("go")
 
@@ -129,6 +172,10 @@ def test_each_language_is_trained_on_and_measured(source, echo_home, tiny_model_
     [base, echo] = result.results
     assert [s.completion_id for s in base.scored] == [s.completion_id for s in echo.scored] and base.scored
     assert set(base.by_language) <= CORPORA[source]
+    # The report gives each language's base and Echo acceptance and their paired difference.
+    lifts = result.comparisons["echo"]["vs_base_by_language"]
+    assert set(lifts) == set(base.by_language) and all(low <= value <= high for value, low, high in lifts.values())
+    assert all(f"<td>{language}</td>" in result.page.read_text() for language in lifts)
 
 
 def test_near_duplicates_leave_out_each_languages_own_comments():

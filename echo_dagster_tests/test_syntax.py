@@ -6,7 +6,8 @@ package's files the two agreed on 98%."""
 
 import random
 
-from echo_dagster.syntax import compiles, error_spans, trim_to_boundary
+from echo_dagster.languages import compiles
+from echo_dagster.syntax import error_spans, trim_to_boundary
 from echo_dagster_tests.conftest import REPO
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from echo_dagster.syntax import EXTENSIONS
+from echo_dagster.languages import EXTENSIONS
 
 PROBLEMS_KEPT = 20  # lines reported with their reason in a summary; all are counted
 

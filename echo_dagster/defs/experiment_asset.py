@@ -63,7 +63,8 @@ def experiment_report(context: dg.AssetExecutionContext, config: ExperimentConfi
     metadata = {"report": dg.MetadataValue.path(str(result.page)), "promoted": result.verdict.promote,
                 "gate": dg.MetadataValue.md(f"**{'Promoted' if result.verdict.promote else 'Not promoted'}**: "
                                             + "; ".join(result.verdict.reasons)),
-                "comparison": dg.MetadataValue.md(result.table()), "completions": result.simulation["completions"],
+                "comparison": dg.MetadataValue.md(result.table()),
+                "by_language": dg.MetadataValue.md(result.languages()), "completions": result.simulation["completions"],
                 "eval_rows": len(result.results[0].scored), "minutes": round(sum(result.seconds.values()) / 60, 1)}
     for r in result.results:  # plotted across runs
         metadata[f"acceptance/{r.arm.roles[0]}"] = dg.MetadataValue.float(round(r.summary["acceptance"][0], 4))

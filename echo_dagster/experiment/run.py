@@ -79,7 +79,7 @@ class ExperimentResult:
     harvest: dict  # per day: completions, training and eval rows
     training: dict  # arm -> examples, tokens, steps, seconds, validation figures, checkpoint
     results: list[ArmResult]
-    comparisons: dict  # arm -> {"vs_base": offline.paired, "vs_echo": ...}
+    comparisons: dict  # arm -> {"vs_base": offline.paired, "vs_echo": ..., "vs_base_by_language": ...}
     verdict: gate.Verdict
     page: Path
     seconds: dict = field(default_factory=dict)
@@ -87,6 +87,10 @@ class ExperimentResult:
     def table(self) -> str:
         """The comparison as a Markdown table (for the README and the UI)."""
         return report.markdown_table(comparison_table(self.results, self.comparisons, self.training))
+
+    def languages(self) -> str:
+        """Each language's figures as a Markdown table (for the UI)."""
+        return report.markdown_table(language_table(self.results, self.comparisons))
 
 
 def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Callable[[str], None] = print,
@@ -177,7 +181,8 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
     by_arm = {r.arm.roles[0]: r for r in results}
     comparisons = {arm: {"vs_base": offline.paired(r.scored, by_arm["base"].scored, spec.resamples),
                          "vs_echo": offline.paired(r.scored, by_arm["echo"].scored, spec.resamples)
-                         if "echo" in by_arm and arm != "echo" else None}
+                         if "echo" in by_arm and arm != "echo" else None,
+                         "vs_base_by_language": _by_language(r.scored, by_arm["base"].scored, spec.resamples)}
                    for arm, r in by_arm.items() if arm != "base"}
     if "echo" not in by_arm:
         verdict = gate.Verdict(False, ["no Echo checkpoint: the harvest kept no training example"])
@@ -189,6 +194,13 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
                                folder / "report" / "report.html", seconds)
     _write_report(outcome, spec, len(rows))
     return outcome
+
+
+def _by_language(scored: list, base: list, resamples: int) -> dict:
+    """Acceptance minus the base's on each language's rows, paired."""
+    return {language: offline.paired([s for s in scored if s.language == language],
+                                     [s for s in base if s.language == language], resamples)["acceptance"]
+            for language in sorted({s.language for s in scored})}
 
 
 # Enough passes for any arm to reach Echo's token budget: training stops at the budget (or earlier,
@@ -223,10 +235,25 @@ def _points(value) -> str:
     return f"{v * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
 
 
+def language_table(results: list[ArmResult], comparisons: dict) -> report.Table:
+    """A row per language of the held-out rows: each model's acceptance there and each arm's paired
+    difference from the base on them."""
+    arms = [r.arm.roles[0] for r in results if r.arm.roles[0] in comparisons]
+    header = ("language", "rows", *(r.arm.name for r in results), *(f"{LABELS[arm]} − base" for arm in arms))
+    rows = []
+    for language in sorted({g for r in results for g in r.by_language}):
+        summaries = [r.by_language.get(language) or {} for r in results]
+        rows.append((language, str(summaries[0].get("n", 0)),
+                     *(report.interval(s.get("acceptance")) for s in summaries),
+                     *(_points(comparisons[arm]["vs_base_by_language"].get(language)) for arm in arms)))
+    return header, rows
+
+
 def _write_report(outcome: ExperimentResult, spec: ExperimentSpec, eval_rows: int) -> None:
     header, rows = comparison_table(outcome.results, outcome.comparisons, outcome.training)
     tables = {f"{eval_rows} held-out rows, paired (95% bootstrap intervals; Δ in points)": (header, rows),
-              "Acceptance by language (95% bootstrap intervals)": report.grouped(outcome.results, "by_language"),
+              "By language: acceptance (95% bootstrap intervals) and Δ vs base (points, paired)":
+                  language_table(outcome.results, outcome.comparisons),
               "Training (each arm from the base; every other arm stops at Echo's tokens)": (
                   ("arm", "examples", "steps", "tokens", "tokens/s", "held-out loss: base → best (step)"),
                   [(LABELS[a], str(t["examples"]), str(t["steps"]), f"{t['tokens']:,}", str(t["tokens_per_s"]),

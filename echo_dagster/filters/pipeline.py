@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from datasketch import MinHash, MinHashLSH
 
+from echo_dagster import languages
 from echo_dagster.filters.deidentify import (
     PLACEHOLDERS,
     Finding,
@@ -37,7 +38,7 @@ from echo_dagster.filters.deidentify import (
     values,
 )
 from echo_dagster.splits import file_split
-from echo_dagster.syntax import compiles, error_spans, parse
+from echo_dagster.syntax import error_spans, parse
 
 REASONS = ("opted_out", "syntax_error", "mostly_pii", "trivial", "too_long", "rewrite", "paste_dominated",
            "duplicate", "near_duplicate", "eval_overlap")
@@ -234,8 +235,9 @@ def filter_row(row: dict, state: FilterState) -> dict:
 @dataclass(frozen=True)
 class DocumentScan:
     """What the filters need to know of a final document, found once for all its rows: the syntax
-    errors (byte spans; None without a grammar), whether Python compiles it, its PII findings, and
-    the same of its redacted versions (one per way its rows cut it), when rows ask."""
+    errors (byte spans; None without a grammar), whether the language's own check passes (Python's
+    compile()), its PII findings, and the same of its redacted versions (one per way its rows cut
+    it), when rows ask."""
 
     error_spans: list[tuple[int, int]] | None
     compiles: bool
@@ -256,7 +258,7 @@ class DocumentScan:
         if redacted not in self.redacted:
             tree = parse(redacted.encode(), language)
             spans = error_spans(b"", language, tree) if tree else None
-            self.redacted[redacted] = (spans, language != "python" or bool(spans) or compiles(redacted))
+            self.redacted[redacted] = (spans, _compiles(redacted, language, spans))
         spans, ok = self.redacted[redacted]
         return _parses(spans, ok, redacted, len(head), len(head) + len(body))
 
@@ -265,6 +267,13 @@ class DocumentScan:
         if not self._values:
             self._values.append(values(document, self.findings))
         return self._values[0]
+
+
+def _compiles(document: str, language: str, spans) -> bool:
+    """The language's own check, where it has one beyond tree-sitter's (needed only when tree-sitter
+    found no error)."""
+    check = languages.language(language).compiles
+    return bool(spans) or check is None or check(document)
 
 
 def _parses(spans: list[tuple[int, int]] | None, ok: bool, document: str, start: int, end: int) -> bool:
@@ -279,26 +288,28 @@ def _parses(spans: list[tuple[int, int]] | None, ok: bool, document: str, start:
 def scan_document(document: str, language: str, ner: bool, clock: Clock) -> DocumentScan:
     tree = parse(document.encode(), language)
     spans = error_spans(b"", language, tree) if tree else None
-    ok = language != "python" or bool(spans) or compiles(document)
+    ok = _compiles(document, language, spans)
     clock.lap("syntax")
     findings = find(document, language, ner=ner, tree=tree)
-    inert = not findings or language == "python" and _inert(document, findings, tree)
+    inert = not findings or _inert(document, language, findings, tree)
     clock.lap("deidentify")
     return DocumentScan(spans, ok, findings, inert)
 
 
 # What a placeholder may not replace, or follow within a few characters, for the replacement to
-# leave Python's tokens as they were: quotes and backslashes (an escape cut in two), braces (an
-# f-string's fields), newlines.
+# leave the tokens as they were: quotes and backslashes (an escape cut in two), braces (an
+# f-string's fields, a template literal's `${…}`), newlines.
 _TOKEN_BREAKERS = re.compile(r"[\n\\{}'\"]")
 
 
-def _inert(document: str, findings: list[Finding], tree) -> bool:
-    """Whether replacing the findings leaves a Python document's syntax as it was: each finding lies
+def _inert(document: str, language: str, findings: list[Finding], tree) -> bool:
+    """Whether replacing the findings leaves the document's syntax as it was: each finding lies
     inside one comment, or inside one string literal's content away from its escapes and fields."""
-    literals = literal_spans(document, "python", tree)
+    if tree is None:
+        return False
+    literals = literal_spans(document, language, tree)
     inside = {(s, e): (cs, ce) for s, e, cs, ce in literals}
-    spans = prose_spans(document, "python", tree)  # comments and literals
+    spans = prose_spans(document, language, tree)  # comments and literals
     starts = [s for s, _ in spans]
     for f in findings:
         i = bisect.bisect_right(starts, f.start) - 1
@@ -346,18 +357,14 @@ def _dedup_key(tenant: str, prefix: str, target: str, context_chars: int) -> str
     return hashlib.sha256(f"{tenant}\x00{context}\x00{_normalized(target)}".encode()).hexdigest()
 
 
-# Line comments by language (`#` is code in JavaScript's private fields and Rust's attributes).
-_LINE_COMMENTS = {"python": re.compile(r"#[^\n]*"), "ruby": re.compile(r"#[^\n]*")}
-_SLASHES = re.compile(r"//[^\n]*")
-
-
 _TEMPLATE = MinHash(num_perm=64, seed=1)  # its permutations, made once, cost more than the hashing
 
 
 def minhash(text: str, language: str) -> MinHash:
     """MinHash of the code's 3-token shingles, line comments left out: the same code commented
     differently is the same example."""
-    tokens = re.findall(r"\w+|[^\w\s]", _LINE_COMMENTS.get(language, _SLASHES).sub("", text))
+    comment = languages.language(language).line_comment  # `#` is code in JavaScript and Rust
+    tokens = re.findall(r"\w+|[^\w\s]", re.sub(re.escape(comment) + r"[^\n]*", "", text))
     shingles = {" ".join(tokens[i : i + 3]) for i in range(max(1, len(tokens) - 2))}
     signature = MinHash(num_perm=64, seed=1, permutations=_TEMPLATE.permutations, scheme=_TEMPLATE.scheme)
     signature.update_batch([s.encode() for s in shingles])

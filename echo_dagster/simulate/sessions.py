@@ -15,12 +15,14 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from echo_dagster import languages
 from echo_dagster.completion import CompletionRequest
 from echo_dagster.corpus import SourceFile
 from echo_dagster.events import format_ts
 from echo_dagster.metrics import edit_similarity, first_lines, simulated_accept, surviving_chars
 from echo_dagster.simulate.users import Persona
 from echo_dagster.splits import repo_of
+from echo_dagster.syntax import error_spans
 
 SNAPSHOT_DELAYS_S = (30, 120, 300, 600)  # after each decision, as the clients take them
 
@@ -65,12 +67,14 @@ class SessionPlan:
                 for t in self.triggers]
 
 
+# What developers leave in code: prose in a comment (written after the language's line comment),
+# or a secret assigned to a name (by the language's assignment statement).
 _PII = (
-    ("email", "# questions: {first}.{last}@example.org"),
-    ("phone", "# on call: {first} {last}, +1 415 555 {n4}"),
-    ("person", "# reviewed by {first} {last}"),
-    ("aws_key", 'AWS_ACCESS_KEY_ID = "AKIA{key16}"'),
-    ("github_token", 'GITHUB_TOKEN = "ghp_{key36}"'),
+    ("email", "questions: {first}.{last}@example.org"),
+    ("phone", "on call: {first} {last}, +1 415 555 {n4}"),
+    ("person", "reviewed by {first} {last}"),
+    ("aws_key", ("AWS_ACCESS_KEY_ID", "AKIA{key16}")),
+    ("github_token", ("GITHUB_TOKEN", "ghp_{key36}")),
 )
 _FIRST = ("Jane", "Ravi", "Olga", "Tomasz", "Amara", "Kenji", "Lucia", "Omar")
 _LAST = ("Doe", "Patel", "Ivanova", "Nowak", "Okafor", "Tanaka", "Rossi", "Haddad")
@@ -103,7 +107,7 @@ def plan_session(rng: random.Random, session_id: str, persona: Persona, file: So
     edit = None
     if rng.random() < noise.unrelated_edit and region[0] > 0:
         at = text.rfind("\n", 0, rng.randrange(0, region[0])) + 1
-        edit = (at, "# TODO: revisit\n" if file.language == "python" else "// TODO: revisit\n")
+        edit = (at, f"{languages.language(file.language).line_comment} TODO: revisit\n")
     typos = {i for i in range(len(triggers)) if rng.random() < noise.typo}
     return SessionPlan(session_id, persona, file, split, text, region, start, triggers, end_pos, abandoned,
                        paste, edit, typos, planted)
@@ -111,21 +115,29 @@ def plan_session(rng: random.Random, session_id: str, persona: Persona, file: So
 
 def _plant(rng, text: str, region: tuple[int, int], language: str):
     kind, template = rng.choice(_PII)
-    value = template.format(first=rng.choice(_FIRST), last=rng.choice(_LAST), n4=rng.randrange(1000, 9999),
-                            key16="".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16)),
-                            key36="".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(36)))
+    fields = dict(first=rng.choice(_FIRST), last=rng.choice(_LAST), n4=rng.randrange(1000, 9999),
+                  key16="".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16)),
+                  key36="".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(36)))
     at = text.rfind("\n", 0, rng.randrange(region[0], region[1])) + 1
     at = max(at, region[0])
     indent = re.match(r"[ \t]*", text[at:]).group(0)
+    rules = languages.language(language)
+    comment = f"{rules.line_comment} "
+    if isinstance(template, str):
+        value = comment + template.format(**fields)
+    else:
+        name, secret = template
+        value = rules.assignment.format(name=name, value=secret.format(**fields))
+        if not _parses(text[:at] + indent + value + "\n" + text[at:], language):
+            value = comment + value  # inside brackets or a continuation: a comment is safe anywhere
     line = indent + value + "\n"
-    candidate = text[:at] + line + text[at:]
-    if language == "python" and not value.startswith("#"):
-        try:
-            compile(candidate, "<planted>", "exec", dont_inherit=True)
-        except SyntaxError:  # inside brackets or a continuation: a comment is safe anywhere
-            line = indent + "# " + value + "\n"
-            candidate = text[:at] + line + text[at:]
-    return candidate, [{"kind": kind, "value": value, "offset": at}], (region[0], region[1] + len(line))
+    planted = [{"kind": kind, "value": value, "offset": at}]
+    return text[:at] + line + text[at:], planted, (region[0], region[1] + len(line))
+
+
+def _parses(code: str, language: str) -> bool:
+    check = languages.language(language).compiles
+    return not error_spans(code.encode(), language) and (check is None or check(code))
 
 
 def _triggers(rng, text: str, region: tuple[int, int], paste, max_triggers: int) -> list[Trigger]:
