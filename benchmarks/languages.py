@@ -1,5 +1,5 @@
 """The loop per language: the experiment (simulate with the base model, harvest, train Echo, measure
-base and Echo on the same held-out rows) on one corpus of each language, at a small size.
+base and Echo on the same held-out rows) on one corpus of each language.
 
     python benchmarks/languages.py                                  # the five corpora below, ~15 min each here
     python benchmarks/languages.py --sources deb:librust-semver-dev --days 1
@@ -93,7 +93,8 @@ def main() -> None:
             "by_language": {model: {lang: {"n": v.get("n"), "acceptance": v.get("acceptance")}
                                     for lang, v in by_arm[model].by_language.items()} for model in by_arm},
             "echo_vs_base_by_language": result.comparisons.get("echo", {}).get("vs_base_by_language"),
-            "promoted": result.verdict.promote, "seconds": round(time.perf_counter() - started)}
+            "promoted": result.verdict.promote, "gate_reasons": result.verdict.reasons,
+            "seconds": round(time.perf_counter() - started)}
         report("languages", figures)
         rows.append(figures)
     print(table(["corpus", "languages", "completions", "training / eval rows", "trimming = truth",

@@ -11,6 +11,7 @@ import importlib
 
 from echo_dagster import languages
 
+
 def parser_for(language: str):
     """A tree-sitter parser, or None where no grammar is installed for the language."""
     return _parser(languages.language(language).name)

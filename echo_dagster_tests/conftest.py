@@ -13,11 +13,19 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ECHO_START_DATE", "2026-01-01")
 
 
+@pytest.fixture(scope="session")
+def corpora(tmp_path_factory) -> Path:
+    """The registries' packages fetched once a session (`corpus.fetched`), for every ECHO_HOME."""
+    return tmp_path_factory.mktemp("corpora")
+
+
 @pytest.fixture
-def echo_home(tmp_path, monkeypatch) -> Path:
-    """An empty ECHO_HOME with the repository's dagster.yaml in its Dagster instance folder."""
+def echo_home(tmp_path, monkeypatch, corpora) -> Path:
+    """An empty ECHO_HOME with the repository's dagster.yaml in its Dagster instance folder (and the
+    session's fetched corpora)."""
     home = tmp_path / "echo"
     (home / "dagster").mkdir(parents=True)
+    (home / "corpora").symlink_to(corpora)
     (home / "dagster" / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     monkeypatch.setenv("ECHO_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))

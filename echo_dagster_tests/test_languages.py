@@ -189,3 +189,23 @@ def test_near_duplicates_leave_out_each_languages_own_comments():
     # `#` is code there: a private field, an attribute.
     assert not same("this.#count = f(a, b);\n", "this.#total = g(c, d);\n", "javascript")
     assert not same("#[derive(Debug)]\nstruct A;\n", "#[derive(Clone)]\nstruct A;\n", "rust")
+
+
+def test_the_experiment_job_measures_a_mixed_corpus_language_by_language(echo_home, tiny_model_dir):
+    """`echo-dagster experiment --config source=<a,b>`: one run over two languages, the asset's
+    metadata a table of each language's base and Echo acceptance and Echo's paired difference."""
+    import dagster as dg
+
+    from echo_dagster.defs.experiment_asset import experiment_report
+
+    config = {"base_model": str(tiny_model_dir), "source": "deb:librust-semver-dev,deb:golang-github-spf13-cobra-dev",
+              "days": 1, "users": 6, "eval_users": 3, "sessions_per_user_day": 2, "eval_rows": 60,
+              "replay_completions": 0, "humaneval_problems": 0, "stdlib_lines": 0, "arms": ["echo"], "lora_r": 4,
+              "lora_alpha": 8, "batch_size": 4, "context_tokens": 64, "max_target_tokens": 16, "max_steps": 4}
+    result = dg.materialize([experiment_report], instance=dg.DagsterInstance.ephemeral(),
+                            run_config={"ops": {"experiment_report": {"config": config}}})
+    [materialization] = result.asset_materializations_for_node("experiment_report")
+    table = materialization.metadata["by_language"].value
+    header, *rows = [line for line in table.splitlines() if not line.startswith("| ---")]
+    assert header.split(" | ")[2:] == ["base", "Echo", "Echo − base |"]
+    assert {row.split(" | ")[0].strip("| ") for row in rows} == {"go", "rust"}

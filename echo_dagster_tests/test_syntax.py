@@ -7,19 +7,23 @@ package's files the two agreed on 98%."""
 import random
 
 from echo_dagster.languages import compiles
-from echo_dagster.syntax import error_spans, trim_to_boundary
+from echo_dagster.syntax import bracket_lines, error_spans, trim_to_boundary
 from echo_dagster_tests.conftest import REPO
 
 
 def trim_on_whole_prefix(prefix: str, text: str, language: str) -> str:
     """The rule with every cut parsed and compiled together with the whole prefix."""
     lines = text.splitlines(keepends=True)
+    depths = bracket_lines([*lines, ""], language)
     start = len(prefix.encode())
-    best, best_errors = "", None
+    best, best_errors, low = "", None, 0
     for n in range(1, len(lines) + 1):
         candidate = "".join(lines[:n])
-        spans = error_spans((prefix + candidate).encode(), language)
-        errors = sum(1 for s, e in spans if e > start or (s == e and s >= start))
+        code = (prefix + candidate).encode()
+        spans = error_spans(code, language)
+        errors = sum(1 for s, e in spans if (e > start or s == e >= start) and not s == e >= len(code.rstrip()))
+        low = min(low, depths[n - 1][1])
+        errors += depths[n][0] > low
         errors += not compiles(prefix + candidate)
         if best_errors is None or errors <= best_errors:
             best, best_errors = candidate, errors
