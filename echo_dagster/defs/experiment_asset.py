@@ -45,12 +45,13 @@ class ExperimentConfig(TrainerConfig):
     pool="gpu",
 )
 def experiment_report(context: dg.AssetExecutionContext, config: ExperimentConfig) -> dg.MaterializeResult:
-    """The loop at a size that decides, with the arms that say why: simulated days of the default
-    corpus harvested; Echo, naive logs (accepted proposals as shown), untrimmed and unfiltered final
-    states and repository files, each trained from the base with Echo's token budget (and, when
-    asked, Echo + DPO on the pairs of kept code and rejected proposal); every model
-    on the same held-out rows, paired against the base and against Echo; the gate on Echo. All of
-    it under $ECHO_HOME/experiments/<time>/, its own landing zone, warehouse and registry."""
+    """The loop at a size that decides, with the arms that say why: simulated days of a corpus (the
+    default, or several languages at once: `by_language` gives each its figures) harvested; Echo,
+    naive logs (accepted proposals as shown), untrimmed and unfiltered final states and repository
+    files, each trained from the base with Echo's token budget (and, when asked, Echo + DPO on the
+    pairs of kept code and rejected proposal); every model on the same held-out rows, paired against
+    the base and against Echo; the gate on Echo. All of it under $ECHO_HOME/experiments/<time>/, its
+    own landing zone, warehouse and registry."""
     spec = ExperimentSpec(
         base_model=config.base_model, source=config.source, days=config.days, users=config.users,
         eval_users=config.eval_users, sessions_per_user_day=config.sessions_per_user_day, eval_rows=config.eval_rows,
