@@ -49,9 +49,13 @@ def block_end(request: CompletionRequest, lines: list[str]) -> int:
         return next((n for n, line in enumerate(lines) if n and line.strip() and indent_of(line) < indent),
                     len(lines))
     # The cursor's depth: 0, or where the first line leaves it when it closes the block (`} else {`).
+    # A line ends the block when it opens with a bracket that closes below that depth (not a `)` in
+    # the prose of a comment still being written, which the piece alone cannot tell from code).
     base = min(0, depths[1][0]) if len(depths) > 1 else 0
     for n, (line, (start, low, quoted)) in enumerate(zip(lines, depths)):
-        if n and (low < base or start == base and not quoted and line.strip() and indent_of(line) < indent):
+        if not n or quoted or not line.strip():
+            continue
+        if low < base and line.lstrip()[0] in ")]}" or start == base and indent_of(line) < indent:
             return n
     return len(lines)
 

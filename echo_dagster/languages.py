@@ -39,6 +39,9 @@ class Language:
     # simulator plants secrets with it (and falls back to a comment where it does not parse).
     assignment: str = 'const {name} = "{value}";'
     indented_block: bool = False  # an indented piece parses only inside a block (Python's "if 1:")
+    # A block's last expression takes no `;` (Rust): a cut that ends in one is whole, though the parse
+    # of the cut, whose block is still open, reports the `;` missing.
+    tail_expressions: bool = False
 
 
 _JS_FUNCTIONS = frozenset({"function_declaration", "method_definition", "class_declaration", "arrow_function"})
@@ -56,7 +59,7 @@ LANGUAGES = {language.name: language for language in (
     Language("go", ("tree_sitter_go", "language"), (".go",), ("golang",), assignment='{name} := "{value}"',
              self_contained=frozenset({"function_declaration", "method_declaration"})),
     Language("rust", ("tree_sitter_rust", "language"), (".rs",), ("rs",), assignment='let {name} = "{value}";',
-             self_contained=frozenset({"function_item", "impl_item"})),
+             self_contained=frozenset({"function_item", "impl_item"}), tail_expressions=True),
     Language("java", ("tree_sitter_java", "language"), (".java",), assignment='String {name} = "{value}";',
              self_contained=frozenset({"method_declaration", "constructor_declaration", "class_declaration"})),
     # Named, so that their files and events say what they are; they work where their grammar is installed.

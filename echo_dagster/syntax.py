@@ -40,15 +40,17 @@ def error_spans(code: bytes, language: str, tree=None) -> list[tuple[int, int]] 
     tree = tree or parse(code, language)
     if tree is None:
         return None
-    spans = []
+    return [(node.start_byte, node.end_byte) for node in _error_nodes(tree)]
+
+
+def _error_nodes(tree):
     stack = [tree.root_node]
     while stack:
         node = stack.pop()
         if node.is_error or node.is_missing:
-            spans.append((node.start_byte, node.end_byte))
+            yield node
         elif node.has_error:
             stack.extend(node.children)
-    return spans
 
 
 def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | None = None, tree=None) -> str:
@@ -77,13 +79,15 @@ def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | Non
     # Brackets a cut opens and leaves open: the cut ends inside them. (Those open before the cursor
     # are no error of a cut: tree-sitter reports their closers missing at the end of every cut.)
     depths = bracket_lines([*lines, ""], language)  # the last entry: the depth at the end
+    unfinished = _CLOSING | ({";"} if rules.tail_expressions else set())  # missing at a cut's end: no error
     best, best_errors, low = "", None, 0
     for n in range(1, len(lines) + 1):
         candidate = "".join(lines[:n])
         code = (head + candidate).encode()
         end = len(code.rstrip())
-        spans = error_spans(code, language)
-        errors = sum(1 for s, e in spans if (e > start or s == e >= start) and not s == e >= end)
+        errors = sum(1 for node in _error_nodes(parse(code, language))
+                     if (node.end_byte > start or node.start_byte == node.end_byte >= start)
+                     and not (node.is_missing and node.type in unfinished and node.start_byte >= end))
         low = min(low, depths[n - 1][1])
         errors += depths[n][0] > low
         if rules.compiles:
@@ -115,7 +119,8 @@ def indent_of(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
-_OPENING, _CLOSING = frozenset("([{"), frozenset(")]}")
+# A template literal type's `${` is one token (in a template string it is inside the string).
+_OPENING, _CLOSING = frozenset({"(", "[", "{", "${"}), frozenset({")", "]", "}"})
 
 
 def bracket_lines(lines: list[str], language: str) -> list[tuple[int, int, bool]] | None:

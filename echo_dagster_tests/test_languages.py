@@ -72,6 +72,12 @@ BLOCK_ENDS = [
     ("rust", "fn f() -> Vec<i32> {\n    ", "let v = vec![\n1,\n2];\n    v\n}\n", "let v = vec![\n1,\n2];\n    v\n"),
     # A first line that closes the block and opens the next: the next one's body, to its end.
     ("javascript", "if (x) {\n  a();\n", "} else {\n  b();\n}\nc();\n", "} else {\n  b();\n"),
+    # Rust's tail expression (no `;`) ends a block whole.
+    ("rust", "fn f(v: Vec<u8>) -> *mut u8 {\n    ", "let ptr = v.as_ptr();\n    mem::forget(v);\n    ptr as *mut u8\n}\n",
+     "let ptr = v.as_ptr();\n    mem::forget(v);\n    ptr as *mut u8\n"),
+    # A template literal type's `${…}` is balanced.
+    ("typescript", "function f(): void {\n  ", "const a = 1;\n  type R = `/${string}`;\n  use(a);\n}\n",
+     "const a = 1;\n  type R = `/${string}`;\n  use(a);\n"),
     # At the cursor's own depth indentation still tells: a `case` label ends the case before it.
     ("java", "class A {\n  void f(int x) {\n    switch (x) {\n      case 1:\n        ",
      "a();\n        break;\n      case 2:\n        b();\n    }\n", "a();\n        break;\n"),
@@ -87,6 +93,25 @@ def test_a_block_ends_where_its_bracket_closes(language, prefix, text, kept):
     # Generation stops at the same line: whole once the line that ends the block is complete.
     assert text.startswith(kept) and not is_whole(request, kept, 12)
     assert is_whole(request, kept + text[len(kept):].split("\n")[0] + "\n", 12)
+
+
+def test_a_comment_is_not_ended_by_its_prose():
+    from echo_dagster.completion import CompletionRequest, is_whole, postprocess
+
+    # Being written: generation does not stop at the `)` of "a)".
+    assert not is_whole(CompletionRequest("class A {\n  ", "", "typescript"), "/**\n   * Steps:\n   *  a) parse\n", 12)
+    # A cursor inside a doc comment: the proposal keeps the comment to its end. (Generation, which
+    # sees the piece without the comment's start, runs on to the line cap here; the cut is the same.)
+    text = "* Cases:\n   *  1) both\n   *  2) otherwise\n   */\n  int f() {\n"
+    assert postprocess(CompletionRequest("class A {\n  /**\n   ", "", "java"), text, 8) == text[: text.index("  int")]
+
+
+def test_a_cut_does_not_end_a_statement_before_its_semicolon():
+    # Tree-sitter reports the `;` missing at the end of such a cut: an error, unlike the missing
+    # closers of the blocks open before the cursor.
+    prefix = "class A {\n  void f() {\n    "
+    assert trim_to_boundary(prefix, "int a = 1;\n    foo(a)\n        .bar()\n", "java") == "int a = 1;\n"
+    assert trim_to_boundary(prefix, "int a = 1;\n    foo(a)\n        .bar();\n", "java").endswith(".bar();\n")
 
 
 @pytest.mark.parametrize("language", ["python", "javascript"])

@@ -7,7 +7,7 @@ package's files the two agreed on 98%."""
 import random
 
 from echo_dagster.languages import compiles
-from echo_dagster.syntax import bracket_lines, error_spans, trim_to_boundary
+from echo_dagster.syntax import _error_nodes, bracket_lines, parse, trim_to_boundary
 from echo_dagster_tests.conftest import REPO
 
 
@@ -20,8 +20,9 @@ def trim_on_whole_prefix(prefix: str, text: str, language: str) -> str:
     for n in range(1, len(lines) + 1):
         candidate = "".join(lines[:n])
         code = (prefix + candidate).encode()
-        spans = error_spans(code, language)
-        errors = sum(1 for s, e in spans if (e > start or s == e >= start) and not s == e >= len(code.rstrip()))
+        errors = sum(1 for node in _error_nodes(parse(code, language))
+                     if (node.end_byte > start or node.start_byte == node.end_byte >= start)
+                     and not (node.is_missing and node.type in ")]}" and node.start_byte >= len(code.rstrip())))
         low = min(low, depths[n - 1][1])
         errors += depths[n][0] > low
         errors += not compiles(prefix + candidate)
