@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
-def compiles(code: str) -> bool:
+def python_compiles(code: str) -> bool:
     """Python's own parser: it sees bad indentation, which tree-sitter lets pass."""
     try:
         compile(code, "<code>", "exec", dont_inherit=True)
@@ -33,8 +33,8 @@ class Language:
     # Definitions that parse on their own wherever they stand (a `return` needs the function around
     # it; a method of a class whose closing brace is still to come parses alone).
     self_contained: frozenset[str] = frozenset()
-    # A check beyond tree-sitter's error nodes, where the language has one.
-    compiles: Callable[[str], bool] | None = None
+    # A check beyond tree-sitter's error nodes, where the language has one (read it by `compiles`).
+    check: Callable[[str], bool] | None = None
     # A statement that puts a string into a name, as a developer pastes a secret into code: the
     # simulator plants secrets with it (and falls back to a comment where it does not parse).
     assignment: str = 'const {name} = "{value}";'
@@ -43,12 +43,16 @@ class Language:
     # of the cut, whose block is still open, reports the `;` missing.
     tail_expressions: bool = False
 
+    def compiles(self, code: str) -> bool:
+        """Whether the language's own check passes: always, for a language without one."""
+        return self.check is None or self.check(code)
+
 
 _JS_FUNCTIONS = frozenset({"function_declaration", "method_definition", "class_declaration", "arrow_function"})
 
 LANGUAGES = {language.name: language for language in (
     Language("python", ("tree_sitter_python", "language"), (".py", ".pyi"), ("py", "python3"), line_comment="#",
-             blocks="indentation", compiles=compiles, assignment='{name} = "{value}"', indented_block=True,
+             blocks="indentation", check=python_compiles, assignment='{name} = "{value}"', indented_block=True,
              self_contained=frozenset({"function_definition", "class_definition", "decorated_definition"})),
     Language("javascript", ("tree_sitter_javascript", "language"), (".js", ".mjs", ".cjs", ".jsx"),
              ("js", "jsx", "javascriptreact"), self_contained=_JS_FUNCTIONS),

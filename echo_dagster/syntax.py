@@ -90,8 +90,7 @@ def trim_to_boundary(prefix: str, text: str, language: str, max_lines: int | Non
                      and not (node.is_missing and node.type in unfinished and node.start_byte >= end))
         low = min(low, depths[n - 1][1])
         errors += depths[n][0] > low
-        if rules.compiles:
-            errors += not rules.compiles(head + candidate)  # tree-sitter misses indentation errors
+        errors += not rules.compiles(head + candidate)  # tree-sitter misses Python's indentation errors
         if best_errors is None or errors <= best_errors:
             best, best_errors = candidate, errors
     return best
@@ -121,6 +120,7 @@ def indent_of(line: str) -> int:
 
 # A template literal type's `${` is one token (in a template string it is inside the string).
 _OPENING, _CLOSING = frozenset({"(", "[", "{", "${"}), frozenset({")", "]", "}"})
+_BRACKETS = _OPENING | _CLOSING
 
 
 def bracket_lines(lines: list[str], language: str) -> list[tuple[int, int, bool]] | None:
@@ -139,7 +139,7 @@ def bracket_lines(lines: list[str], language: str) -> list[tuple[int, int, bool]
             opaque.append((node.start_byte, node.end_byte))  # a template's `${…}` is balanced within
         elif node.child_count:
             stack.extend(node.children)
-        elif not node.is_missing and node.type in _OPENING | _CLOSING:
+        elif not node.is_missing and node.type in _BRACKETS:
             steps.append((node.start_byte, 1 if node.type in _OPENING else -1))
     steps.sort()
     out, depth, i, start = [], 0, 0, 0

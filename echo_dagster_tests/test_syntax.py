@@ -6,7 +6,7 @@ package's files the two agreed on 98%."""
 
 import random
 
-from echo_dagster.languages import compiles
+from echo_dagster.languages import python_compiles
 from echo_dagster.syntax import _error_nodes, bracket_lines, parse, trim_to_boundary
 from echo_dagster_tests.conftest import REPO
 
@@ -25,7 +25,7 @@ def trim_on_whole_prefix(prefix: str, text: str, language: str) -> str:
                      and not (node.is_missing and node.type in ")]}" and node.start_byte >= len(code.rstrip())))
         low = min(low, depths[n - 1][1])
         errors += depths[n][0] > low
-        errors += not compiles(prefix + candidate)
+        errors += not python_compiles(prefix + candidate)
         if best_errors is None or errors <= best_errors:
             best, best_errors = candidate, errors
     return best

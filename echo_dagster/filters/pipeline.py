@@ -258,7 +258,7 @@ class DocumentScan:
         if redacted not in self.redacted:
             tree = parse(redacted.encode(), language)
             spans = error_spans(b"", language, tree) if tree else None
-            self.redacted[redacted] = (spans, _compiles(redacted, language, spans))
+            self.redacted[redacted] = (spans, bool(spans) or languages.language(language).compiles(redacted))
         spans, ok = self.redacted[redacted]
         return _parses(spans, ok, redacted, len(head), len(head) + len(body))
 
@@ -267,13 +267,6 @@ class DocumentScan:
         if not self._values:
             self._values.append(values(document, self.findings))
         return self._values[0]
-
-
-def _compiles(document: str, language: str, spans) -> bool:
-    """The language's own check, where it has one beyond tree-sitter's (needed only when tree-sitter
-    found no error)."""
-    check = languages.language(language).compiles
-    return bool(spans) or check is None or check(document)
 
 
 def _parses(spans: list[tuple[int, int]] | None, ok: bool, document: str, start: int, end: int) -> bool:
@@ -288,7 +281,7 @@ def _parses(spans: list[tuple[int, int]] | None, ok: bool, document: str, start:
 def scan_document(document: str, language: str, ner: bool, clock: Clock) -> DocumentScan:
     tree = parse(document.encode(), language)
     spans = error_spans(b"", language, tree) if tree else None
-    ok = _compiles(document, language, spans)
+    ok = bool(spans) or languages.language(language).compiles(document)  # its own check, past tree-sitter's
     clock.lap("syntax")
     findings = find(document, language, ner=ner, tree=tree)
     inert = not findings or _inert(document, language, findings, tree)

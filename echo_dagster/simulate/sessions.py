@@ -136,8 +136,7 @@ def _plant(rng, text: str, region: tuple[int, int], language: str):
 
 
 def _parses(code: str, language: str) -> bool:
-    check = languages.language(language).compiles
-    return not error_spans(code.encode(), language) and (check is None or check(code))
+    return not error_spans(code.encode(), language) and languages.language(language).compiles(code)
 
 
 def _triggers(rng, text: str, region: tuple[int, int], paste, max_triggers: int) -> list[Trigger]:
