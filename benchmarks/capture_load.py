@@ -108,7 +108,7 @@ def continue_memory(server: LocalServer, token: str, posts: int, window: int) ->
     statuses = continue_posts(server.url, token, posts, window_chars=window)
     seconds = time.perf_counter() - started
     after = server.rss_mb()
-    health = server.health()
+    health = server.health(token)
     return {"continue_posts": posts, "window_chars": window, "statuses": dict(statuses),
             "posts_per_s": round(posts / seconds, 1), "rss_before_mb": round(before, 1),
             "rss_after_mb": round(after, 1), "rss_growth_mb": round(after - before, 1),

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from echo_dagster.watched import WatchedFile
+from echo_dagster.watched import FileProblem, WatchedFile
 
 KINDS = ("user", "tenant")
 
 
-class OptOutError(ValueError):
+class OptOutError(FileProblem):
     pass
 
 
@@ -46,7 +46,7 @@ def parse(text: str, source: str = "<opt-out list>") -> OptOut:
         kind, sep, value = line.partition(":")
         value = value.strip()
         if not sep or kind not in KINDS or not value:
-            raise OptOutError(f"{source}:{number}: expected 'user:<id>' or 'tenant:<id>', got {raw[:80]!r}")
+            raise OptOutError(f"{source}:{number}: expected 'user:<id>' or 'tenant:<id>', got {raw[:80]!r}", source)
         found[kind].add(value)
     return OptOut(frozenset(found["user"]), frozenset(found["tenant"]))
 
@@ -61,7 +61,7 @@ def load(path: str | Path) -> OptOut:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise OptOutError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+        raise OptOutError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})", path) from None
     return parse(text, str(path))
 
 

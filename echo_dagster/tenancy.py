@@ -21,13 +21,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echo_dagster.watched import WatchedFile
+from echo_dagster.watched import FileProblem, WatchedFile
 
 POLICIES = ("pooled", "own", "excluded")
 TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 
 
-class PolicyError(ValueError):
+class PolicyError(FileProblem):
     pass
 
 
@@ -54,13 +54,13 @@ def load(path: str | Path) -> TenantPolicy:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as err:
-        raise PolicyError(f"{path}: not JSON ({err}); {expected}") from None
+        raise PolicyError(f"{path}: not JSON ({err}); {expected}", path) from None
     if not isinstance(data, dict) or not isinstance(data.get("tenants", {}), dict):
-        raise PolicyError(f"{path}: {expected}")
+        raise PolicyError(f"{path}: {expected}", path)
     default, tenants = data.get("default", "pooled"), data.get("tenants", {})
     for who, policy in [("default", default), *tenants.items()]:
         if policy not in POLICIES:
-            raise PolicyError(f"{path}: {who}: policy {policy!r}; {expected}")
+            raise PolicyError(f"{path}: {who}: policy {policy!r}; {expected}", path)
     for tenant in tenants:
         check_tenant_id(tenant)
 

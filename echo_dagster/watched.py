@@ -16,6 +16,20 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+class FileProblem(ValueError):
+    """Why a file cannot be used. Its message names the file by its full path, for the operator's log
+    and command line; `public()` names it by its name alone, for answers to clients, who must not
+    learn the server's paths."""
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        super().__init__(message)
+        self.path = path
+
+    def public(self) -> str:
+        text = str(self)
+        return text.replace(str(self.path), Path(self.path).name) if self.path else text
+
+
 class WatchedFile(Generic[T]):
     def __init__(self, path: str | Path, parse: Callable[[Path], T], errors: tuple[type[Exception], ...]):
         """`parse(path)` reads the file (a missing one too); it raises one of `errors` for a bad file."""
@@ -31,10 +45,10 @@ class WatchedFile(Generic[T]):
             raise value
         return value
 
-    def problem(self) -> str | None:
+    def problem(self) -> Exception | None:
         """Why the file cannot be used, or None."""
         value = self._refresh()
-        return str(value) if isinstance(value, self._errors) else None
+        return value if isinstance(value, self._errors) else None
 
     def _refresh(self) -> T | Exception:
         try:

@@ -109,7 +109,8 @@ def test_a_killed_server_loses_nothing_it_acknowledged(server):
     second.port, second.url = server.port, server.url
     second.start()
     try:
-        assert httpx.get(second.url + "/healthz").json()["recovered_segments"] == 1
+        assert httpx.get(second.url + "/healthz", headers={"Authorization": f"Bearer {server.token}"}).json()[
+            "recovered_segments"] == 1
         assert second.open_segments() == []
         assert [e["event_id"] for e in second.landed()] == [e["event_id"] for e in acked]
     finally:

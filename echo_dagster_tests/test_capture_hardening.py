@@ -65,11 +65,14 @@ def test_a_broken_opt_out_list_refuses_posts_with_503_naming_file_and_line_until
         refused = _post(server, json.dumps(event(0, 0)).encode(), token)
         assert refused.status_code == 503, refused.text
         assert "opt_out.txt:2" in refused.json()["error"] and "expected 'user:<id>'" in refused.json()["error"]
+        assert str(server.opt_out.parent) not in refused.text  # the file by its name: its path is for the log
         assert refused.headers["Retry-After"]
         assert _post(server, _continue(), token, "/v1/continue").status_code == 503
-        health = httpx.get(server.url + "/healthz", timeout=10)
+        anonymous = httpx.get(server.url + "/healthz", timeout=10)
+        assert anonymous.status_code == 503 and anonymous.json() == {"status": "refusing"}
+        health = httpx.get(server.url + "/healthz", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert health.status_code == 503 and health.json()["status"] == "refusing"
-        assert any("opt_out.txt:2" in p for p in health.json()["problems"])
+        assert any("opt_out.txt:2" in p for p in health.json()["problems"]) and str(server.opt_out.parent) not in health.text
         assert not list((server.landing / "_capture" / "n1").glob("*.jsonl"))  # nothing was written
 
         server.opt_out.write_text("# fixed\nuser:jane doe\n")  # an id with a space is an id
@@ -95,8 +98,9 @@ def test_an_unreadable_token_file_refuses_posts_with_503_and_says_so_in_healthz(
         answer = _post(server, json.dumps(event(0, 0)).encode(), token)
         assert answer.status_code == 503 and "token file" in answer.json()["error"]
         assert str(server.tokens) not in answer.text  # its path is for the operator
-        health = httpx.get(server.url + "/healthz", timeout=10)
-        assert health.status_code == 503 and any("tokens.json" in p for p in health.json()["problems"])
+        # No token can be checked: anyone, the token's holder too, hears only that posts are refused.
+        health = httpx.get(server.url + "/healthz", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert health.status_code == 503 and health.json() == {"status": "refusing"}
         server.tokens.write_text(good)
         assert _post(server, json.dumps(event(0, 0)).encode(), token).status_code == 200
     finally:
@@ -326,7 +330,7 @@ def test_idle_slow_and_oversized_requests_are_cut_and_keep_alive_still_works(gua
     finally:
         for sock, _ in socks.values():
             sock.close()
-    closed = guarded_server.health()["connections_closed"]
+    closed = guarded_server.health(guarded_server.token)["connections_closed"]
     assert closed["read_timeout"] == 4
     if guarded_server.http == "httptools":  # h11 has this limit of its own (uvicorn's 400)
         assert closed["headers_too_large"] == 1
@@ -348,7 +352,7 @@ def test_slow_connections_beyond_the_fd_limit_do_not_starve_legitimate_clients(g
         while slow.closed() < 300 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert slow.closed() == 300  # evicted to make room, or cut by the deadline
-    closed = guarded_server.health()["connections_closed"]
+    closed = guarded_server.health(guarded_server.token)["connections_closed"]
     assert closed["evicted_waiting"] > 0 and closed["read_timeout"] > 0
 
 
@@ -467,11 +471,11 @@ def test_continue_posts_dated_far_ahead_are_closed_by_the_server_and_their_memor
         for n in range(40):  # 40 posts of 40,000-character windows, each in a file of its own
             answer = client.post("/v1/continue", content=continue_body(n, window_chars=40_000), headers=headers)
             assert answer.status_code == 200 and answer.json()["accepted"] == 2
-            assert client.get("/healthz").json()["open_completions"]["bytes"] <= 200_000
+            assert client.get("/healthz", headers=headers).json()["open_completions"]["bytes"] <= 200_000
         deadline = time.monotonic() + 20
-        while client.get("/healthz").json()["open_completions"]["completions"] and time.monotonic() < deadline:
+        while client.get("/healthz", headers=headers).json()["open_completions"]["completions"] and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert client.get("/healthz").json()["open_completions"] == {"files": 0, "completions": 0, "bytes": 0}
+        assert client.get("/healthz", headers=headers).json()["open_completions"] == {"files": 0, "completions": 0, "bytes": 0}
     landed = [json.loads(line) for f in (tmp_path / "landing").glob("20*/*.jsonl") for line in f.open()]
     closes = sorted(e["session_id"] for e in landed if e["event"] == "document_closed")
     assert closes == sorted(f"continue:future-{n}" for n in range(40))  # evicted, or swept by the server's clock

@@ -102,15 +102,15 @@ def test_tabby_api_serves_and_its_events_become_decisions(served, echo_home):
     events = {(e["event"], e["completion_id"]): e for e in _landed(echo_home) if "completion_id" in e}
     shown = events["completion_shown", first["id"]]
     assert shown["prefix"] == FILE_BEFORE and shown["suffix"] == FILE_AFTER and shown["tenant_id"] == "acme"
-    assert shown["proposal"] == first["choices"][0]["text"] and shown["model"] == str(served_model(client))
+    assert shown["proposal"] == first["choices"][0]["text"] and shown["model"] == str(served_model(client, auth["acme"]))
     accepted = events["completion_accepted", first["id"]]
     assert accepted["accepted_text"] == shown["proposal"].split("\n")[0]
     assert events["completion_rejected", second["id"]]["reason"] == "dismissed"
     assert len(events) == 4
 
 
-def served_model(client) -> str:
-    return client.get("/healthz").json()["serving"]["model"]
+def served_model(client, auth: dict) -> str:
+    return client.get("/healthz", headers=auth).json()["serving"]["model"]
 
 
 def test_an_opted_out_user_is_served_and_nothing_of_theirs_is_kept(served, echo_home):

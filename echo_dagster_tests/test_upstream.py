@@ -62,7 +62,7 @@ def test_a_gateway_serves_and_captures_completions_generated_upstream(echo_home,
             whole = client.completions.create(model=model, prompt="x = foo(", suffix=")\n", max_tokens=6)
             chunks = list(client.completions.create(model=model, prompt="x = foo(", suffix=")\n", max_tokens=6,
                                                     stream=True))
-            health = httpx.get(f"{url}/healthz").json()
+            health = httpx.get(f"{url}/healthz", headers=auth).json()
     # The model is the upstream's; the proposal follows the local engine's rules (the upstream here
     # is the local engine: the same text as asking it directly).
     assert model == whole.model == str(tiny_model_dir) != str(here) and health["serving"]["model"] == model

@@ -8,8 +8,9 @@
 * with a model to serve (`completions`): Tabby's server API and OpenAI's completions API, every
   proposal captured where it is served (`completion_routes`); Tabby's view/select/dismiss events
   share `POST /v1/events`, told apart from schema-v1 events by their shape.
-* `GET /healthz` — 200 `{"status": "ok"}`, or 503 `{"status": "refusing", "problems": [...]}`
-  while the server cannot accept posts (its token file or opt-out list unreadable, its writer dead).
+* `GET /healthz` — 200 `{"status": "ok"}`, or 503 `{"status": "refusing"}` while the server cannot
+  accept posts (its token file or opt-out list unreadable, its writer dead); with a token, also the
+  problems and the figures of the token's own tenant (no other tenant, no server path).
 
 A post goes through these steps in order; each refusal is answered at once, with a reason, and
 logged (one JSON line a request, whatever its outcome):
@@ -49,6 +50,7 @@ from echo_dagster.capture import bodies
 from echo_dagster.capture.completion_routes import ServedCompletions
 from echo_dagster.capture.tokens import TokenFileError, TokenStore
 from echo_dagster.clients.implicit import LiveStreams
+from echo_dagster.events import EventError, decode_json
 from echo_dagster.optout import OptOut, OptOutError
 from echo_dagster.serving import protocols
 
@@ -168,9 +170,9 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
                 raise _Refusal(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
             try:
                 listed = opt_out()
-            except OptOutError as err:
+            except OptOutError as err:  # named by the file's name: its path is for the operator's log
                 raise _Refusal(503, f"the opt-out list cannot be read, so nothing is accepted until it is fixed: "
-                                    f"{err}", {"Retry-After": "30"}) from None
+                                    f"{err.public()}", {"Retry-After": "30"}, detail=str(err)) from None
             async with budget.read(request, settings.max_body_bytes) as body:
                 status, answer = await process(body, tenant, listed)
             if isinstance(answer, Response):  # a stream: logged as it starts
@@ -209,18 +211,26 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
                 raise _Refusal(503, f"not written: {exc}; retry", {"Retry-After": "1"}) from None
         return 200, {"accepted": len(kept), "opted_out": len(own) - len(kept), "ignored": 0}
 
+    def made_here(events: list[dict]) -> list[tuple]:
+        lines, problems = bodies.made_here(events)
+        for problem in problems:  # a bug here, not the client's: its record is quarantined, the rest written
+            log.error(json.dumps({"msg": "an event made by the server is not valid: written for quarantine",
+                                  **problem}))
+        return lines
+
     async def write_events(events: list[dict], listed: OptOut) -> int:
-        checked = bodies.encoded(events)
-        if checked.errors:  # made here: a bug, not the client's
-            raise RuntimeError(f"events made by the server are invalid: {checked.errors}")
-        _, answer = await write(listed, checked.valid, [])
+        _, answer = await write(listed, made_here(events), [])
         return answer["accepted"]
 
     async def write_completion(completion, tenant: str, listed: OptOut) -> list:
         """Its events, the snapshots it gives earlier completions of its file, the closes it causes:
-        written; the events of this request, returned."""
+        written; the events of this request, returned. Not written: the completion is forgotten."""
         own, closed = await off_loop(add_live, completion, tenant)
-        await write(listed, own, closed)
+        try:
+            await write(listed, own, closed)
+        except BaseException:
+            await off_loop(live.discard, completion, tenant)
+            raise
         return [event for _, event in own]
 
     served = None
@@ -230,10 +240,11 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
     async def schema_v1(request: Request, body: bytes, tenant: str, listed: OptOut) -> tuple[int, dict]:
         if served is not None and body[:1] == b"{" and b'"completion_id"' in body and b'"schema_version"' not in body:
             try:
-                payload = await off_loop(bodies.decode, body)  # one JSON object: maybe a Tabby event
-            except bodies.BodyError:
+                payload = await off_loop(decode_json, body)  # one JSON object: maybe a Tabby event
+            except EventError:
                 payload = None  # the schema-v1 path says what is wrong with it
             if protocols.is_tabby_event(payload):
+                rate(tenant, 1)  # one event, at the tenant's rate, as schema-v1 events are
                 return await served.tabby_event(request, payload, tenant, listed)
         lines = bodies.line_count(body)
         if lines > settings.max_events:
@@ -246,10 +257,7 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
 
     def add_live(completion, tenant: str) -> tuple[list, list]:
         own, closed = live.add(completion, tenant)
-        own, closed = bodies.encoded(own), bodies.encoded(closed)
-        if own.errors or closed.errors:  # made from a valid completion: a bug here, not the client's
-            raise RuntimeError(f"events made from a valid completion are invalid: {own.errors + closed.errors}")
-        return own.valid, closed.valid
+        return made_here(own), made_here(closed)
 
     async def from_continue(body: bytes, tenant: str, listed: OptOut) -> tuple[int, dict]:
         post = await off_loop(bodies.continue_post, body, tenant)
@@ -269,34 +277,41 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
         return await handle(request, "continue", from_continue)
 
     async def health(request: Request) -> JSONResponse:
+        """Up or refusing, to anyone; the details to a token's holder, about its own tenant only and
+        naming no server path (those are in the log)."""
         problems = []
         if problem := tokens.problem():
-            problems.append(f"token file: {problem}")
+            problems.append(f"token file: {problem.public()}")
         try:
             opt_out()
         except OptOutError as err:
-            problems.append(f"opt-out list: {err}")
+            problems.append(f"opt-out list: {err.public()}")
         if not getattr(sink, "alive", True):
             problems.append("the sink's writer thread has stopped: nothing can be written")
+        status = 503 if problems else 200
+        try:
+            tenant = _tenant(request, tokens)
+        except TokenFileError:
+            tenant = None
+        if tenant is None:
+            return JSONResponse({"status": "refusing" if problems else "ok"}, status_code=status)
         body = {"status": "refusing" if problems else "ok",
                 "problems": [f"{p} — posts are refused (503) until this is fixed" for p in problems],
                 "node": getattr(sink, "node", None), "recovered_segments": getattr(sink, "recovered", 0),
-                "open_completions": live.stats(), "bodies_held_bytes": budget.held}
+                "open_completions": live.stats(tenant), "bodies_held_bytes": budget.held}
         if connection_stats is not None:
             body["connections_closed"] = dict(connection_stats.closed)
         if served is not None:
-            body["serving"] = {"engine": getattr(completions, "engine", "upstream"),
-                               "model": completions.shared.current.name, "swaps": completions.shared.swaps[-5:],
-                               "waiting": completions.waiting, **served.counts}
-        return JSONResponse(body, status_code=503 if problems else 200)
+            body["serving"] = await served.health(tenant)
+        return JSONResponse(body, status_code=status)
 
     async def close_open(everything: bool = False) -> None:
         """Writes the closes of idle files' open completions (of every file's, when the server stops:
         nothing more can reach them). A failure is logged: the sweeps must go on."""
         try:
-            closed = await off_loop(lambda: bodies.encoded(live.sweep(everything)))
-            if closed.valid:
-                await commit([line for line, _ in closed.valid])
+            closed = await off_loop(lambda: made_here(live.sweep(everything)))
+            if closed:
+                await commit([line for line, _ in closed])
         except Exception:
             log.exception("closing open completions failed")
 
@@ -321,10 +336,12 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
             await asyncio.to_thread(sink.close)
             log.info(json.dumps({"msg": "stopped"}))
 
-    return Starlette(routes=[Route("/v1/events", events_route, methods=["POST"]),
-                             Route("/v1/continue", continue_route, methods=["POST"]),
-                             Route("/healthz", health, methods=["GET"]),
-                             *(served.routes() if served is not None else [])], lifespan=lifespan)
+    app = Starlette(routes=[Route("/v1/events", events_route, methods=["POST"]),
+                            Route("/v1/continue", continue_route, methods=["POST"]),
+                            Route("/healthz", health, methods=["GET"]),
+                            *(served.routes() if served is not None else [])], lifespan=lifespan)
+    app.state.live = live  # the open completions, for the operator's debugger and the tests
+    return app
 
 
 def _tenant(request: Request, tokens: TokenStore) -> str | None:

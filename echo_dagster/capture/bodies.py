@@ -5,15 +5,14 @@ sends makes them raise: every failure is an error entry — line, reason code, f
 the reason codes of `events.REASONS` where the same thing is wrong (`bad_json`, `invalid_utf8`,
 `nested_too_deep`, `not_an_object`, the schema's own), plus Continue's mapping problems.
 
-JSON is decoded with msgspec, which is stricter than the standard library where laxness would reach
-the landing zone: it refuses NaN and Infinity, numbers no float or 64-bit integer holds, and escapes
-of lone UTF-16 surrogates (`"\\ud800"`: the standard library decodes it into a string that cannot be
-encoded as UTF-8 again).
+JSON is decoded by `events.decode_json`, strictly (no lone surrogates, NaN or Infinity), as every
+route decodes its body; a line longer than a landing line may be (`events.MAX_LINE_BYTES`) is
+refused here (`line_too_long`) rather than written for `raw_sessions` to quarantine.
 """
 
 from __future__ import annotations
 
-import re
+import json
 from dataclasses import dataclass, field
 
 import msgspec
@@ -21,19 +20,14 @@ import msgspec
 from echo_dagster.clients.continue_dev import continue_completion
 from echo_dagster.clients.implicit import shown_events
 from echo_dagster.clients.records import ClientCompletion, ReadResult
-from echo_dagster.events import Event, EventError, parse_event
+from echo_dagster.events import MAX_LINE_BYTES, Event, EventError, decode_json, parse_event
 
-_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
-class BodyError(ValueError):
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason, self.message = reason, message
-
-    def entry(self, line: int) -> dict:
-        return {"line": line, "reason": self.reason, "field": None, "message": self.message}
+def entry(err: EventError, line: int) -> dict:
+    """An error entry of an answer: line, reason code, field, message."""
+    return {"line": line, "reason": err.reason, "field": err.field, "message": err.message}
 
 
 @dataclass
@@ -48,45 +42,14 @@ def line_count(body: bytes) -> int:
     return body.count(b"\n") + (0 if body.endswith(b"\n") else 1) if body else 0
 
 
-def decode(data: bytes) -> object:
-    """One JSON value, or BodyError."""
-    try:
-        return _decoder.decode(data)
-    except RecursionError:
-        raise BodyError("nested_too_deep", "JSON nested deeper than the decoder's recursion limit "
-                                           "(no event nests more than two levels)") from None
-    except UnicodeDecodeError as err:
-        raise BodyError("invalid_utf8", f"not UTF-8: {err.reason} at byte {err.start}") from None
-    except msgspec.DecodeError as exc:  # a ValidationError too: a number out of range
-        raise BodyError("bad_json", _why_not_json(data, exc)) from None
-
-
-_AT_BYTE = re.compile(r"\(byte (\d+)\)")
-
-
-def _why_not_json(data: bytes, exc: msgspec.DecodeError) -> str:
-    text = str(exc)
-    if "surrogate" in text:
-        return (f"not valid JSON: {text}; an escape \\ud800-\\udfff must be half of a surrogate pair, "
-                f"alone it is not a character")
-    if isinstance(exc, msgspec.ValidationError):
-        return f"not valid JSON here: {text} (numbers must fit a 64-bit integer or a finite double)"
-    if "truncated" in text:
-        return "not valid JSON: it ends before the value does (an empty or cut body?)"
-    at = _AT_BYTE.search(text)
-    if at and data[int(at[1]):int(at[1]) + 9].lstrip(b"-").startswith((b"NaN", b"Infinity")):
-        return f"not valid JSON: NaN and Infinity are not JSON numbers (byte {at[1]})"
-    return f"not valid JSON: {text}"
-
-
 def schema_v1(body: bytes, tenant: str) -> Checked:
     """A body of `POST /v1/events`: one event however it is laid out, or one event a line. Every
     event's `tenant_id` becomes the token's."""
     lines = body.split(b"\n")
     if sum(1 for line in lines if line.strip()) > 1:
         try:
-            whole = _decoder.decode(body)
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            whole = decode_json(body)
+        except EventError:
             whole = None  # JSON lines, or junk that the lines below will explain
         if isinstance(whole, dict):
             lines = [body]
@@ -95,9 +58,9 @@ def schema_v1(body: bytes, tenant: str) -> Checked:
         if not line.strip():
             continue
         try:
-            obj = decode(line)
-        except BodyError as err:
-            checked.errors.append(err.entry(n))
+            obj = decode_json(line)
+        except EventError as err:
+            checked.errors.append(entry(err, n))
             continue
         if not isinstance(obj, dict):
             checked.errors.append({"line": n, "reason": "not_an_object", "field": None,
@@ -117,11 +80,53 @@ def encoded(events: list[dict]) -> Checked:
 
 
 def _check(checked: Checked, n: int, obj: dict) -> None:
-    line = _encoder.encode(obj)
     try:
-        checked.valid.append((line + b"\n", parse_event(line)))
+        line = landing_line(obj)
+        checked.valid.append((line, parse_event(line[:-1])))
     except EventError as err:
-        checked.errors.append({"line": n, "reason": err.reason, "field": err.field, "message": err.message})
+        checked.errors.append(entry(err, n))
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Whose an event is, for the opt-out check of a line that is not a valid event."""
+    user_id: str | None
+    tenant_id: str | None
+
+
+def made_here(events: list[dict]) -> tuple[list[tuple[bytes, Event | Subject]], list[dict]]:
+    """Events the server made (decisions, implicit snapshots, closes): each one's line and event,
+    and the problems. One that cannot be a valid landing line is not the reason any other is lost:
+    it is written as a line that `raw_sessions` quarantines with its reason (strings escaped as
+    ASCII, so that writing it cannot fail too), and listed among the problems for the log."""
+    lines, problems = [], []
+    for n, event in enumerate(events, 1):
+        try:
+            line = landing_line(event)
+            lines.append((line, parse_event(line[:-1])))
+        except EventError as err:
+            problems.append({**entry(err, n), "event": event.get("event"), "event_id": _ascii(event.get("event_id")),
+                             "tenant_id": _ascii(event.get("tenant_id"))})
+            lines.append((json.dumps(event, ensure_ascii=True, default=str).encode() + b"\n",
+                           Subject(event.get("user_id"), event.get("tenant_id"))))
+    return lines, problems
+
+
+def _ascii(value: object) -> str:
+    return ascii(value)[:120]
+
+
+def landing_line(obj: dict) -> bytes:
+    """The line (with its newline) an event is written as, or EventError where it cannot be one."""
+    try:
+        line = _encoder.encode(obj)
+    except (UnicodeEncodeError, TypeError, OverflowError) as err:  # made here from what a client sent
+        raise EventError("bad_field_value", f"cannot be written as JSON: {err}") from None
+    if len(line) > MAX_LINE_BYTES:
+        raise EventError("line_too_long", f"{len(line)} bytes as a landing line: at most {MAX_LINE_BYTES} "
+                                          f"(what raw_sessions reads)")
+    return line + b"\n"
+
 
 
 @dataclass
@@ -135,9 +140,9 @@ class ContinuePost:
 def continue_post(body: bytes, tenant: str) -> ContinuePost:
     """A body Continue posts to an HTTP destination."""
     try:
-        payload = decode(body)
-    except BodyError as err:
-        return ContinuePost(errors=[err.entry(1)])
+        payload = decode_json(body)
+    except EventError as err:
+        return ContinuePost(errors=[entry(err, 1)])
     if isinstance(payload, dict) and payload.get("name") not in (None, "autocomplete"):
         return ContinuePost(ignored=True)
     read = ReadResult()

@@ -96,8 +96,9 @@ class LocalServer:
                 time.sleep(0.1)
         raise RuntimeError(f"the server did not start: {self.log_path}")
 
-    def health(self) -> dict:
-        return httpx.get(f"{self.url}/healthz", timeout=10).json()
+    def health(self, token: str) -> dict:
+        """/healthz as the holder of `token` sees it (anonymously, only up or refusing)."""
+        return httpx.get(f"{self.url}/healthz", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
 
     def rss_mb(self) -> float:
         """The server's resident memory (Linux)."""

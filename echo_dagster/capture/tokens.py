@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from echo_dagster.clients.records import pseudonym
-from echo_dagster.watched import WatchedFile
+from echo_dagster.watched import FileProblem, WatchedFile
 
 PREFIX = "echo_"
 
@@ -30,7 +30,7 @@ def token_user(client: str, token: str) -> str:
     return pseudonym(client, "token:" + _hash(token))
 
 
-class TokenFileError(ValueError):
+class TokenFileError(FileProblem):
     pass
 
 
@@ -69,7 +69,7 @@ class TokenStore:
                 found = tenant
         return found
 
-    def problem(self) -> str | None:
+    def problem(self) -> TokenFileError | None:
         return self._by_hash.problem()
 
     def _entries(self) -> list[dict]:
@@ -79,12 +79,12 @@ class TokenStore:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
-            raise TokenFileError(f"{self.path}: not JSON ({err}); {expected}") from None
+            raise TokenFileError(f"{self.path}: not JSON ({err}); {expected}", self.path) from None
         tokens = data.get("tokens") if isinstance(data, dict) else None
         if not isinstance(tokens, list) or not all(
                 isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("tenant_id"), str)
                 for e in tokens):
-            raise TokenFileError(f"{self.path}: {expected}")
+            raise TokenFileError(f"{self.path}: {expected}", self.path)
         return tokens
 
     def _write(self, entries: list[dict]) -> None:

@@ -252,9 +252,21 @@ class LiveStreams:
             idle = [key for key, stream in self._streams.items() if stream.last_seen <= deadline]
             return [event for key in idle for event in self._close_stream(key)]
 
-    def stats(self) -> dict:
+    def stats(self, tenant_id: str | None = None) -> dict:
+        """Files, completions and bytes open: in all, or of one tenant."""
         with self._lock:
-            return {"files": len(self._streams), "completions": len(self._all), "bytes": self._total}
+            if tenant_id is None:
+                return {"files": len(self._streams), "completions": len(self._all), "bytes": self._total}
+            return {"files": sum(key[0] == tenant_id for key in self._streams),
+                    "completions": len(self._by_tenant.get(tenant_id, ())), "bytes": self._held.get(tenant_id, 0)}
+
+    def discard(self, c: ClientCompletion, tenant_id: str) -> None:
+        """Forgets an open completion without closing it: one whose own events were never written."""
+        with self._lock:
+            stream = self._streams.get((tenant_id, c.stream))
+            for entry in list(stream.open) if stream is not None else ():
+                if entry.completion.completion_id == c.completion_id:
+                    self._close(entry, c.shown_ts)
 
     def _close_stream(self, key: tuple) -> list[dict]:
         stream = self._streams[key]

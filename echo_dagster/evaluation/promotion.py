@@ -12,7 +12,7 @@ from pathlib import Path
 from echo_dagster.evaluation import gate, report
 from echo_dagster.evaluation.suite import ArmResult, SuiteSettings, arms, by_role, run_suite
 from echo_dagster.simulate.run import SimulationSpec
-from echo_dagster.training.registry import Registry
+from echo_dagster.training.registry import MalformedPointer, Registry
 
 # The replay A/B writes nothing, so its sessions' day only has to be the same for every model.
 REPLAY_DAY = date(2026, 1, 5)
@@ -47,7 +47,12 @@ def evaluate_challenger(registry: Registry, rows: list[dict], base_model: str, s
     latest = registry.latest("echo", tenant)
     if latest is None:
         return None
-    challenger, champion = latest["name"], registry.champion(tenant)
+    challenger = latest["name"]
+    try:
+        champion = registry.champion(tenant)
+    except MalformedPointer as err:  # measured as if there were none, so that a promotion can mend it
+        log(f"{err}: the challenger is measured against the base")
+        champion = None
     repository = registry.latest("repository")
 
     def checkpoint(name: str) -> tuple[str, str]:

@@ -4,7 +4,9 @@ A thread reads the champion pointer (`champion.json`, in a folder or on S3) ever
 names another checkpoint, the thread loads that one beside the model serving (135M parameters take
 a second or two and ~300 MB), then swaps the reference. Requests already decoding finish on the
 model they started with; the next batch takes the new one. Until a champion exists, and for a
-checkpoint that cannot be loaded (logged, retried at the next change), the base model serves.
+checkpoint that cannot be loaded (logged, retried at the next change), the base model serves. A
+pointer that cannot be read (malformed, S3 down) leaves the model serving as it is, logged once and
+shown as `problem` until it is readable again (a promotion rewrites it).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class ChampionFollower:
         self.registry, self._base, self._load_folder = registry, base, load
         self.tenant, self.poll_s = tenant, poll_s
         self.swaps: list[dict] = []  # {"from", "to", "load_s", "at"}
-        self._name = self._wanted()
+        self.problem: str | None = None  # why the pointer cannot be read now
+        self._name = self._wanted(None)
         self._current = self._load(self._name) or self._base()  # a champion that will not load: the base
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name=f"champion-{tenant or 'shared'}", daemon=True)
@@ -44,7 +47,7 @@ class ChampionFollower:
 
     def check(self) -> bool:
         """Looks at the pointer now; True when the model was swapped."""
-        wanted = self._wanted()
+        wanted = self._wanted(self._name)
         if wanted == self._name:
             return False
         started = time.perf_counter()
@@ -63,11 +66,21 @@ class ChampionFollower:
         while not self._stop.wait(self.poll_s):
             try:
                 self.check()
-            except Exception:  # an unreadable pointer for a moment (S3 down) must not end the following
-                log.exception("reading the champion pointer failed")
+            except Exception:  # a checkpoint's download failing must not end the following
+                log.exception("following the champion failed")
 
-    def _wanted(self) -> str | None:
-        return self.registry.champion(tenant=self.tenant)
+    def _wanted(self, serving: str | None) -> str | None:
+        """The checkpoint the pointer names; `serving` while it cannot be read."""
+        try:
+            wanted = self.registry.champion(tenant=self.tenant)
+        except Exception as err:  # malformed, or its store unreachable for a moment
+            problem = f"the champion pointer cannot be read ({type(err).__name__}): still serving the model serving"
+            if problem != self.problem:
+                log.error(json.dumps({"msg": "champion pointer unreadable", "tenant": self.tenant, "error": str(err)}))
+            self.problem = problem
+            return serving
+        self.problem = None
+        return wanted
 
     def _load(self, name: str | None) -> LoadedModel | None:
         if name is None:

@@ -59,9 +59,8 @@ class SerialDecoder(DecodeThread):
         generator, tokenizer = job.model.model, job.model.tokenizer
         prompt = prompt_ids(tokenizer, job.request, self.config.context_tokens)
         sampling = {"sampling_topk": 1}
-        if job.temperature > 0:
-            sampling = {"sampling_topk": 0, "sampling_temperature": job.temperature,
-                        **({"sampling_seed": job.seed} if job.seed is not None else {})}
+        if job.temperature > 0:  # unseeded: `Completions.refusal` refuses a seed with sampling
+            sampling = {"sampling_topk": 0, "sampling_temperature": job.temperature}
         ids: list[int] = []
         raw, whole = "", False
         for step in generator.generate_tokens(tokenizer.convert_ids_to_tokens(prompt),

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 
 from echo_dagster.clients.records import language_of, local_path
 from echo_dagster.completion import CompletionRequest
+from echo_dagster.events import EventError, decode_json
 
 MAX_PROMPT_CHARS = 1 << 20  # a window this large is a mistake: the prompt keeps ~200 tokens of it
 MAX_NAME_CHARS = 4096  # a path, a repository URL, a language, a user
+MAX_SEED = 2**63 - 1
 MAX_STOP_CHARS = 64  # each stop string (what may stream is checked against each at every token)
 
 
@@ -50,9 +52,9 @@ def completion_id() -> str:
 
 def _object(body: bytes) -> dict:
     try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as err:
-        raise ProtocolError(f"the body is not JSON: {err}") from None
+        payload = decode_json(body)  # strictly, as the capture routes decode: no text the landing zone cannot hold
+    except EventError as err:
+        raise ProtocolError(f"the body is not JSON: {err.message}") from None
     if not isinstance(payload, dict):
         raise ProtocolError("the body must be a JSON object")
     return payload
@@ -76,11 +78,18 @@ def _number(payload: dict, key: str, kind: type, low: float, high: float) -> flo
     value = payload.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (kind is int and isinstance(value, float) and not value.is_integer()):
         raise ProtocolError(f"field {key!r}: expected {'an integer' if kind is int else 'a number'}, got {value!r:.40}")
+    # Compared before any conversion: an integer of 400 digits is a Python int, and float() of it overflows.
     if not low <= value <= high:
-        raise ProtocolError(f"field {key!r}: {value} is outside [{low}, {high}]")
+        raise ProtocolError(f"field {key!r}: {_shown(value)} is outside [{low}, {high}]")
     return kind(value)
+
+
+def _shown(value: float | int) -> str:
+    text = str(value) if isinstance(value, float) or abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+    return text
 
 
 def completion_request(body: bytes) -> Asked:
@@ -99,7 +108,7 @@ def tabby_request(payload: dict) -> Asked:
     language = _text(payload, "language", "") or language_of(path) or "unknown"
     return Asked("tabby", CompletionRequest(prefix, suffix, language), path, _text(segments, "git_url", "segments."),
                  _text(payload, "user", ""), None, (), _number(payload, "temperature", float, 0, 2) or 0.0,
-                 _number(payload, "seed", int, 0, 2**63 - 1), False)
+                 _number(payload, "seed", int, 0, MAX_SEED), False)
 
 
 def openai_request(payload: dict) -> Asked:
@@ -128,7 +137,7 @@ def openai_request(payload: dict) -> Asked:
     return Asked("openai", CompletionRequest(prompt, suffix, language or "unknown"), None, None,
                  _text(payload, "user", ""), _number(payload, "max_tokens", int, 1, 1 << 20),
                  tuple(s for s in stop if s), _number(payload, "temperature", float, 0, 2) or 0.0,
-                 _number(payload, "seed", int, 0, 2**63 - 1), stream)
+                 _number(payload, "seed", int, 0, MAX_SEED), stream)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ other tenant the shared champion. The base model is loaded once and shared.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import threading
 from collections import Counter
@@ -46,6 +45,11 @@ class Busy(Exception):
     """More requests wait for the model than `max_waiting`, or than `tenant_waiting` of a tenant."""
 
 
+class Unservable(ValueError):
+    """A request the engine cannot serve as asked, found only as it is served (an upstream's 400):
+    answered 400 with this message."""
+
+
 class Champions:
     """Each tenant's champion and the requests waiting for a model: what every engine shares.
     `_follower(tenant)` makes the follower of a tenant (None: the shared champion)."""
@@ -76,6 +80,13 @@ class Champions:
                     self._own[tenant] = found
         return found
 
+    def made_follower(self, tenant: str, policy: TenantPolicy) -> ChampionFollower | None:
+        """The follower serving `tenant` where it is made already (None: at its first request)."""
+        if policy.of(tenant) != "own":
+            return self.shared
+        with self._lock:
+            return self._own.get(tenant)
+
     def check_room(self, tenant: str) -> None:
         total = sum(self.waiting.values())
         if total >= self.settings.max_waiting:
@@ -83,23 +94,43 @@ class Champions:
         if self.waiting[tenant] >= self.settings.tenant_waiting:
             raise Busy(f"{self.waiting[tenant]} requests of this tenant wait for the model")
 
-    @contextlib.contextmanager
-    def waiting_for(self, tenant: str):
-        """Counts a request as waiting (after `check_room`, with no await between them)."""
+    def admit(self, tenant: str) -> "Admission":
+        """A place among the requests waiting for the model, taken now (Busy when there is none), so
+        that a stream is refused before its headers go out; given back once (`release`)."""
         self.check_room(tenant)
         self.waiting[tenant] += 1
-        try:
-            yield
-        finally:
-            self.waiting[tenant] -= 1
-            if not self.waiting[tenant]:
-                del self.waiting[tenant]
+        return Admission(self, tenant)
+
+    def refusal(self, asked: Asked) -> str | None:
+        """Why this engine cannot serve a request as asked (answered 400 before anything is made), or None."""
+        return None
 
     def close(self) -> None:
         with self._lock:
             followers = [self.shared, *self._own.values()]
         for follower in followers:
             follower.close()
+
+
+class Admission:
+    """A request's place in `Champions.waiting`; used on the event loop only."""
+
+    def __init__(self, champions: Champions, tenant: str):
+        self._champions, self.tenant, self._held = champions, tenant, True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            waiting = self._champions.waiting
+            waiting[self.tenant] -= 1
+            if not waiting[self.tenant]:
+                del waiting[self.tenant]
+
+    def __enter__(self) -> "Admission":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class Completions(Champions):
@@ -136,11 +167,21 @@ class Completions(Champions):
     def _follower(self, tenant: str | None) -> ChampionFollower:
         return ChampionFollower(self.registry, self._base, self._load, tenant=tenant, poll_s=self.settings.poll_s)
 
-    async def complete(self, asked: Asked, tenant: str, policy: TenantPolicy, on_text=None) -> Job:
+    def refusal(self, asked: Asked) -> str | None:
+        if self.engine == "ctranslate2" and asked.temperature > 0 and asked.seed is not None:
+            # CTranslate2 4.8 seeds each thread's generator once, at its first use: a seed per request
+            # cannot be honoured, and one silently ignored would break the promise of the same text.
+            return ("field 'seed': the ctranslate2 engine cannot seed sampling per request; leave 'seed' out, "
+                    "ask for temperature 0 (greedy: the same text every time), or serve with --engine transformers")
+        return None
+
+    async def complete(self, asked: Asked, tenant: str, policy: TenantPolicy, on_text=None,
+                       admission: Admission | None = None) -> Job:
         """The finished job (its `text`, `model.name`, `error`); `on_text(text, model name)` is called
-        on the event loop as a one-line proposal grows."""
+        on the event loop as a one-line proposal grows. `admission`: the request's place, taken
+        before (else taken here)."""
         loop = asyncio.get_running_loop()
-        with self.waiting_for(tenant):
+        with admission or self.admit(tenant):
             follower = await asyncio.to_thread(self.follower, tenant, policy)
             finished = loop.create_future()
             job = Job(asked.request, follower.current, max_tokens(asked, self.settings), asked.stop,

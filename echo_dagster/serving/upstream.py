@@ -38,7 +38,7 @@ from echo_dagster.model.loading import LoadedModel, resolve_folder, split_spec
 from echo_dagster.serving.batcher import Job, final_text, finished, visible_text
 from echo_dagster.serving.champion import ChampionFollower
 from echo_dagster.serving.protocols import Asked
-from echo_dagster.serving.service import Busy, Champions, ServeSettings, max_tokens
+from echo_dagster.serving.service import Admission, Busy, Champions, ServeSettings, Unservable, max_tokens
 from echo_dagster.tenancy import TenantPolicy
 from echo_dagster.training.registry import Registry
 
@@ -148,10 +148,12 @@ class UpstreamCompletions(Champions):
 
     # -- completions
 
-    async def complete(self, asked: Asked, tenant: str, policy: TenantPolicy, on_text=None) -> Job:
+    async def complete(self, asked: Asked, tenant: str, policy: TenantPolicy, on_text=None,
+                       admission: Admission | None = None) -> Job:
         """The finished job (its `text`, `model.name`, `finish_reason`); `on_text(text, model name)` is
-        called on the event loop as a one-line proposal grows (the client streams)."""
-        with self.waiting_for(tenant):
+        called on the event loop as a one-line proposal grows (the client streams). `admission`: the
+        request's place, taken before (else taken here)."""
+        with admission or self.admit(tenant):
             follower = await asyncio.to_thread(self.follower, tenant, policy)
             limit = max_tokens(asked, self.settings)
             job = Job(asked.request, follower.current, limit, asked.stop, asked.temperature, asked.seed)
@@ -267,6 +269,8 @@ def _check(answer: httpx.Response) -> None:
         raise Unavailable(f"the upstream is busy or restarting ({message})")
     if answer.status_code == 404:
         raise _Missing(f"the upstream does not serve the model asked for ({message})")
+    if answer.status_code in (400, 422):  # the request, as asked, is one the upstream refuses
+        raise Unservable(f"the upstream refused the request: {message}")
     raise UpstreamError(f"the upstream answered {message}")
 
 

@@ -20,6 +20,10 @@ from pathlib import Path
 from echo_dagster.landing import default_s3_client, parse_s3_url
 
 
+class MalformedPointer(ValueError):
+    """A champion pointer that names no checkpoint."""
+
+
 class Registry:
     def __init__(self, root: str | Path | None = None, *, s3_client=None, bucket: str = "", prefix: str = "",
                  cache_dir: str | Path | None = None):
@@ -101,11 +105,20 @@ class Registry:
     # -- the champion
 
     def champion(self, tenant: str | None = None) -> str | None:
-        """The shared champion, or a tenant's own (None: there is none yet)."""
+        """The shared champion, or a tenant's own (None: there is none yet); MalformedPointer where the
+        pointer holds no checkpoint's name (cut short, edited by hand)."""
         try:
-            return json.loads(self._read(_pointer(tenant)))["name"]
+            text = self._read(_pointer(tenant))
         except FileNotFoundError:
             return None
+        try:
+            name = json.loads(text)["name"]
+        except (ValueError, TypeError, KeyError, RecursionError) as err:
+            name = err
+        if not isinstance(name, str) or not name:
+            raise MalformedPointer(f"the champion pointer {_pointer(tenant)} holds no checkpoint name "
+                                   f"({type(name).__name__}: {str(name)[:80]}); a promotion replaces it")
+        return name
 
     def set_champion(self, name: str, reason: str, tenant: str | None = None) -> None:
         if name not in self.names():
@@ -115,8 +128,12 @@ class Registry:
         trained_for = self.meta(name).get("tenant")
         if trained_for != tenant:
             raise ValueError(f"{name} was trained for {_scope(trained_for)}: it cannot be champion for {_scope(tenant)}")
+        try:
+            previous = self.champion(tenant)
+        except MalformedPointer:
+            previous = None  # the promotion is what mends it
         pointer = {"name": name, "set_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": reason,
-                   "previous": self.champion(tenant)}
+                   "previous": previous}
         self._write(_pointer(tenant), json.dumps(pointer, indent=2))
 
     def record_decision(self, decision: dict) -> str:
