@@ -60,7 +60,7 @@ def main() -> None:
     spec = replace(base, days=args.days or base.days, users=scaled(base.users), eval_users=scaled(base.eval_users),
                    eval_rows=scaled(base.eval_rows),
                    replay_completions=scaled(base.replay_completions), stdlib_lines=scaled(base.stdlib_lines),
-                   humaneval_problems=min(164, scaled(base.humaneval_problems)),
+                   humaneval_lines=scaled(base.humaneval_lines),
                    repository_examples=scaled(base.repository_examples),
                    generation=GenerationConfig(batch_size=128 if device == "cuda" else 32, device=device))
     started = time.perf_counter()

@@ -6,9 +6,11 @@ base and Echo on the same held-out rows) on one corpus of each language.
 
 Per corpus: completions, training and eval rows kept, the share of harvested targets equal to what the
 simulated developer meant to write (trimming agreement), rows dropped per reason, harvest completions/s,
-the base model's and Echo's acceptance on the held-out rows with their 95% intervals, and Echo's
-paired lift with its interval. Each corpus's figures are appended to benchmarks/out/languages.json as
-soon as it is done (a long run can be stopped and its languages kept).
+the base model's and Echo's kept characters per request and acceptance on the held-out rows with
+their 95% intervals resampling files (and the files and sessions behind them), and Echo's paired
+lifts. Each corpus's figures are appended to benchmarks/out/languages.json as soon as it is done (a
+long run can be stopped and its languages kept), its raw scores to
+benchmarks/results/languages-<corpus>.json.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import report, table
+from report import keep_results, report, table
 
 # TypeScript: zod 4 (2025; its sources, and its JavaScript build); JavaScript: fastify 5.12 (November
 # 2026, hand-written JavaScript, with its TypeScript declarations); Go: cobra; Rust: semver; Java: the
@@ -36,6 +38,11 @@ def interval(values) -> str:
 def lift(values) -> str:
     value, low, high = values
     return f"{value * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
+
+
+def chars(values) -> str:
+    value, low, high = values
+    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def _same(target: str, truth: str) -> bool:
@@ -63,7 +70,7 @@ def main() -> None:
         languages = sorted({f.language for f in scan_source(source).files})
         spec = ExperimentSpec(base_model=env.base_model(), source=source, days=args.days, users=args.users,
                               eval_users=args.eval_users, eval_rows=args.eval_rows, arms=("echo",),
-                              replay_completions=0, humaneval_problems=0, stdlib_lines=80)
+                              replay_completions=0, humaneval_lines=0, stdlib_lines=80)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             result = run_experiment(spec, Path(tmp), env.models_cache())
@@ -72,6 +79,8 @@ def main() -> None:
                                            "IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall())
                 targets = dict(con.execute("SELECT completion_id, target FROM refined_targets "
                                            "WHERE target IS NOT NULL").fetchall())
+            kept = keep_results("languages-" + source.split(":", 1)[-1].split("#")[0].replace("/", "_"),
+                                Path(tmp) / "report" / "scores.json")
             truth = {row["completion_id"]: row["truth"] for path in (Path(tmp) / "landing-truth").rglob("sim-*.jsonl")
                      for row in map(json.loads, path.read_text().splitlines()) if row["type"] == "completion"}
         by_arm = {r.arm.roles[0]: r for r in result.results}
@@ -84,27 +93,32 @@ def main() -> None:
             # The harvest's target against what the simulated developer meant to write there.
             "trimming_agreement": round(sum(_same(t, truth[c]) for c, t in targets.items() if c in truth)
                                         / max(1, sum(c in truth for c in targets)), 3),
-            "scored_rows": by_arm["base"].summary.get("n"),
+            "scored_rows": by_arm["base"].summary.get("n"), "files": by_arm["base"].summary.get("files"),
+            "sessions": by_arm["base"].summary.get("sessions"), "raw_scores": str(kept.name),
+            "base_kept_chars": by_arm["base"].summary.get("kept_chars"),
+            "echo_kept_chars": by_arm["echo"].summary.get("kept_chars") if "echo" in by_arm else None,
             "base_acceptance": by_arm["base"].summary.get("acceptance"),
             "echo_acceptance": by_arm["echo"].summary.get("acceptance") if "echo" in by_arm else None,
             "echo_vs_base": result.comparisons.get("echo", {}).get("vs_base"),
             # A corpus of several languages (zod: TypeScript sources, JavaScript builds): each one's rows,
             # and Echo's paired difference on them.
-            "by_language": {model: {lang: {"n": v.get("n"), "acceptance": v.get("acceptance")}
+            "by_language": {model: {lang: {"n": v.get("n"), "files": v.get("files"), "acceptance": v.get("acceptance"),
+                                           "kept_chars": v.get("kept_chars")}
                                     for lang, v in by_arm[model].by_language.items()} for model in by_arm},
             "echo_vs_base_by_language": result.comparisons.get("echo", {}).get("vs_base_by_language"),
             "promoted": result.verdict.promote, "gate_reasons": result.verdict.reasons,
             "seconds": round(time.perf_counter() - started)}
-        report("languages", figures)
+        report("languages", figures, {k: str(v) for k, v in vars(args).items()})
         rows.append(figures)
     print(table(["corpus", "languages", "completions", "training / eval rows", "trimming = truth",
-                 "dropped (top reasons)", "harvest completions/s", "base acceptance", "Echo acceptance",
-                 "Echo − base (points)"],
+                 "dropped (top reasons)", "rows / files / sessions", "base kept chars", "Echo kept chars",
+                 "Echo − base (kept chars)", "Echo − base (acceptance, points)"],
                 [[f["source"], ", ".join(f["languages"]), f["completions"], f"{f['training_rows']} / {f['eval_rows']}",
                   f"{f['trimming_agreement']:.1%}",
                   ", ".join(f"{k} {v}" for k, v in list(f["dropped"].items())[:3]) or "–",
-                  f["harvest_completions_per_s"], interval(f["base_acceptance"]),
-                  interval(f["echo_acceptance"]) if f["echo_acceptance"] else "not trained",
+                  f"{f['scored_rows']} / {f['files']} / {f['sessions']}", chars(f["base_kept_chars"])[1:],
+                  chars(f["echo_kept_chars"])[1:] if f["echo_kept_chars"] else "not trained",
+                  chars(f["echo_vs_base"]["kept_chars"]) if f["echo_vs_base"] else "–",
                   lift(f["echo_vs_base"]["acceptance"]) if f["echo_vs_base"] else "–"] for f in rows]))
 
 

@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                   "training); about 9 s a step on 2 CPU cores")
     demo.add_argument("--eval-rows", type=int, default=60, help="held-out rows eval_report scores")
     demo.add_argument("--replay-completions", type=int, default=32, help="completions of the replay A/B")
-    demo.add_argument("--humaneval-problems", type=int, default=20, help="HumanEval problems (the guard that "
-                                                                             "moves is standard-library lines)")
+    demo.add_argument("--humaneval-lines", type=int, default=120, help="HumanEval line tasks of the forgetting "
+                                                                       "guard, from all 164 problems")
     _simulation_options(demo, users=5, sessions=2, max_completions=192)  # about 2.5 minutes on 2 CPU cores
     exp = commands.add_parser("experiment", help="the loop at a size that decides, with its ablation arms, as "
                                                  "experiment_job (about 100 minutes on 2 CPU cores); options as "
@@ -291,7 +291,7 @@ def _demo_loop(dg, defs, instance, args) -> bool:
                "batch_size": 8, "context_tokens": 128, "max_target_tokens": 48}
     train = {**trainer, "min_examples": 8}
     evaluate = {"base_model": train["base_model"], "max_rows": args.eval_rows, "replay_source": args.source,
-                "replay_completions": args.replay_completions, "humaneval_problems": args.humaneval_problems}
+                "replay_completions": args.replay_completions, "humaneval_lines": args.humaneval_lines}
 
     def run(job: str, asset: str, config: dict, tags: dict | None = None) -> bool:
         result = defs.resolve_job_def(job).execute_in_process(
@@ -334,13 +334,15 @@ def _print_materialization(asset: str, meta: dict) -> None:
     rows = []
     for model in meta["figures"]["models"]:
         s = model["eval_set"]
-        rows.append((model["name"], "+".join(model["roles"]), s["n"],
-                     *(f"{s[k][0]:.1%}" for k in ("acceptance", "generation_rate", "exact_match", "edit_similarity")),
+        rows.append((model["name"], "+".join(model["roles"]), f"{s['n']}/{s['files']}", f"{s['kept_chars'][0]:.2f}",
+                     *(f"{s[k][0]:.1%}" for k in ("acceptance", "exact_match", "edit_similarity")),
                      f"{model['replay']['acceptance_rate']:.1%}" if model["replay"] else "-",
-                     f"{model['humaneval_pass_at_1']:.1%}" if model["humaneval_pass_at_1"] is not None else "-"))
-    _print_table("eval_report (held-out eval set; replay A/B acceptance; HumanEval line pass@1)",
-                 ("model", "roles", "rows", "acceptance", "gen. rate", "exact", "ES", "replay acc.", "HumanEval"),
-                 rows)
+                     f"{model['humaneval_pass_rate']:.1%}" if model["humaneval_pass_rate"] is not None else "-",
+                     f"{model['stdlib']['kept_chars'][0]:.2f}" if model["stdlib"] else "-"))
+    _print_table("eval_report (held-out eval set: kept characters per request, acceptance, exact match and ES "
+                 "against the whole target; replay A/B acceptance; HumanEval line tasks; stdlib kept characters)",
+                 ("model", "roles", "rows/files", "kept ch.", "acceptance", "exact", "ES", "replay acc.", "HumanEval",
+                  "stdlib kept"), rows)
     gate = meta["figures"]["gate"]
     print(f"promotion gate: {'PROMOTED' if gate['promote'] else 'not promoted'}: {'; '.join(gate['reasons'])}")
     print(f"report: {meta['report']}")

@@ -3,7 +3,7 @@ and where it ends.
 
 A trigger in the middle of a line completes that line; a trigger at the start of a line (only
 indentation typed) completes a block: lines until the block the cursor is in ends, at most
-`max_lines`, cut at a syntactic boundary. Where a block ends is the language's: where the code
+`max_lines` (`MAX_LINES` unless told), cut at a syntactic boundary. Where a block ends is the language's: where the code
 dedents below the cursor's indentation (Python), or where a bracket closes the block the cursor is
 in (the brace languages; `languages.Language.blocks`). The same rule cuts a model's proposal
 (`model`) and the region a user finally kept (`harvest`), so that the two compare.
@@ -11,10 +11,15 @@ in (the brace languages; `languages.Language.blocks`). The same rule cuts a mode
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from echo_dagster.languages import language
 from echo_dagster.syntax import bracket_lines, indent_of, trim_to_boundary
+
+# The most lines a block proposal takes, and a block target: the model, the server and the harvest
+# share it, so that what is proposed and what it is judged against have the same bound.
+MAX_LINES = 4
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,22 @@ class CompletionRequest:
     prefix: str
     suffix: str = ""
     language: str = "python"
+
+
+def trigger_points(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, bool]]:
+    """Where a developer asks for a completion in text[start:end], as (offset, mid_line): at each
+    line of code after its indentation (comment lines aside), and in a line after `:`, `(`, `=`
+    or `,` (and a space) where more of the line follows."""
+    points = []
+    pos = start
+    for line in text[start:end].splitlines(keepends=True):
+        body = line.strip()
+        if body and not body.startswith(("#", "//")):
+            points.append((pos + len(line) - len(line.lstrip(" \t")), False))
+            points += [(pos + m.end(), True) for m in re.finditer(r"[:(=,]\s?", line.rstrip("\n"))
+                       if m.end() < len(line.rstrip())]
+        pos += len(line)
+    return points
 
 
 def is_mid_line(prefix: str) -> bool:

@@ -1,4 +1,12 @@
-"""The metrics of DESIGN.md, shared by the simulator, evaluation and reports."""
+"""The metrics shared by the simulator, evaluation and reports (docs/design.md#the-judge).
+
+Simulated acceptance compares a proposal with only as many lines of the truth as it has (the
+paper's rule, and how the simulated developers decide), so a proposal that stops after a right
+first line of a four-line truth is accepted: acceptance alone rewards proposing less. What the gate
+decides on is `kept_chars` — characters of an accepted proposal that stand in the kept code up to
+its first difference, zero when rejected (Copilot's accepted-and-retained characters) — beside
+measures against the whole truth (exact match, edit similarity, line precision and recall).
+"""
 
 from __future__ import annotations
 
@@ -44,3 +52,24 @@ def surviving_chars(proposal: str, final: str) -> int:
     return sum(
         op.src_end - op.src_start for op in Levenshtein.opcodes(proposal, final) if op.tag == "equal"
     )
+
+
+def kept_chars(proposal: str, truth: str, accepted: bool) -> int:
+    """Characters of an accepted proposal that match the kept code up to their first difference
+    (0 when rejected): a proposal cut shorter never keeps more."""
+    if not accepted:
+        return 0
+    n = 0
+    for a, b in zip(proposal, truth):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def line_matches(proposal: str, truth: str) -> tuple[int, int, int]:
+    """(lines of the proposal equal to the truth's line at the same place, trailing white space
+    aside; the proposal's lines; the truth's lines): line precision is the first over the second,
+    recall the first over the third."""
+    mine, theirs = _rstrip_lines(proposal), _rstrip_lines(truth)
+    return sum(a == b for a, b in zip(mine, theirs)), len(mine), len(theirs)

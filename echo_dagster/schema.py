@@ -94,7 +94,11 @@ VIEWS = {
        substring(d.document, t.target_start + length(t.target) + 1) AS suffix
 FROM refined_targets t LEFT JOIN final_documents d USING (partition_date, document_id)""",
     "training_examples": "SELECT * FROM filtered_dataset WHERE drop_reason IS NULL AND split = 'train'",
-    "eval_set": "SELECT * FROM filtered_dataset WHERE drop_reason IS NULL AND split = 'eval'",
+    # One row of each (tenant, file, prefix tail, target): a developer who asks twice at the same
+    # place is one test, not two. The first by day and id, whatever order the days were filtered in.
+    "eval_set": "SELECT * FROM filtered_dataset WHERE drop_reason IS NULL AND split = 'eval' "
+                "QUALIFY row_number() OVER (PARTITION BY coalesce(dedup_key, completion_id) "
+                "ORDER BY partition_date, completion_id) = 1",
 }
 
 

@@ -27,7 +27,7 @@ def test_the_demo_materializes_the_whole_graph_end_to_end(echo_home, tiny_model_
            "ECHO_RETRAIN_THRESHOLD": "8"}  # this small demo harvests a dozen or so training examples
     done = cli("demo", "--days", "2", "--users", "3", "--sessions-per-user-day", "1", "--model", str(tiny_model_dir),
                "--source", str(REPO / "echo_dagster"), "--train-steps", "3", "--eval-rows", "8",
-               "--replay-completions", "6", "--humaneval-problems", "2", env=env)
+               "--replay-completions", "6", "--humaneval-lines", "4", env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert '"completions":' in done.stdout and "ground truth:" in done.stdout
     yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)

@@ -4,7 +4,7 @@ decision record."""
 import json
 
 from echo_dagster.corpus import scan_source
-from echo_dagster.evaluation import gate, offline, report
+from echo_dagster.evaluation import gate, offline, promotion, report
 from echo_dagster.evaluation.suite import Arm, ArmResult, arms, by_role
 from echo_dagster.simulate.run import SimulationSpec, replay
 from echo_dagster.splits import file_split, repo_of
@@ -44,25 +44,28 @@ def test_the_replay_gives_every_model_the_same_held_out_sessions():
 
 
 def results():
-    rows = [{"completion_id": f"c{i}", "language": "python", "source_kind": kind, "target": "return a + b\n"}
+    rows = [{"completion_id": f"c{i}", "language": "python", "source_kind": kind, "target": "return a + b\n",
+             "repo": "r", "path": f"f{i % 5}.py", "session_id": f"s{i % 2}"}
             for i, kind in enumerate(["rejected_rewritten", "accepted_edited"] * 10)]
+    quarter = [("HumanEval/0", 1), ("HumanEval/1", 0), ("HumanEval/2", 0), ("HumanEval/3", 0)]
     base = offline.score(rows, ["pass\n"] * 20)
     echo = offline.score(rows, ["return a + b\n"] * 15 + ["pass\n"] * 5)
     return [ArmResult(Arm(name, name, roles), scored, offline.summarize(scored), offline.by_group(scored, "language"),
                       offline.by_group(scored, "source_kind"), {"acceptance_rate": rate, "generation_rate": rate / 2,
-                                                                "completions": 20, "sessions": 2}, he)
-            for name, roles, scored, rate, he in (("base", ("base", "champion"), base, 0.1, 0.25),
-                                                  ("echo-1", ("challenger",), echo, 0.3, 0.25))]
+                                                                "kept_chars": rate * 4, "completions": 20,
+                                                                "sessions": 2}, he)
+            for name, roles, scored, rate, he in (("base", ("base", "champion"), base, 0.1, quarter),
+                                                  ("echo-1", ("challenger",), echo, 0.3, quarter))]
 
 
 def test_the_report_renders_tables_chart_and_json(tmp_path):
     measured = results()
-    verdict = gate.decide(gate.Scores([s.accepted for s in by_role(measured, "challenger").scored], 0.25),
-                          gate.Scores([s.accepted for s in by_role(measured, "champion").scored], 0.25))
+    verdict = gate.decide(promotion.scores(by_role(measured, "challenger")), promotion.scores(by_role(measured, "champion")),
+                          gate.GateSettings(guards=("humaneval",)))
     built = report.build("Echo evaluation", measured, verdict, {"challenger": "echo-1", "eval_rows": 20})
-    overall = built.markdown("Held-out eval set (95% bootstrap intervals)")
-    assert "| base | base, champion | 20 | 0.0% [0.0%, 0.0%]" in overall
-    assert "| echo-1 | challenger | 20 | 75.0% [" in overall and "| 30.0% | 15.0% | 25.0% |" in overall
+    overall = built.markdown("Held-out eval set (95% intervals resampling files)")
+    assert "| base | base, champion | 20 | 5 | 2 | 0.00 [0.00, 0.00] | 0.0% [0.0%, 0.0%]" in overall
+    assert "| echo-1 | challenger | 20 | 5 | 2 | 9.75 [" in overall and "| 30.0% | 1.20 | 25.0% | – |" in overall
     assert "accepted_edited" in built.markdown("Acceptance by source kind")
     assert built.chart_png.startswith(b"\x89PNG") and built.chart_markdown().startswith("![")
     page = built.write(tmp_path / "report")
@@ -87,6 +90,9 @@ def test_the_ui_gets_the_comparison_in_narrow_tables_acceptance_first_with_bars(
     measured = results()
     built = report.build("Echo evaluation", measured, None, {})
     # The challenger first; models by role (their names are long, and metadata of their own).
+    header, rows = built.ui_tables[report.KEPT]
+    assert header == ("model", "kept chars / request", "95% interval", "rows, files")
+    assert rows[0][0] == "challenger" and rows[0][1] == "9.75" and rows[0][3] == "20, 5"
     header, rows = built.ui_tables[report.ACCEPTANCE]
     assert header == ("model", "acceptance", "95% interval", "bar, 0–100%")
     assert rows[0][:2] == ("challenger", "75.0%") and rows[0][2].endswith("%")
@@ -94,9 +100,10 @@ def test_the_ui_gets_the_comparison_in_narrow_tables_acceptance_first_with_bars(
     assert rows[0][3] == "█" * 7 + "▌" + "··"
     header, rows = built.ui_tables[report.MEASURES]
     assert header == ("measure", "challenger", "champion, base")
-    assert [r[0] for r in rows] == ["generation rate", "exact match", "ES", "replay acceptance", "HumanEval pass@1",
-                                    "stdlib lines ES"]
-    assert rows[1][1:] == ("75.0%", "0.0%") and rows[3][1:] == ("30.0%", "10.0%")
+    assert [r[0] for r in rows] == ["exact match", "exact match, k lines", "ES", "ES, k lines", "line precision",
+                                    "line recall", "generation rate", "proposal chars", "replay acceptance",
+                                    "replay kept chars", "HumanEval lines pass", "stdlib kept chars"]
+    assert rows[0][1:] == ("75.0%", "0.0%") and rows[8][1:] == ("30.0%", "10.0%")
     header, rows = built.ui_tables[report.BY_SOURCE_KIND]
     assert header == ("source kind", "challenger", "champion, base")
     assert [r[0] for r in rows] == ["accepted_edited", "rejected_rewritten"]

@@ -12,6 +12,7 @@ from echo_dagster.experiment import arms
 from echo_dagster.experiment.run import ExperimentSpec, run_experiment
 from echo_dagster.model.generation import GenerationConfig
 from echo_dagster.splits import file_split
+from echo_dagster.training import window
 from echo_dagster.training.trainer import TrainSettings
 from echo_dagster_tests.conftest import REPO
 from echo_dagster_tests.test_simulate import SOURCE, half_right
@@ -23,7 +24,7 @@ TINY_TRAINING = TrainSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, batch_si
 def tiny(model_dir, **overrides) -> ExperimentSpec:
     return replace(ExperimentSpec(
         base_model=str(model_dir), source=SOURCE, days=2, users=4, eval_users=2, sessions_per_user_day=1,
-        eval_rows=40, replay_completions=4, replay_users=1, humaneval_problems=0, stdlib_lines=6,
+        eval_rows=40, replay_completions=4, replay_users=1, humaneval_lines=0, stdlib_lines=6,
         repository_examples=40, train=TINY_TRAINING, generation=GenerationConfig(context_tokens=64, max_new_tokens=8),
         resamples=100), **overrides)
 
@@ -33,15 +34,18 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
     result = run_experiment(tiny(tiny_model_dir, arms=arms.ARMS), tmp_path / "exp", tmp_path / "models",
                             log=lambda _: None, propose=half_right)
     names = [r.arm.roles[0] for r in result.results]
-    assert names == ["base", "echo", "naive_logs", "untrimmed", "repository", "preference"]
+    assert names == ["base", "echo", "naive_logs", "untrimmed", "repository", "repository_completions", "preference"]
     rows = {tuple(s.completion_id for s in r.scored) for r in result.results}
     assert len(rows) == 1 and len(next(iter(rows))) > 0  # paired: the same held-out rows for every model
     budget = result.training["echo"]["tokens"]
-    for arm in ("naive_logs", "untrimmed", "repository"):
+    for arm in ("naive_logs", "untrimmed", "repository", "repository_completions"):
         assert result.training[arm]["examples"] > 0
         trained = result.training[arm]
-        # Echo's budget (a batch over at most), unless its held-out loss stopped improving first.
-        assert budget <= trained["tokens"] < budget + 4 * 80 or trained["stopped_early"], (arm, trained)
+        # Echo's budget (a batch over at most), unless its held-out loss stopped improving first or
+        # it made its passes over its data.
+        assert (budget <= trained["tokens"] < budget + 4 * 80 or trained["stopped_early"]
+                or trained["passes"] >= result.training["echo"]["passes"]), (arm, trained)
+        assert trained["passes"] <= ExperimentSpec.max_passes + 1 and trained["decontaminated"] >= 0
         assert set(result.comparisons[arm]) == {"vs_base", "vs_echo", "vs_base_by_language"}
         low, high = result.comparisons[arm]["vs_base"]["acceptance"][1:]
         assert low <= high
@@ -54,7 +58,15 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
     assert set(result.comparisons["preference"]) == {"vs_base", "vs_echo", "vs_base_by_language"}
     figures = json.loads((result.page.parent / "report.json").read_text())
     assert figures["gate"]["promote"] == result.verdict.promote and result.page.is_file()
-    assert "| base |" in result.table() and "Δ vs Echo" in result.table()
+    assert figures["provenance"]["commit"] and figures["provenance"]["config"]["days"] == 2
+    assert "| base |" in result.table() and "Δ vs Echo" in result.table() and "passes" in result.table()
+    # The raw scores recompute every interval of the report.
+    from echo_dagster.evaluation import offline, report
+
+    raw = json.loads((result.page.parent / "scores.json").read_text())
+    for r in result.results:
+        again = offline.summarize(report.scored_from(raw, r.arm.name), resamples=100)
+        assert again["kept_chars"] == r.summary["kept_chars"] and again["files"] == r.summary["files"]
 
 
 def test_an_unknown_arm_is_named():
@@ -68,7 +80,8 @@ def test_no_arm_trains_on_a_held_out_file(tmp_path, tiny_model_dir):
     run_experiment(tiny(tiny_model_dir, arms=("echo",), replay_completions=0, stdlib_lines=0), tmp_path / "exp",
                    tmp_path / "models", log=lambda _: None, propose=half_right)
     with warehouse.connect(tmp_path / "exp" / "warehouse.duckdb", read_only=True) as con:
-        data = {arm: arms.examples(con, arm) for arm in ("echo", "naive_logs", "untrimmed", "preference")}
+        data = {"echo": window.load(con, window.Window()).examples} | {
+            arm: arms.examples(con, arm) for arm in ("naive_logs", "untrimmed", "preference")}
         eval_files = {r for r, in con.execute("SELECT DISTINCT path FROM eval_set").fetchall()}
     assert all(data.values()) and eval_files
     for arm, examples in data.items():

@@ -1,65 +1,107 @@
-"""The promotion gate on synthetic score tables: win, tie, loss, forgetting."""
+"""The promotion gate on synthetic score tables: kept characters decide, acceptance must not fall,
+guards must hold and must have data, intervals resample files."""
 
 import pytest
 
-from echo_dagster.evaluation.gate import GateSettings, Scores, decide, paired_difference_interval
+from echo_dagster.evaluation.gate import GateSettings, Measured, Scores, decide, paired
 
-N = 400
-
-
-def scores(accepted: int, humaneval: float | None = 0.30, offset: int = 0) -> Scores:
-    """`accepted` of N completions accepted, starting at `offset` (so two models can agree or not)."""
-    return Scores([1 if offset <= i < offset + accepted else 0 for i in range(N)], humaneval)
+FILES = 40
+ROWS = 10  # per file
 
 
-def test_a_clear_win_is_promoted():
-    verdict = decide(scores(140), scores(100))
-    assert verdict.promote and verdict.figures["gain"] == pytest.approx(0.1)
-    assert verdict.figures["gain_low"] > 0
+def measured(values) -> Measured:
+    return Measured(list(values), [f"f{i // ROWS}" for i in range(len(values))])
+
+
+def scores(kept_per_row: list[float], accepted: list[int] | None = None, **guards) -> Scores:
+    accepted = accepted if accepted is not None else [int(k > 0) for k in kept_per_row]
+    return Scores(measured(kept_per_row), measured(accepted), guards)
+
+
+def guards(humaneval_passes: int = 60, stdlib_kept: float = 8.0) -> dict:
+    return {"humaneval": Measured([int(i < humaneval_passes) for i in range(200)], [f"H{i // 2}" for i in range(200)]),
+            "stdlib": Measured([stdlib_kept] * 100, [f"m{i // 10}" for i in range(100)])}
+
+
+N = FILES * ROWS
+
+
+def test_more_kept_characters_with_acceptance_held_is_promoted():
+    verdict = decide(scores([6.0] * N, **guards()), scores([4.0] * N, **guards()))
+    assert verdict.promote and verdict.figures["kept_gain"] == pytest.approx(2.0)
+    assert verdict.figures["kept_gain_low"] > 0 and verdict.figures["files"] == FILES
+
+
+def test_a_first_line_only_copy_never_wins_against_its_model():
+    """Acceptance rises when a model proposes less (its first line matches as many lines of the
+    truth), but the kept characters fall: the gate refuses the truncated copy."""
+    from echo_dagster.evaluation.offline import score
+
+    rows = [{"completion_id": f"c{i}", "language": "python", "source_kind": "x", "repo": "r", "path": f"f{i // ROWS}.py",
+             "target": f"x{i} = 1\ny = compute(x{i})\nreturn y\n"} for i in range(N)]
+    # The champion writes the whole block, right on half the rows and wrong after the first line on the other half.
+    whole = [r["target"] if i % 2 else r["target"].split("\n")[0] + "\nz = 0\nreturn z\n" for i, r in enumerate(rows)]
+    first_line = [p.split("\n")[0] + "\n" for p in whole]
+    champion, truncated = score(rows, whole), score(rows, first_line)
+    assert sum(s.accepted for s in truncated) > sum(s.accepted for s in champion)  # acceptance alone prefers it
+
+    def as_scores(scored):
+        return Scores(Measured([s.kept for s in scored], [s.file for s in scored]),
+                      Measured([s.accepted for s in scored], [s.file for s in scored]), guards())
+
+    verdict = decide(as_scores(truncated), as_scores(champion))
+    assert not verdict.promote and verdict.figures["kept_gain"] < 0
+    assert any("kept-characters gain" in r for r in verdict.reasons)
 
 
 def test_a_tie_is_not_promoted():
-    verdict = decide(scores(100), scores(100))
+    verdict = decide(scores([4.0] * N, **guards()), scores([4.0] * N, **guards()))
     assert not verdict.promote and any("interval" in r for r in verdict.reasons)
 
 
-def test_a_loss_is_not_promoted():
-    verdict = decide(scores(80), scores(100))
-    assert not verdict.promote and verdict.figures["gain"] < 0
+def test_a_gain_carried_by_one_file_does_not_clear_zero_when_files_are_resampled():
+    """20 rows of one file gain a lot, the other 39 files nothing: row-level resampling would call
+    it a win; resampling files sees one file."""
+    new = [40.0 if i < ROWS else 4.0 for i in range(N)]
+    verdict = decide(scores(new, **guards()), scores([4.0] * N, **guards()))
+    assert not verdict.promote and verdict.figures["kept_gain"] > 0 and verdict.figures["kept_gain_low"] <= 0
 
 
-def test_a_small_win_within_noise_is_not_promoted():
-    # 4 more acceptances, but the models disagree on many completions: the interval spans zero.
-    verdict = decide(scores(104, offset=150), scores(100))
-    assert not verdict.promote and verdict.figures["gain_low"] <= 0 < verdict.figures["gain"]
+def test_acceptance_must_be_non_inferior():
+    # More characters kept on the rows it keeps, but accepted on 30% fewer rows.
+    accepted_old = [1] * N
+    accepted_new = [int(i % 10 >= 3) for i in range(N)]
+    verdict = decide(scores([9.0 if a else 0.0 for a in accepted_new], accepted_new, **guards()),
+                     scores([4.0] * N, accepted_old, **guards()))
+    assert not verdict.promote and any("acceptance may fall" in r for r in verdict.reasons)
 
 
-def test_forgetting_blocks_a_win():
-    verdict = decide(scores(140, humaneval=0.25), scores(100, humaneval=0.30))
-    assert not verdict.promote and any("HumanEval" in r for r in verdict.reasons)
-    assert decide(scores(140, humaneval=0.29), scores(100, humaneval=0.30)).promote  # within 2 points
+def test_a_guard_that_drops_blocks_a_win_and_one_within_its_margin_does_not():
+    old = scores([4.0] * N, **guards())
+    forgot_humaneval = decide(scores([6.0] * N, **guards(humaneval_passes=50)), old)
+    assert not forgot_humaneval.promote and any("HumanEval" in r for r in forgot_humaneval.reasons)
+    forgot_stdlib = decide(scores([6.0] * N, **guards(stdlib_kept=6.0)), old)
+    assert not forgot_stdlib.promote and any("standard-library" in r for r in forgot_stdlib.reasons)
+    assert decide(scores([6.0] * N, **guards(humaneval_passes=58, stdlib_kept=7.5)), old).promote
+
+
+def test_a_configured_guard_without_data_refuses_and_one_left_out_is_not_read():
+    no_stdlib = {"humaneval": guards()["humaneval"]}
+    verdict = decide(scores([6.0] * N, **no_stdlib), scores([4.0] * N, **no_stdlib))
+    assert not verdict.promote and any("stdlib guard is configured but has no scores" in r for r in verdict.reasons)
+    assert decide(scores([6.0] * N, **no_stdlib), scores([4.0] * N, **no_stdlib),
+                  GateSettings(guards=("humaneval",))).promote
+    with pytest.raises(ValueError, match="unknown guard"):
+        decide(scores([6.0] * N), scores([4.0] * N), GateSettings(guards=("mmlu",)))
 
 
 def test_the_margin_is_a_setting():
-    assert not decide(scores(110), scores(100), GateSettings(min_acceptance_gain=0.05)).promote
-    assert decide(scores(140), scores(100), GateSettings(min_acceptance_gain=0.05)).promote
+    assert not decide(scores([5.0] * N, **guards()), scores([4.0] * N, **guards()), GateSettings(min_kept_gain=2.0)).promote
+    assert decide(scores([7.0] * N, **guards()), scores([4.0] * N, **guards()), GateSettings(min_kept_gain=2.0)).promote
 
 
-def test_the_interval_needs_paired_scores():
-    with pytest.raises(ValueError, match="same, non-zero number"):
-        paired_difference_interval([1, 0], [1])
-    gain, low, high = paired_difference_interval([1] * 10, [0] * 10)
+def test_paired_scores_need_the_same_items():
+    with pytest.raises(ValueError, match="same items"):
+        paired(measured([1, 0]), Measured([1, 0], ["a", "b"]), GateSettings())
+    gain, low, high = paired(measured([1] * 10), measured([0] * 10), GateSettings())
     assert gain == low == high == 1.0
-
-
-def test_forgetting_on_standard_library_lines_blocks_a_win():
-    def with_stdlib(accepted: int, es: list[float]) -> Scores:
-        return Scores(scores(accepted).accepted, 0.30, es)
-
-    known = [0.9] * 150 + [0.5] * 50  # the champion's edit similarity on 200 lines it knows
-    worse = [0.8] * 150 + [0.5] * 50  # 0.075 lower on average
-    verdict = decide(with_stdlib(140, worse), with_stdlib(100, known))
-    assert not verdict.promote and any("standard-library" in r for r in verdict.reasons)
-    assert verdict.figures["stdlib_es_change"] == pytest.approx(-0.075)
-    assert decide(with_stdlib(140, [0.89] * 150 + [0.5] * 50), with_stdlib(100, known)).promote  # within 0.02
-

@@ -83,6 +83,19 @@ def test_the_target_is_what_stands_at_the_cursor_after_edits_elsewhere_and_more_
     assert row["survived"] == pytest.approx(22 / 23)  # all but one "r" of the accepted text stands
 
 
+def test_the_target_is_the_block_rule_capped_whatever_proposal_was_shown():
+    """The truth does not depend on the model that served it: a one-line proposal and a five-line
+    one are judged against the same target, the block the user wrote, at most MAX_LINES lines."""
+    from echo_dagster.completion import MAX_LINES
+
+    body = "r2 = r * r\n    half = r2 / 2\n    return math.pi * r2, half\n"
+    proposals = ("pass\n", "r2 = r * r\n", "a = 1\n    b = 2\n    c = 3\n    d = 4\n    e = 5\n")
+    assert {session(p, "rejected", final(body))["target"] for p in proposals} == {body}
+    longer = "".join(f"v{n} = r * {n}\n    " for n in range(6)) + "return v5\n"
+    (target,) = {session(p, "rejected", final(longer))["target"] for p in proposals}
+    assert target.count("\n") == MAX_LINES and longer.startswith(target)
+
+
 @pytest.mark.parametrize("reason, kwargs", [
     ("no_decision", dict(proposal="x\n", decision=None)),
     ("no_final_snapshot", dict(proposal="x\n", decision="rejected")),

@@ -30,7 +30,9 @@ def policy(tmp_path, monkeypatch):
                     con.execute("INSERT INTO filtered_dataset (partition_date, completion_id, tenant_id, language, "
                                 "prefix, suffix, target, split) VALUES ($d, $c, $t, 'python', $p, '\n', $g, $s)",
                                 {"d": DAY, "c": f"{tenant}-{split}-{n}", "t": tenant, "s": split,
-                                 "p": f"def {tenant}_{n}(r):\n    ", "g": f"return {n} * r\n"})
+                                 "p": f"def {tenant}_{n}(r):\n    ",
+                                 # An eval target unlike every training target: none is decontaminated.
+                                 "g": f"return {n} * r\n" if split == "train" else f"yield r - {n} ** 2\n"})
     return tenancy.load(path)
 
 

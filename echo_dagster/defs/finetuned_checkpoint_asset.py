@@ -10,6 +10,7 @@ from echo_dagster import env, tenancy
 from echo_dagster.corpus import DEFAULT_CORPUS
 from echo_dagster.defs.filtered_dataset_asset import filtered_dataset
 from echo_dagster.defs.resources import ModelRegistry, Warehouse
+from echo_dagster.filters.decontaminate import decontaminate, eval_targets
 from echo_dagster.training import window
 from echo_dagster.training.examples import data_hash
 from echo_dagster.training.publish import Published, base_for, train_and_publish
@@ -110,8 +111,10 @@ def finetuned_checkpoint(context: dg.AssetExecutionContext, config: TrainConfig,
                             f"(days={config.days}), fewer than min_examples={config.min_examples}.")
         return
     context.log.info(f"{len(data.examples)} examples ({data.replayed} replayed) of "
-                     f"{len(data.rows_per_partition)} partitions.")
+                     f"{len(data.rows_per_partition)} partitions; {data.decontaminated} left out, their target "
+                     "equal or near to an eval target.")
     data_meta = {"cutoff": data.cutoff.isoformat(), "examples": len(data.examples), "replayed": data.replayed,
+                 "decontaminated": data.decontaminated,
                  "rows_per_partition": data.rows_per_partition, "rows_per_tenant": data.rows_per_tenant,
                  "hash": data.hash}
     prefix = f"echo-{tenant}-{data.cutoff.isoformat()}" if tenant else f"echo-{data.cutoff.isoformat()}"
@@ -145,7 +148,8 @@ class RepositoryTrainConfig(TrainerConfig):
     pool="gpu",
     output_required=False,
 )
-def repository_checkpoint(context: dg.AssetExecutionContext, config: RepositoryTrainConfig, models: ModelRegistry):
+def repository_checkpoint(context: dg.AssetExecutionContext, config: RepositoryTrainConfig, models: ModelRegistry,
+                          warehouse: Warehouse):
     """The comparison arm: the same trainer on plain repository files of the training split, with
     the token budget of the latest Echo checkpoint — what experience data adds over static code."""
     registry = models.registry()
@@ -157,10 +161,14 @@ def repository_checkpoint(context: dg.AssetExecutionContext, config: RepositoryT
                                 "(set token_budget).")
             return
         budget = latest["metrics"]["tokens"]
-    examples = repository_examples(config.source, config.examples, config.seed)
+    with warehouse.connect(read_only=True) as con:
+        examples, removed = decontaminate(repository_examples(config.source, config.examples, config.seed),
+                                          eval_targets(con))
     digest = data_hash([(e["completion_id"], e["target"]) for e in examples])
-    context.log.info(f"{len(examples)} examples of {config.source}, {budget} tokens.")
-    data_meta = {"source": config.source, "examples": len(examples), "token_budget": budget, "hash": digest}
+    context.log.info(f"{len(examples)} examples of {config.source} ({removed} left out: equal or near to an eval "
+                     f"target), {budget} tokens.")
+    data_meta = {"source": config.source, "examples": len(examples), "token_budget": budget, "hash": digest,
+                 "decontaminated": removed}
     yield _train(context, config, registry, examples, "repository", f"repo-{time.strftime('%Y-%m-%d')}", data_meta,
                  max_tokens=budget)
 
@@ -203,4 +211,5 @@ def _metadata(published: Published, examples: int) -> dict:
             "best_validation_loss": _number(result.best_validation_loss), "best_step": result.best_step,
             "stopped_early": result.stopped_early, "precision": result.precision, "tokens": result.tokens,
             "tokens_per_s": _number(round(result.tokens / result.seconds) if result.seconds else None),
-            "data_hash": data["hash"]} | ({"data_cutoff": data["cutoff"]} if "cutoff" in data else {})
+            "data_hash": data["hash"]} | ({"data_cutoff": data["cutoff"]} if "cutoff" in data else {}) \
+        | ({"decontaminated": data["decontaminated"]} if "decontaminated" in data else {})

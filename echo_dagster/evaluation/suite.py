@@ -30,9 +30,9 @@ class Arm:
 class SuiteSettings:
     generation: GenerationConfig = GenerationConfig()
     replay: SimulationSpec | None = None  # None: no replay A/B
-    humaneval_problems: int = 40  # 0: none
-    stdlib_lines: int = 200  # line completions of the forgetting guard (evaluation.forgetting); 0: none
-    resamples: int = 1_000
+    humaneval_lines: int = 300  # HumanEval line tasks (evaluation.humaneval); 0: none
+    stdlib_lines: int = 200  # standard-library completions of the forgetting guard (evaluation.forgetting); 0: none
+    resamples: int = 2_000
 
 
 @dataclass
@@ -42,11 +42,15 @@ class ArmResult:
     summary: dict
     by_language: dict
     by_source_kind: dict
-    replay: dict | None = None  # acceptance_rate, generation_rate, completions
-    humaneval_pass_at_1: float | None = None
-    stdlib: list[offline.Scored] = field(default_factory=list)  # the forgetting guard's lines, scored
+    replay: dict | None = None  # acceptance_rate, kept_chars, generation_rate, completions, sessions
+    humaneval: list[tuple[str, int]] = field(default_factory=list)  # (task id, passed) per line task
+    stdlib: list[offline.Scored] = field(default_factory=list)  # the forgetting guard's completions, scored
     stdlib_summary: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+
+    @property
+    def humaneval_pass_rate(self) -> float | None:
+        return sum(p for _, p in self.humaneval) / len(self.humaneval) if self.humaneval else None
 
 
 def arms(base: str, champion: tuple[str, str] | None, challenger: tuple[str, str] | None,
@@ -67,7 +71,7 @@ def arms(base: str, champion: tuple[str, str] | None, challenger: tuple[str, str
 
 def run_suite(models: list[Arm], rows: list[dict], settings: SuiteSettings, models_dir: str | Path,
               log=print) -> list[ArmResult]:
-    tasks = humaneval.line_tasks(settings.humaneval_problems) if settings.humaneval_problems else []
+    tasks = humaneval.line_tasks(settings.humaneval_lines) if settings.humaneval_lines else []
     stdlib = forgetting.stdlib_rows(settings.stdlib_lines) if settings.stdlib_lines else []
     results = []
     for arm in models:
@@ -85,23 +89,24 @@ def run_suite(models: list[Arm], rows: list[dict], settings: SuiteSettings, mode
         if settings.replay is not None:
             started = time.perf_counter()
             played = replay(settings.replay, propose, arm.name)
-            result.replay = {"acceptance_rate": played.acceptance_rate, "generation_rate": played.generation_rate,
-                             "completions": played.completions, "sessions": played.sessions}
+            result.replay = {"acceptance_rate": played.acceptance_rate, "kept_chars": played.kept_chars,
+                             "generation_rate": played.generation_rate, "completions": played.completions,
+                             "sessions": played.sessions}
             seconds["replay"] = time.perf_counter() - started
         if tasks:
             started = time.perf_counter()
-            result.humaneval_pass_at_1 = humaneval.pass_at_1(propose, tasks)
+            result.humaneval = list(zip((t.task_id for t in tasks), humaneval.results(propose, tasks)))
             seconds["humaneval"] = time.perf_counter() - started
         if stdlib:
             started = time.perf_counter()
             result.stdlib = offline.evaluate(propose, stdlib)
             result.stdlib_summary = offline.summarize(result.stdlib, settings.resamples)
             seconds["stdlib"] = time.perf_counter() - started
-        log(f"{arm.name} ({', '.join(arm.roles)}): acceptance {result.summary.get('acceptance', (0,))[0]:.3f} "
-            f"on {len(rows)} held-out rows" + (f", replay {result.replay['acceptance_rate']:.3f}" if result.replay
-                                               else "")
-            + (f", HumanEval {result.humaneval_pass_at_1:.3f}" if tasks else "")
-            + (f", stdlib ES {result.stdlib_summary['edit_similarity'][0]:.3f}" if stdlib else "")
+        log(f"{arm.name} ({', '.join(arm.roles)}): kept characters {result.summary.get('kept_chars', (0,))[0]:.2f}, "
+            f"acceptance {result.summary.get('acceptance', (0,))[0]:.3f} on {len(rows)} held-out rows"
+            + (f", replay {result.replay['acceptance_rate']:.3f}" if result.replay else "")
+            + (f", HumanEval lines {result.humaneval_pass_rate:.3f}" if tasks else "")
+            + (f", stdlib kept {result.stdlib_summary['kept_chars'][0]:.2f}" if stdlib else "")
             + f" ({sum(seconds.values()):.0f} s)")
         results.append(result)
         del propose  # and the model it holds, before the next one loads

@@ -6,12 +6,17 @@
 * **untrimmed** — the final states without the trimming and the filters: for every completion
   with a final state, the whole region the user kept at its place (up to where the document's
   text after the cursor resumes), in its final document, duplicates and noise included.
-* **repository** — plain code of the training-split files (`training.repository`).
+* **repository** — plain code of the training-split files, random line starts (`training.repository`).
+* **repository_completions** — the same files cut like completions: at the trigger points and to
+  the target rule the harvest uses (`training.repository.completion_examples`): what a fine-tune on
+  the team's repository with FIM-style spans gives, the strongest static arm.
 * **preference** — beyond the paper: Echo's checkpoint, then DPO (`training.preference`) on the
   pairs of Echo's examples where the user did not keep the proposal as shown: (the code they kept,
   the proposal they rejected or rewrote).
 
-Every arm leaves out the files of the eval split, so that no arm trains on what evaluation reads.
+Every arm leaves out the files of the eval split, so that no arm trains on what evaluation reads, and
+the experiment leaves out every example whose target equals or nearly equals an eval target
+(`filters.decontaminate`).
 """
 
 from __future__ import annotations
@@ -19,12 +24,11 @@ from __future__ import annotations
 import duckdb
 
 from echo_dagster.splits import file_split
-from echo_dagster.training import window
 
-ARMS = ("echo", "naive_logs", "untrimmed", "repository", "preference")
-# Those the experiment runs unless told: the paper's. The preference arm costs about 35 minutes more
-# here and did not beat Echo (docs/benchmarks.md#echo--dpo-the-preference-arm).
-DEFAULT_ARMS = ARMS[:4]
+ARMS = ("echo", "naive_logs", "untrimmed", "repository", "repository_completions", "preference")
+# Those the experiment runs unless told: the paper's and the strongest static arm. The preference arm
+# costs about 35 minutes more here and did not beat Echo (docs/benchmarks.md#echo--dpo-the-preference-arm).
+DEFAULT_ARMS = ARMS[:5]
 
 _NAIVE = """
 SELECT s.tenant_id || ':' || s.completion_id AS completion_id, s.repo, s.path, s.language, s.prefix, s.suffix,
@@ -54,10 +58,9 @@ ORDER BY 1
 
 
 def examples(con: duckdb.DuckDBPyConnection, arm: str) -> list[dict]:
-    """The training examples of `arm` (not the repository arm's: it reads code, not the warehouse);
-    the preference arm's are pairs, each with the `rejected` proposal beside its target."""
-    if arm == "echo":
-        return window.load(con, window.Window()).examples
+    """The training examples of `arm` (not Echo's: `training.window.load`; not the repository arms':
+    they read code, not the warehouse); the preference arm's are pairs, each with the `rejected`
+    proposal beside its target."""
     queries = {"naive_logs": _NAIVE, "untrimmed": _UNTRIMMED, "preference": _PAIRS}
     if arm not in queries:
         raise ValueError(f"arm {arm!r}: expected echo, {', '.join(queries)}")

@@ -2,9 +2,12 @@
 
 Simulated developers write a few days of code from the default corpus with the base model
 proposing; the days are harvested (raw_sessions → refined_targets → filtered_dataset); each arm
-(`experiment.arms`) is trained from the same base with the same token budget — Echo's; every model
-is measured on the same held-out rows, the same replayed sessions and the same forgetting-guard
-lines, and every arm is compared with the base and with Echo, paired, with 95% bootstrap intervals.
+(`experiment.arms`) is trained from the same base with the same token budget — Echo's — and at
+most `max_passes` passes over its data; no arm's example equals or nearly equals an eval target
+(`filters.decontaminate`). Every model is measured on the same held-out rows, the same replayed
+sessions and the same forgetting guards, and every arm is compared with the base and with Echo,
+paired, with 95% intervals resampling files (`evaluation.intervals`): kept characters per request
+(what the gate decides on), acceptance, and the rest of `evaluation.offline.METRICS`.
 The Echo checkpoint then meets the promotion gate against the base. Everything lands in one folder:
 landing zone, warehouse, registry, report.
 """
@@ -19,33 +22,39 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from echo_dagster import warehouse
+from echo_dagster.provenance import provenance
 from echo_dagster.corpus import DEFAULT_CORPUS
 from echo_dagster.evaluation import gate, offline, promotion, report
 from echo_dagster.evaluation.suite import Arm, ArmResult, SuiteSettings, run_suite
 from echo_dagster.experiment import arms
+from echo_dagster.filters.decontaminate import decontaminate, eval_targets
 from echo_dagster.filters.partition import filter_partition
 from echo_dagster.harvest.partition import refine_partition
 from echo_dagster.ingest.raw_sessions import ingest_partition
 from echo_dagster.landing import LocalLandingStore
 from echo_dagster.model.generation import GenerationConfig, proposer
 from echo_dagster.simulate.run import SimulationSpec, simulate
+from echo_dagster.training import window
 from echo_dagster.training.examples import data_hash
 from echo_dagster.training.publish import train_and_publish
 from echo_dagster.training.registry import Registry
-from echo_dagster.training.repository import repository_examples
+from echo_dagster.training.repository import completion_examples, repository_examples, training_files
 from echo_dagster.training.trainer import TrainSettings
 
+# Five packages of Python: the default corpus alone has 37 files, too few held-out ones for an
+# interval that resamples files to decide.
+EXPERIMENT_CORPUS = f"{DEFAULT_CORPUS},dagster_aws,dagster_graphql,dagster_webserver,dagster_postgres"
 LABELS = {"base": "base", "echo": "Echo", "naive_logs": "naive logs", "untrimmed": "untrimmed, unfiltered",
-          "repository": "repository files", "preference": "Echo + DPO"}
+          "repository": "repository files", "repository_completions": "repository files cut like completions",
+          "preference": "Echo + DPO"}
 
 
 @dataclass(frozen=True)
 class ExperimentSpec:
     base_model: str
-    source: str = DEFAULT_CORPUS
+    source: str = EXPERIMENT_CORPUS
     start: date = date(2026, 1, 5)  # the simulated days; the experiment's own folder, so any days do
-    # Sized to decide: ~2,300 completions, ~1,200 held-out rows (106 minutes on 2 CPU cores, 2026-11-29).
-    days: int = 5
+    days: int = 3
     users: int = 20
     eval_users: int = 12  # of the users, those who write held-out files: the eval set's rows
     sessions_per_user_day: int = 2
@@ -53,16 +62,17 @@ class ExperimentSpec:
     eval_rows: int = 1_200  # at most; all the eval set's rows when it holds fewer
     replay_completions: int = 64
     replay_users: int = 4
-    humaneval_problems: int = 10
-    stdlib_lines: int = 160
-    repository_examples: int = 2_000
+    humaneval_lines: int = 300
+    stdlib_lines: int = 200
+    repository_examples: int = 2_000  # of each repository arm
+    max_passes: int = 3  # over an arm's data, whatever is left of the token budget
     arms: tuple[str, ...] = arms.DEFAULT_ARMS
     train: TrainSettings = TrainSettings()
     # The preference arm's DPO, on Echo's checkpoint: a LoRA of the same shape at a lower rate (a
     # preference step moves the model further than a token-loss step); one pass over the pairs.
     preference_learning_rate: float = 2e-4
     generation: GenerationConfig = GenerationConfig()
-    resamples: int = 1_000
+    resamples: int = 2_000
     seed: int = 0
 
     def __post_init__(self):
@@ -97,6 +107,8 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
                    propose: Callable | None = None) -> ExperimentResult:
     """`propose`: what proposes completions to the simulated developers (default: the base model)."""
     folder.mkdir(parents=True, exist_ok=True)
+    # At the start: the code that measures is the code of this moment, whatever changes while it runs.
+    measured_by = provenance({k: v for k, v in asdict(spec).items() if k not in ("train", "generation")})
     seconds, started = {}, time.perf_counter()
 
     def lap(step: str) -> None:
@@ -125,10 +137,20 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
         harvest[day.isoformat()] = {"completions": refined.completions, "training": filtered.kept_train,
                                     "eval": filtered.kept_eval}
     with warehouse.connect(db, read_only=True) as con:
-        data = {arm: arms.examples(con, arm) for arm in spec.arms if arm != "repository"}
+        echo = window.load(con, window.Window())  # decontaminated as train_job's are
+        data = {"echo": echo.examples} | {arm: arms.examples(con, arm) for arm in spec.arms
+                                          if arm != "echo" and not arm.startswith("repository")}
         rows = offline.held_out_rows(con, spec.eval_rows, spec.seed)
     if "repository" in spec.arms:
         data["repository"] = repository_examples(spec.source, spec.repository_examples, spec.seed)
+    if "repository_completions" in spec.arms:
+        data["repository_completions"] = completion_examples(training_files(spec.source), spec.repository_examples,
+                                                             spec.seed)
+    with warehouse.connect(db, read_only=True) as con:
+        index = eval_targets(con)
+    decontaminated = {"echo": echo.decontaminated}
+    for arm in [a for a in data if a != "echo"]:  # every arm as Echo's window: none trains on an eval target
+        data[arm], decontaminated[arm] = decontaminate(data[arm], index)
     lap("harvest")
 
     registry = Registry(folder / "registry")
@@ -137,7 +159,7 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
     for arm in ("echo", *[a for a in spec.arms if a != "echo"]):  # Echo first: its tokens are the budget
         if not data[arm] or (arm != "echo" and not budget):
             why = "no training example" if not data[arm] else "no budget: Echo was not trained"
-            training[arm] = {"examples": len(data[arm]), "skipped": why}
+            training[arm] = {"examples": len(data[arm]), "decontaminated": decontaminated[arm], "skipped": why}
             log(f"experiment: {arm} not trained, not measured: {why}")
             continue
         base = spec.base_model
@@ -148,7 +170,7 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
             settings = replace(spec.train, objective="dpo", learning_rate=spec.preference_learning_rate, epochs=1,
                                max_tokens=0)
         else:
-            settings = replace(spec.train, max_tokens=budget, epochs=_EPOCHS_TO_BUDGET, max_steps=0)
+            settings = replace(spec.train, max_tokens=budget, epochs=spec.max_passes, max_steps=0)
         published = train_and_publish(
             registry, data[arm], kind="echo" if arm == "echo" else arm, prefix=arm,
             data={"arm": arm, "examples": len(data[arm]),
@@ -159,7 +181,9 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
             if p.step % 25 == 0 else None)
         result = published.result
         budget = budget or result.tokens
-        training[arm] = {"checkpoint": published.name, "examples": len(data[arm]), "steps": result.steps,
+        training[arm] = {"checkpoint": published.name, "examples": len(data[arm]),
+                         "decontaminated": decontaminated[arm], "passes": _passes(result, settings),
+                         "steps": result.steps,
                          "tokens": result.tokens, "seconds": round(result.seconds, 1),
                          "tokens_per_s": round(result.tokens / result.seconds) if result.seconds else None,
                          "base_validation_loss": result.base_validation_loss,
@@ -173,7 +197,7 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
     suite = SuiteSettings(generation=spec.generation,
                           replay=promotion.replay_spec(spec.source, spec.replay_users, spec.replay_completions,
                                                        spec.seed + 1),
-                          humaneval_problems=spec.humaneval_problems, stdlib_lines=spec.stdlib_lines,
+                          humaneval_lines=spec.humaneval_lines, stdlib_lines=spec.stdlib_lines,
                           resamples=spec.resamples)
     results = run_suite(measured, rows, suite, models_dir, log=log)
     lap("evaluate")
@@ -192,39 +216,45 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
         promotion.carry_out(registry, training["echo"]["checkpoint"], spec.base_model, verdict, len(rows))
     outcome = ExperimentResult(folder, summary.as_dict(), harvest, training, results, comparisons, verdict,
                                folder / "report" / "report.html", seconds)
-    _write_report(outcome, spec, len(rows))
+    _write_report(outcome, spec, len(rows), measured_by)
     return outcome
 
 
 def _by_language(scored: list, base: list, resamples: int) -> dict:
-    """Acceptance minus the base's on each language's rows, paired."""
-    return {language: offline.paired([s for s in scored if s.language == language],
-                                     [s for s in base if s.language == language], resamples)["acceptance"]
-            for language in sorted({s.language for s in scored})}
+    """Each language's paired differences from the base on its rows (kept characters, acceptance)."""
+    out = {}
+    for language in sorted({s.language for s in scored}):
+        diff = offline.paired([s for s in scored if s.language == language],
+                              [s for s in base if s.language == language], resamples)
+        out[language] = {"kept_chars": diff["kept_chars"], "acceptance": diff["acceptance"], "files": diff["files"]}
+    return out
 
 
-# Enough passes for any arm to reach Echo's token budget: training stops at the budget (or earlier,
-# when its held-out loss stops improving).
-_EPOCHS_TO_BUDGET = 50
+def _passes(result, settings: TrainSettings) -> float:
+    """Passes over the arm's training examples (the validation slice left out) its steps made."""
+    return round(result.steps * settings.batch_size / max(1, result.examples), 2)
 
 
 def comparison_table(results: list[ArmResult], comparisons: dict, training: dict) -> report.Table:
-    """A row per model: each measure with its interval, and the arm's paired difference with the
-    base and with Echo (points; the 95% interval in brackets)."""
-    header = ("model", "acceptance", "Δ vs base", "Δ vs Echo", "ES", "Δ ES vs base", "exact match",
-              "Δ exact vs base", "generation rate", "replay acceptance", "stdlib lines ES", "trained tokens")
+    """A row per model: kept characters per request and acceptance with their intervals and the
+    arm's paired differences from the base and from Echo, the measures against the whole target,
+    the guards, and what the arm trained on (tokens, passes over its data)."""
+    header = ("model", "kept chars / request", "Δ vs base", "Δ vs Echo", "acceptance", "Δ vs base (points)",
+              "Δ vs Echo (points)", "exact match", "ES", "line precision", "line recall", "proposal chars",
+              "HumanEval lines", "stdlib kept chars", "trained tokens", "passes")
     rows = []
     for r in results:
         arm = r.arm.roles[0]
-        s, c = r.summary, comparisons.get(arm) or {}
+        s, c, t = r.summary, comparisons.get(arm) or {}, training.get(arm, {})
         base, echo = c.get("vs_base") or {}, c.get("vs_echo") or {}
-        rows.append((r.arm.name, report.interval(s["acceptance"]), _points(base.get("acceptance")),
-                     _points(echo.get("acceptance")), report.interval(s["edit_similarity"]),
-                     _points(base.get("edit_similarity")), report.interval(s["exact_match"]),
-                     _points(base.get("exact_match")), report.interval(s["generation_rate"]),
-                     f"{r.replay['acceptance_rate']:.1%}" if r.replay else "–",
-                     report.interval(r.stdlib_summary.get("edit_similarity")),
-                     f"{training[arm]['tokens']:,}" if "tokens" in training.get(arm, {}) else "–"))
+        rows.append((r.arm.name, report.chars(s["kept_chars"]), _chars(base.get("kept_chars")),
+                     _chars(echo.get("kept_chars")), report.interval(s["acceptance"]), _points(base.get("acceptance")),
+                     _points(echo.get("acceptance")), report.interval(s["exact_match"]),
+                     report.interval(s["edit_similarity"]), report.interval(s["line_precision"]),
+                     report.interval(s["line_recall"]), f"{s['proposal_chars'][0]:.1f}",
+                     f"{r.humaneval_pass_rate:.1%}" if r.humaneval else "–",
+                     report.chars(r.stdlib_summary.get("kept_chars")),
+                     f"{t['tokens']:,}" if "tokens" in t else "–", str(t["passes"]) if "passes" in t else "–"))
     return header, rows
 
 
@@ -235,41 +265,55 @@ def _points(value) -> str:
     return f"{v * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
 
 
+def _chars(value) -> str:
+    if not value:
+        return "–"
+    v, low, high = value
+    return f"{v:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
 def language_table(results: list[ArmResult], comparisons: dict) -> report.Table:
-    """A row per language of the held-out rows: each model's acceptance there and each arm's paired
-    difference from the base on them."""
+    """A row per language of the held-out rows: its rows and files, each model's kept characters
+    per request there and each arm's paired difference from the base on them."""
     arms = [r.arm.roles[0] for r in results if r.arm.roles[0] in comparisons]
-    header = ("language", "rows", *(r.arm.name for r in results), *(f"{LABELS[arm]} − base" for arm in arms))
+    header = ("language", "rows", "files", *(r.arm.name for r in results), *(f"{LABELS[arm]} − base" for arm in arms))
     rows = []
     for language in sorted({g for r in results for g in r.by_language}):
         summaries = [r.by_language.get(language) or {} for r in results]
-        rows.append((language, str(summaries[0].get("n", 0)),
-                     *(report.interval(s.get("acceptance")) for s in summaries),
-                     *(_points(comparisons[arm]["vs_base_by_language"].get(language)) for arm in arms)))
+        rows.append((language, str(summaries[0].get("n", 0)), str(summaries[0].get("files", 0)),
+                     *(report.chars(s.get("kept_chars")) for s in summaries),
+                     *(_chars((comparisons[arm]["vs_base_by_language"].get(language) or {}).get("kept_chars"))
+                       for arm in arms)))
     return header, rows
 
 
-def _write_report(outcome: ExperimentResult, spec: ExperimentSpec, eval_rows: int) -> None:
+def _write_report(outcome: ExperimentResult, spec: ExperimentSpec, eval_rows: int, measured_by: dict) -> None:
     header, rows = comparison_table(outcome.results, outcome.comparisons, outcome.training)
-    tables = {f"{eval_rows} held-out rows, paired (95% bootstrap intervals; Δ in points)": (header, rows),
-              "By language: acceptance (95% bootstrap intervals) and Δ vs base (points, paired)":
+    files = outcome.results[0].summary.get("files", 0) if outcome.results else 0
+    sessions = outcome.results[0].summary.get("sessions", 0) if outcome.results else 0
+    tables = {f"{eval_rows} held-out rows from {files} files and {sessions} sessions, paired (95% intervals "
+              "resampling files; Δ acceptance in points)": (header, rows),
+              "By language: kept characters per request and Δ vs base (paired, 95% intervals resampling files)":
                   language_table(outcome.results, outcome.comparisons),
-              "Training (each arm from the base; every other arm stops at Echo's tokens)": (
-                  ("arm", "examples", "steps", "tokens", "tokens/s", "held-out loss: base → best (step)"),
-                  [(LABELS[a], str(t["examples"]), str(t["steps"]), f"{t['tokens']:,}", str(t["tokens_per_s"]),
-                    _losses(t)) if "checkpoint" in t else (LABELS[a], "0", "–", "–", "–", t["skipped"])
+              "Training (each arm from the base; every other arm stops at Echo's tokens or its passes)": (
+                  ("arm", "examples", "decontaminated", "steps", "passes", "tokens", "tokens/s",
+                   "held-out loss: base → best (step)"),
+                  [(LABELS[a], str(t["examples"]), str(t["decontaminated"]), str(t["steps"]), str(t["passes"]),
+                    f"{t['tokens']:,}", str(t["tokens_per_s"]), _losses(t)) if "checkpoint" in t
+                   else (LABELS[a], str(t["examples"]), str(t["decontaminated"]), "–", "–", "–", "–", t["skipped"])
                    for a, t in outcome.training.items()]),
               "Promotion gate (Echo against the base)": (("promote", "reasons"), [
                   ("yes" if outcome.verdict.promote else "no", "; ".join(outcome.verdict.reasons))])}
-    figures = {"spec": {k: v for k, v in asdict(spec).items() if k not in ("train", "generation")},
-               "train": asdict(spec.train), "generation": asdict(spec.generation), "simulation": outcome.simulation,
-               "harvest": outcome.harvest, "training": outcome.training, "comparisons": outcome.comparisons,
-               "models": [report.model_figures(r) for r in outcome.results], "seconds": outcome.seconds,
-               "gate": {"promote": outcome.verdict.promote, "reasons": outcome.verdict.reasons,
-                        "figures": outcome.verdict.figures}}
+    figures = {"provenance": measured_by, "train": asdict(spec.train), "generation": asdict(spec.generation),
+               "simulation": outcome.simulation, "harvest": outcome.harvest, "training": outcome.training,
+               "comparisons": outcome.comparisons, "models": [report.model_figures(r) for r in outcome.results],
+               "seconds": outcome.seconds, "gate": {"promote": outcome.verdict.promote,
+                                                    "reasons": outcome.verdict.reasons,
+                                                    "figures": outcome.verdict.figures}}
     built = report.Report(f"Echo experiment: {spec.days} days, {outcome.simulation['completions']} completions",
                           tables, report.chart(outcome.results), json.loads(json.dumps(figures, default=str)))
     built.write(outcome.page.parent)
+    report.write_scores(outcome.page.parent / "scores.json", outcome.results, figures["provenance"])
 
 
 def _losses(t: dict) -> str:

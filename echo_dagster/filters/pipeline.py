@@ -10,8 +10,10 @@ suffix and target (from the findings in the whole final document), proposal and 
 (their own findings, and wherever a value found in the document recurs in them), repo and path.
 The syntax check holds on what is kept: when de-identification replaced something in a document,
 the target must still parse in the redacted document. Rows from evaluation-split files (a
-deterministic hash of repo and path) go to the eval set, never to training, and no training
-target may equal or nearly equal an eval target.
+deterministic hash of repo and path) go to the eval set, never to training; a training row that
+equals or nearly equals an eval row of its tenant filtered before it is dropped (`eval_overlap`),
+and the check that holds whatever the order and across tenants runs at training time
+(`filters.decontaminate`).
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ class FilterState:
     def remember(self, tenant: str, key: str, target: str, split: str, signature: MinHash) -> None:
         """A kept row of `tenant`, that the tenant's later rows are compared with."""
         if split == "eval":
-            self.eval_keys.add((tenant, _normalized(target)))
+            self.eval_keys.add((tenant, normalized(target)))
         else:
             self.seen_keys.add(key)
         lsh = self._lsh(split, tenant)
@@ -154,7 +156,7 @@ class FilterState:
         return "near_duplicate" if tenant in self.seen and self.seen[tenant].query(signature) else None
 
     def overlaps_eval(self, tenant: str, target: str, signature: MinHash) -> bool:
-        return (tenant, _normalized(target)) in self.eval_keys or \
+        return (tenant, normalized(target)) in self.eval_keys or \
             (tenant in self.eval_targets and bool(self.eval_targets[tenant].query(signature)))
 
 
@@ -214,7 +216,10 @@ def filter_row(row: dict, state: FilterState) -> dict:
         return {**out, "drop_reason": "paste_dominated"}
     clock.lap("noise")
     tenant = row["tenant_id"]
-    key = _dedup_key(tenant, prefix, target, s.context_chars)
+    # An eval row's key holds its file too: the eval set keeps one row of each (file, prefix tail,
+    # target) (view `eval_set`), where training drops a repeat from any file.
+    place = (out["repo"], out["path"]) if out["split"] == "eval" else None
+    key = _dedup_key(tenant, prefix, target, s.context_chars, place)
     out["dedup_key"] = key
     signature = minhash(target, language)
     if out["split"] == "eval":
@@ -341,13 +346,14 @@ def _pii_share(original: str, scrubbed: str) -> float:
     return (len(original) - kept) / len(original) if original else 0.0
 
 
-def _normalized(text: str) -> str:
+def normalized(text: str) -> str:
     return " ".join(text.split())
 
 
-def _dedup_key(tenant: str, prefix: str, target: str, context_chars: int) -> str:
-    context = _normalized(prefix[-context_chars:])
-    return hashlib.sha256(f"{tenant}\x00{context}\x00{_normalized(target)}".encode()).hexdigest()
+def _dedup_key(tenant: str, prefix: str, target: str, context_chars: int, place: tuple | None = None) -> str:
+    context = normalized(prefix[-context_chars:])
+    where = "" if place is None else f"\x00{place[0]}\x00{place[1]}"
+    return hashlib.sha256(f"{tenant}\x00{context}\x00{normalized(target)}{where}".encode()).hexdigest()
 
 
 _TEMPLATE = MinHash(num_perm=64, seed=1)  # its permutations, made once, cost more than the hashing

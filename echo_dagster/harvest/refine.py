@@ -3,7 +3,8 @@
 For every completion shown: its decision; the final state — the last save or close snapshot after
 the decision, else the last snapshot; the cursor carried through every snapshot in between (left
 and right of it, so that what the user inserted there lies between the two); and that region cut
-to a syntactic unit by the rule that cuts proposals (`completion.postprocess`). The example
+to a syntactic unit by the rule that cuts proposals (`completion.postprocess`, at most
+`completion.MAX_LINES` lines, however long the proposal shown was). The example
 is (prefix', suffix', target) taken from the final document: the row holds the document and where
 the target starts in it (`split_document`). A completion with no usable final
 state keeps a row with its reason.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from echo_dagster.completion import CompletionRequest, postprocess
+from echo_dagster.completion import MAX_LINES, CompletionRequest, postprocess
 from echo_dagster.harvest.align import AlignmentTooCostly, Diff
 from echo_dagster.metrics import edit_similarity, surviving_chars
 from echo_dagster.syntax import parse
@@ -27,7 +28,7 @@ MIN_UNCHANGED_SHARE = 0.2  # below it, a new version replaced the document rathe
 
 @dataclass(frozen=True)
 class RefineSettings:
-    max_lines: int = 8
+    max_lines: int = MAX_LINES  # a target's, as a proposal's: the block rule's cap
     # Bounds for pathological sessions: beyond them a completion gets a reason, not a crash.
     max_session_bytes: int = 256 * 1024 * 1024  # a session's documents held at once
     max_changed_chars: int = 100_000  # between two consecutive versions, around a cursor
@@ -126,9 +127,9 @@ def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, set
     if not region.strip():
         return {**row, "reason": "region_deleted"}
     request = CompletionRequest(document[:left], document[right:], shown["language"] or "")
-    # As long as the proposal was (what the user wrote in its place), within the line limit.
-    lines = min(settings.max_lines, max(1, len(shown["proposal"].splitlines())))
-    target = postprocess(request, region, lines, chain.tree(final, request.language))
+    # The block rule, capped, whatever the proposal shown was: a truth that does not depend on the
+    # model that served it (docs/design.md#the-judge).
+    target = postprocess(request, region, settings.max_lines, chain.tree(final, request.language))
     if not target.strip():
         return {**row, "reason": "empty_target"}
     row |= {"document": document, "target_start": left, "region_end": right, "target": target,

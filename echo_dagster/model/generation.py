@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from echo_dagster.completion import CompletionRequest, is_mid_line, is_whole, postprocess
+from echo_dagster.completion import MAX_LINES, CompletionRequest, is_mid_line, is_whole, postprocess
 from echo_dagster.model.loading import load_model
 
 # FIM token spellings in common code models, (prefix, suffix, middle); prompts are built PSM.
@@ -22,7 +22,7 @@ _FIM_SPELLINGS = (
 class GenerationConfig:
     context_tokens: int = 192  # prompt budget; with FIM, a quarter goes to the suffix
     max_new_tokens: int = 32
-    max_lines: int = 4
+    max_lines: int = MAX_LINES
     # Decoding a step costs about the same for 16 rows or 32 (it is overhead-bound on a CPU), so a
     # larger batch spreads it over more proposals; prompts are sorted by length, so padding stays small.
     batch_size: int = 32

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from echo_dagster.completion import MAX_LINES
 from echo_dagster.model.generation import GenerationConfig
 from echo_dagster.model.loading import LoadedModel, load_model
 from echo_dagster.serving import ct2
@@ -28,7 +29,7 @@ from echo_dagster.training.registry import Registry
 @dataclass(frozen=True)
 class ServeSettings:
     max_new_tokens: int = 32  # the most a proposal may take, whatever a client asks
-    max_lines: int = 4
+    max_lines: int = MAX_LINES
     context_tokens: int = 192
     batch_size: int = 16  # requests decoded together
     max_waiting: int = 64  # requests queued for the model; beyond, 503 with Retry-After

@@ -50,6 +50,7 @@ class SimulationSummary:
     accepted: int = 0
     surviving_chars: int = 0
     target_chars: int = 0
+    kept: int = 0
     events: int = 0
     noise: Counter = field(default_factory=Counter)
 
@@ -58,13 +59,20 @@ class SimulationSummary:
         return self.accepted / self.completions if self.completions else 0.0
 
     @property
+    def kept_chars(self) -> float:
+        """Per completion: characters of accepted proposals that match the code written there up to
+        their first difference (`metrics.kept_chars`)."""
+        return self.kept / self.completions if self.completions else 0.0
+
+    @property
     def generation_rate(self) -> float:
         return self.surviving_chars / self.target_chars if self.target_chars else 0.0
 
     def as_dict(self) -> dict:
         return {"files": self.files, "skipped": self.skipped, "sessions": self.sessions,
                 "completions": self.completions, "accepted": self.accepted,
-                "acceptance_rate": round(self.acceptance_rate, 4), "generation_rate": round(self.generation_rate, 4),
+                "acceptance_rate": round(self.acceptance_rate, 4), "kept_chars": round(self.kept_chars, 3),
+                "generation_rate": round(self.generation_rate, 4),
                 "events": self.events, "noise": dict(sorted(self.noise.items()))}
 
 
@@ -168,6 +176,7 @@ def _play(plans: list[SessionPlan], propose: Proposer, model_name: str, rng: ran
         summary.completions += out.completions
         summary.accepted += out.accepted
         summary.surviving_chars += out.surviving
+        summary.kept += out.kept
         summary.target_chars += out.target_chars
         summary.noise.update(out.noise)
         yield plan, out

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from echo_dagster import languages
-from echo_dagster.completion import CompletionRequest
+from echo_dagster.completion import CompletionRequest, trigger_points
 from echo_dagster.corpus import SourceFile
 from echo_dagster.events import format_ts
-from echo_dagster.metrics import edit_similarity, first_lines, simulated_accept, surviving_chars
+from echo_dagster.metrics import edit_similarity, first_lines, kept_chars, simulated_accept, surviving_chars
 from echo_dagster.simulate.users import Persona
 from echo_dagster.splits import repo_of
 from echo_dagster.syntax import error_spans
@@ -140,17 +140,7 @@ def _parses(code: str, language: str) -> bool:
 
 
 def _triggers(rng, text: str, region: tuple[int, int], paste, max_triggers: int) -> list[Trigger]:
-    candidates = []
-    pos = region[0]
-    for line in text[region[0] : region[1]].splitlines(keepends=True):
-        body = line.strip()
-        if body and not body.startswith(("#", "//")):
-            indent = len(line) - len(line.lstrip(" \t"))
-            candidates.append(Trigger(pos + indent, False))
-            for m in re.finditer(r"[:(=,]\s?", line.rstrip("\n")):
-                if m.end() < len(line.rstrip()):
-                    candidates.append(Trigger(pos + m.end(), True))
-        pos += len(line)
+    candidates = [Trigger(pos, mid) for pos, mid in trigger_points(text, *region)]
     if paste:
         candidates = [t for t in candidates if not paste[0] <= t.pos < paste[1]]
     picked = rng.sample(candidates, min(max_triggers, len(candidates)))
@@ -165,6 +155,7 @@ class SessionOutput:
     accepted: int = 0
     surviving: int = 0
     target_chars: int = 0
+    kept: int = 0  # characters of accepted proposals that match the true text up to a first difference
     noise: dict = field(default_factory=dict)
 
 
@@ -246,6 +237,7 @@ def session_events(plan: SessionPlan, proposals: list[str], model_name: str, rng
         out.accepted += accepted
         out.target_chars += len(target)
         out.surviving += surviving_chars(accepted_text, target) if accepted else 0
+        out.kept += kept_chars(accepted_text, target_truth, accepted)
         out.noise["typo"] += int(i in plan.typos)
         truth.append({"type": "completion", "completion_id": cid, "session_id": plan.session_id,
                       "user_id": p.user_id, "path": plan.file.path, "split": plan.split, "cursor": trigger.pos,

@@ -1,5 +1,6 @@
 """Which training examples a checkpoint is trained on: a window of `filtered_dataset` partitions,
-capped, with an optional replay of older examples."""
+capped, with an optional replay of older examples — none whose target equals or nearly equals an
+eval target of any tenant (`filters.decontaminate`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import date
 
 import duckdb
 
+from echo_dagster.filters.decontaminate import decontaminate, eval_targets
 from echo_dagster.tenancy import TenantPolicy
 from echo_dagster.training.examples import data_hash
 
@@ -30,6 +32,7 @@ class TrainingData:
     cutoff: date | None  # the newest partition trained on
     rows_per_partition: dict[str, int] = field(default_factory=dict)
     replayed: int = 0
+    decontaminated: int = 0  # examples left out: their target overlaps an eval target
 
     @property
     def rows_per_tenant(self) -> dict[str, int]:
@@ -78,15 +81,20 @@ def load(con: duckdb.DuckDBPyConnection, window: Window, tenants: tuple[str, dic
     first = days[-window.days] if window.days and window.days < len(days) else days[0]
     # A stable pseudo-random order (a hash of the id and the seed), so that a cap keeps the same rows.
     order = f"hash(completion_id || '{int(window.seed)}')"
-    limit = f"LIMIT {int(window.max_examples)}" if window.max_examples else ""
+    index = eval_targets(con)
     rows = con.execute(f"SELECT {_FIELDS} FROM training_examples WHERE partition_date >= $first AND {where} "
-                       f"ORDER BY {order} {limit}", {"first": first, **params}).fetchall()
-    examples = [dict(zip(_NAMES, r)) for r in rows]
+                       f"ORDER BY {order}", {"first": first, **params}).fetchall()
+    # Decontaminated before the cap, so that a cap keeps as many examples as it says.
+    examples, removed = decontaminate([dict(zip(_NAMES, r)) for r in rows], index)
+    examples = examples[: window.max_examples or None]
     replayed = []
     if window.replay_share and first > days[0]:
         want = int(len(examples) * window.replay_share)
-        replayed = con.execute(f"SELECT {_FIELDS} FROM training_examples WHERE partition_date < $first AND {where} "
-                               f"ORDER BY {order} LIMIT {want}", {"first": first, **params}).fetchall()
-        examples += [dict(zip(_NAMES, r)) for r in replayed]
+        older = con.execute(f"SELECT {_FIELDS} FROM training_examples WHERE partition_date < $first AND {where} "
+                            f"ORDER BY {order}", {"first": first, **params}).fetchall()
+        replayed, removed_older = decontaminate([dict(zip(_NAMES, r)) for r in older], index)
+        replayed = replayed[:want]
+        removed += removed_older
+        examples += replayed
     counts = Counter(e["partition_date"].isoformat() for e in examples)
-    return TrainingData(examples, days[-1], dict(sorted(counts.items())), len(replayed))
+    return TrainingData(examples, days[-1], dict(sorted(counts.items())), len(replayed), removed)

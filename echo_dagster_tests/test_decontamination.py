@@ -1,0 +1,79 @@
+"""The judge's data: no training example equal or near to an eval target of any tenant, whatever
+order the partitions were filtered in; the eval set holds one row of each (file, prefix tail,
+target). Real DuckDB files, rows as the filters write them."""
+
+from datetime import date
+
+from echo_dagster import warehouse
+from echo_dagster.evaluation.offline import held_out_rows
+from echo_dagster.filters.pipeline import _dedup_key
+from echo_dagster.training import window
+
+DAY = date(2026, 11, 2)
+AREA = "return math.pi * r ** 2\n"
+PREFIX = "import math\n\n\ndef area(r):\n    "
+
+
+def add(con, day: date, cid: str, split: str, target: str, tenant: str = "t-a", path: str = "geo.py",
+        prefix: str = PREFIX) -> None:
+    """A kept row of filtered_dataset, its dedup key as the filters make it."""
+    place = ("repo", path) if split == "eval" else None
+    con.execute("INSERT INTO filtered_dataset (partition_date, completion_id, session_id, tenant_id, repo, path, "
+                "language, prefix, suffix, target, split, dedup_key) VALUES ($d, $c, $c, $t, 'repo', $p, 'python', "
+                "$prefix, '\n', $target, $s, $k)",
+                {"d": day, "c": cid, "t": tenant, "p": path, "prefix": prefix, "target": target, "s": split,
+                 "k": _dedup_key(tenant, prefix, target, 200, place)})
+
+
+def others(con, day: date, count: int) -> None:
+    for n in range(count):
+        add(con, day, f"other-{day}-{n}", "train", f"return {n} * r * r + {n}\n", path=f"o{n}.py",
+            prefix=f"def f_{n}(r):\n    ")
+
+
+def test_a_training_row_filtered_before_the_eval_row_it_equals_is_left_out_at_training_time(tmp_path):
+    """Train first: day 1's training row was kept (no eval row existed yet); day 2 brings an eval row
+    with the same target, and a near one (comment aside). Training leaves both training rows out."""
+    db = tmp_path / "wh.duckdb"
+    with warehouse.connect(db) as con:
+        add(con, DAY, "train-same", "train", AREA)
+        add(con, DAY, "train-near", "train", "return math.pi * r ** 2  # the area\n", path="geo2.py")
+        others(con, DAY, 5)
+        add(con, date(2026, 11, 3), "eval-1", "eval", "    " + AREA, path="held.py")
+        data = window.load(con, window.Window())
+    assert {e["completion_id"] for e in data.examples} == {f"other-{DAY}-{n}" for n in range(5)}
+    assert data.decontaminated == 2
+
+
+def test_another_tenants_eval_target_decontaminates_too(tmp_path):
+    db = tmp_path / "wh.duckdb"
+    with warehouse.connect(db) as con:
+        add(con, DAY, "a-train", "train", AREA, tenant="t-a")
+        others(con, DAY, 3)
+        add(con, DAY, "b-eval", "eval", AREA, tenant="t-b", path="held.py")
+        only_a = window.load(con, window.Window(), ("tenant_id = $t", {"t": "t-a"}))
+    assert "a-train" not in {e["completion_id"] for e in only_a.examples} and only_a.decontaminated == 1
+    assert len(only_a.examples) == 3
+
+
+def test_a_cap_keeps_as_many_examples_as_it_says_after_decontamination(tmp_path):
+    db = tmp_path / "wh.duckdb"
+    with warehouse.connect(db) as con:
+        add(con, DAY, "train-same", "train", AREA)
+        others(con, DAY, 6)
+        add(con, DAY, "eval-1", "eval", AREA, path="held.py")
+        assert len(window.load(con, window.Window(max_examples=6)).examples) == 6
+
+
+def test_the_eval_set_holds_one_row_of_each_file_prefix_and_target_whatever_the_order(tmp_path):
+    """A developer who asks twice at one place gives one test; the same code in another file, or at
+    another place, is another. The first row by day is kept even when its day came in later."""
+    db = tmp_path / "wh.duckdb"
+    with warehouse.connect(db) as con:
+        add(con, date(2026, 11, 4), "late", "eval", AREA, path="held.py")  # a later day, filtered first
+        add(con, date(2026, 11, 3), "early", "eval", AREA, path="held.py")
+        add(con, date(2026, 11, 3), "other-file", "eval", AREA, path="held2.py")
+        add(con, date(2026, 11, 3), "other-place", "eval", AREA, path="held.py", prefix="def disc(r):\n    ")
+        add(con, date(2026, 11, 3), "other-tenant", "eval", AREA, tenant="t-b", path="held.py")
+        kept = {r["completion_id"] for r in held_out_rows(con, 100)}
+    assert kept == {"early", "other-file", "other-place", "other-tenant"}
