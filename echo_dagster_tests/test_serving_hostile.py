@@ -56,7 +56,7 @@ def _client(home, model_dir, engine="ctranslate2", capture=CaptureSettings(), **
     with running_server(home / "upstream", model_dir, home / "upstream" / "registry",
                         ServeSettings(engine="transformers")) as (url, _):
         completions = build_completions(str(model_dir), str(home / "registry"), ServeSettings(**serve),
-                                        UpstreamSettings(url, str(model_dir), api_key=upstream_token))
+                                        UpstreamSettings(url, model_dir.name, api_key=upstream_token))
         with TestClient(build_app(str(home / "landing"), home / "capture" / "tokens.json", "n1",
                                   completions=completions)) as client:
             yield client, auth
@@ -230,7 +230,7 @@ def test_a_malformed_champion_pointer_is_reported_and_a_promotion_replaces_it(ec
         (root / "tenants" / "initech").mkdir(parents=True)
         (root / "tenants" / "initech" / "champion.json").write_text("[]")
         own = client.post("/v1/completions", headers=auth["initech"], json={"prompt": "x = ("})
-        assert own.status_code == 200 and own.json()["model"] == str(tiny_model_dir)
+        assert own.status_code == 200 and own.json()["model"] == tiny_model_dir.name
         assert "champion pointer" in client.get("/healthz", headers=auth["initech"]).json()["serving"]["problem"]
         tiny_checkpoint(root, "echo-b", tiny_model_dir, seed=2)
         registry.set_champion("echo-b", "mends the pointer")
@@ -316,6 +316,87 @@ def test_an_identical_retry_decides_nothing_of_the_first_answer(echo_home, tiny_
         client.post("/v1/completions", headers=auth["acme"], json=body)
     decisions = [e for e in _landed(echo_home) if e["event"] in ("completion_accepted", "completion_rejected")]
     assert [e for e in decisions if e["completion_id"] == first["id"]] == []
+
+
+def test_a_typed_over_completion_of_a_file_sent_whole_is_decided(echo_home, tiny_model_dir):
+    """A client that sends the whole file each time (Continue): the later window differs from the
+    first one, so the first completion is decided (typed over), though its snapshot is the later
+    window itself."""
+    with _client(echo_home, tiny_model_dir) as (client, auth):
+        suffix = "\n\n\ndef sub(a, b):\n    return a - b\n"
+        first = client.post("/v1/completions", headers=auth["acme"],
+                            json={"prompt": "def add(a, b):\n    return a", "suffix": suffix, "max_tokens": 4}).json()
+        client.post("/v1/completions", headers=auth["acme"],
+                    json={"prompt": "def add(a, b):\n    return a + b  # typed", "suffix": suffix, "max_tokens": 4})
+    decided = [e["event"] for e in _landed(echo_home) if e.get("completion_id") == first["id"]
+               and e["event"] in ("completion_accepted", "completion_rejected")]
+    assert len(decided) == 1
+
+
+def test_a_failed_write_loses_no_other_tenants_close(echo_home, tiny_model_dir, monkeypatch):
+    """The failing request's own completion is forgotten; the closes of other tenants' completions it
+    pushed out of memory are still written, and nothing of the cause reaches the client."""
+    from echo_dagster.capture.sink import LocalSink
+
+    original, failing = LocalSink.submit, []
+
+    def submit(self, lines):
+        if failing:
+            raise failing.pop()
+        return original(self, lines)
+
+    with _client(echo_home, tiny_model_dir, capture=CaptureSettings(live_total_bytes=6_000)) as (client, auth):
+        monkeypatch.setattr(LocalSink, "submit", submit)
+        assert client.post("/v1/completions", headers=auth["initech"], json=_tabby(path="i.py")).status_code == 200
+        failing.append(OSError(f"disk full at {echo_home}"))
+        statuses = [client.post("/v1/completions", headers=auth["acme"],
+                                json=_tabby(prefix="x = 1\n" * 400 + f"v{n} = (", path=f"a{n}.py")).status_code
+                    for n in range(3)]
+        assert statuses[0] == 503 and str(echo_home) not in client.post(
+            "/v1/completions", headers=auth["acme"], json=_tabby()).text
+    kept, _ = _harvest(echo_home)
+    assert kept[("initech", "completion_shown")] == 1 and kept[("initech", "document_closed")] == 1
+
+
+def test_no_response_names_a_path_of_the_server(echo_home, tiny_model_dir):
+    with _client(echo_home, tiny_model_dir) as (client, auth):
+        answers = [client.get("/v1/health"), client.get("/v1/health", headers=auth["acme"]),
+                   client.get("/healthz", headers=auth["acme"]), client.get("/v1/models", headers=auth["acme"]),
+                   client.post("/v1/completions", headers=auth["acme"], json={"prompt": "x = (", "max_tokens": 2}),
+                   client.post("/v1/completions", headers=auth["acme"],
+                               json={"prompt": "x = (", "max_tokens": 2, "stream": True})]
+    assert all(a.status_code == 200 for a in answers)
+    assert not [a.text for a in answers if str(tiny_model_dir) in a.text or str(echo_home) in a.text]
+    assert answers[4].json()["model"] == tiny_model_dir.name
+
+
+def test_what_a_completion_writes_counts_against_its_tenants_rate(echo_home, tiny_model_dir):
+    """Each request in a file writes a snapshot of every earlier open completion there: charged to
+    the tenant as posted events are, so one tenant cannot fill the landing zone."""
+    store = TokenStore(echo_home / "capture" / "tokens.json")
+    hooli, acme = ({"Authorization": f"Bearer {store.add(t)}"} for t in ("hooli", "acme"))
+    completions = build_completions(str(tiny_model_dir), str(echo_home / "registry"), ServeSettings())
+    app = build_app(str(echo_home / "landing"), echo_home / "capture" / "tokens.json", "n1",
+                    CaptureSettings(rate_per_s=0.5, burst=20), completions=completions)
+    with TestClient(app) as client:
+        doc = "".join(f"line_{i} = compute({i})\n" for i in range(40))  # distinct lines: each request finds the earlier ones
+        statuses = [client.post("/v1/completions", headers=hooli,
+                                json=_tabby(prefix=doc + "y = (", path="amp.py", suffix="\n" + doc)).status_code
+                    for _ in range(12)]
+        assert 429 in statuses and statuses[0] == 200
+        assert client.post("/v1/completions", headers=acme, json=_tabby()).status_code == 200  # its own bucket
+
+
+def test_one_tenants_completions_never_push_out_anothers_before_its_events(echo_home, tiny_model_dir, monkeypatch):
+    from echo_dagster.capture import completion_routes
+
+    monkeypatch.setattr(completion_routes, "DECIDABLE", 5)
+    with _client(echo_home, tiny_model_dir) as (client, auth):
+        mine = client.post("/v1/completions", headers=auth["initech"], json=_tabby(path="i.py")).json()
+        for n in range(8):
+            client.post("/v1/completions", headers=auth["hooli"], json={"prompt": f"x{n} = (", "max_tokens": 1})
+        select = {"type": "select", "completion_id": mine["id"]}
+        assert client.post("/v1/events", headers=auth["initech"], json=select).json()["accepted"] == 1
 
 
 # The fuzz: any body, any field, on every engine ---------------------------------------------

@@ -49,7 +49,7 @@ def test_a_gateway_serves_and_captures_completions_generated_upstream(echo_home,
         direct = httpx.post(f"{upstream_url}/v1/completions", headers={"Authorization": f"Bearer {direct_token}"},
                             json={"prompt": "x = foo(", "suffix": ")\n", "max_tokens": 6}).json()
         completions = build_completions(str(here), str(gateway_home / "registry"), ServeSettings(),
-                                        UpstreamSettings(f"{upstream_url}/v1", str(tiny_model_dir),
+                                        UpstreamSettings(f"{upstream_url}/v1", tiny_model_dir.name,
                                                          api_key=upstream_token))
         app = build_app(str(gateway_home / "landing"), gateway_home / "capture" / "tokens.json", "gateway-1",
                         completions=completions)
@@ -65,7 +65,8 @@ def test_a_gateway_serves_and_captures_completions_generated_upstream(echo_home,
             health = httpx.get(f"{url}/healthz", headers=auth).json()
     # The model is the upstream's; the proposal follows the local engine's rules (the upstream here
     # is the local engine: the same text as asking it directly).
-    assert model == whole.model == str(tiny_model_dir) != str(here) and health["serving"]["model"] == model
+    # By its name: the server's paths are not the client's to see.
+    assert model == whole.model == tiny_model_dir.name != here.name and health["serving"]["model"] == model
     assert whole.choices[0].text == direct["choices"][0]["text"]
     assert whole.choices[0].finish_reason in ("stop", "length")
     assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text  # greedy: the same text

@@ -207,8 +207,8 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
             try:
                 await commit(lines)
             except Exception as exc:
-                log.exception("commit failed")
-                raise _Refusal(503, f"not written: {exc}; retry", {"Retry-After": "1"}) from None
+                log.exception("commit failed")  # the cause (a path, a bucket) is the operator's
+                raise _Refusal(503, f"not written ({type(exc).__name__}): retry", {"Retry-After": "1"}) from None
         return 200, {"accepted": len(kept), "opted_out": len(own) - len(kept), "ignored": 0}
 
     def made_here(events: list[dict]) -> list[tuple]:
@@ -227,9 +227,15 @@ def create_app(tokens: TokenStore, sink, opt_out, settings: CaptureSettings = Ca
         written; the events of this request, returned. Not written: the completion is forgotten."""
         own, closed = await off_loop(add_live, completion, tenant)
         try:
+            # What a completion writes (its snapshots of the file's earlier completions too) is
+            # charged to its tenant as posted events are: no tenant fills the landing zone for all.
+            rate(tenant, len(own))
             await write(listed, own, closed)
         except BaseException:
             await off_loop(live.discard, completion, tenant)
+            if closed:  # others' completions it pushed out: their closes are theirs, not this request's to lose
+                with contextlib.suppress(Exception):
+                    await write(listed, [], closed)
             raise
         return [event for _, event in own]
 

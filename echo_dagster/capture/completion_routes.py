@@ -17,12 +17,14 @@ Sessions are named `tabby:<id>` or `openai:<id>`, like the imports of those clie
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
 from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -39,7 +41,7 @@ from echo_dagster.serving.service import Busy, Completions, Unservable
 from echo_dagster.tenancy import PolicyError
 
 log = logging.getLogger("echo_dagster.capture")
-DECIDABLE = 1 << 16  # served completions remembered for their client's events (oldest forgotten first)
+DECIDABLE = 1 << 16  # served completions of a tenant remembered for their client's events (oldest forgotten first)
 TABBY_API_VERSION = "v0.21.0"  # the Tabby server whose API this answers as
 # Room left in a landing line, beyond a request's window, for what the server adds to its
 # completion_shown: ids, names, the model's, and the proposal (a token is rarely 100 bytes, at
@@ -56,6 +58,7 @@ class _Served:
     token: str  # the token that asked, as a hash: only its holder decides the completion
     prefix_chars: int
     suffix_chars: int
+    window: bytes  # a digest of (prefix, suffix): a later request with the same window is a retry
     decided: bool = False
 
 
@@ -67,7 +70,10 @@ class ServedCompletions:
     def __init__(self, completions: Completions, policy, handle, write_events, write_completion, refusal):
         self.completions, self.policy, self.handle, self.refusal = completions, policy, handle, refusal
         self.write_events, self.write_completion = write_events, write_completion
-        self._served: OrderedDict[str, _Served] = OrderedDict()
+        self._served: dict[str, _Served] = {}
+        # Per tenant, its served completions oldest first: one tenant's traffic never pushes out
+        # another's completions before their events come.
+        self._order: defaultdict[str, OrderedDict] = defaultdict(OrderedDict)
         self.counts: defaultdict[str, Counter] = defaultdict(Counter)  # tenant -> served, events, unknown_completion, other_token
 
     def routes(self) -> list[Route]:
@@ -86,7 +92,7 @@ class ServedCompletions:
         async def listing(body, tenant, listed):
             # A tenant's first request may load its model: off the event loop.
             follower = await asyncio.to_thread(self.completions.follower, tenant, self._policy())
-            model = follower.current.name
+            model = public_name(follower.current.name)
             return 200, {"object": "list", "data": [{"id": model, "object": "model", "created": 0,
                                                      "owned_by": "echo-dagster"}]}
         return await self.handle(request, "models", listing)
@@ -97,7 +103,7 @@ class ServedCompletions:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        return JSONResponse({"model": self.completions.shared.current.name, "device": device, "arch": "x86_64",
+        return JSONResponse({"model": public_name(self.completions.shared.current.name), "device": device, "arch": "x86_64",
                              "cpu_info": "", "cpu_count": 0, "cuda_devices": [], "chat_model": None,
                              "version": {"build_date": "", "build_timestamp": "", "git_sha": "",
                                          "git_describe": TABBY_API_VERSION},
@@ -115,8 +121,9 @@ class ServedCompletions:
             follower, problem = None, "the tenant policy cannot be read: completions are refused (503)"
         waiting = self.completions.waiting
         answer = {"engine": getattr(self.completions, "engine", "upstream"),
-                  "model": follower.current.name if follower else None,
-                  "swaps": follower.swaps[-5:] if follower else [],
+                  "model": public_name(follower.current.name) if follower else None,
+                  "swaps": [s | {"from": public_name(s["from"]), "to": public_name(s["to"])}
+                            for s in follower.swaps[-5:]] if follower else [],
                   "waiting": {"tenant": waiting[tenant], "all": sum(waiting.values())},
                   **{k: self.counts[tenant][k] for k in ("served", "events", "unknown_completion", "other_token")}}
         if problem or (follower and follower.problem):
@@ -166,7 +173,7 @@ class ServedCompletions:
             found = self._served.get(event.session_id.partition(":")[2])
             if found is None or found.tenant != tenant or found.decided:
                 continue
-            if event.document == later.prefix + later.suffix:
+            if _window(later) == found.window:
                 continue
             region = event.document[found.prefix_chars: len(event.document) - found.suffix_chars]
             proposal = found.completion.proposal
@@ -207,7 +214,7 @@ class ServedCompletions:
             await self._keep(request, asked, cid, job, tenant, listed, started)
             if asked.api == "tabby":
                 return 200, protocols.tabby_response(cid, job.text)
-            return 200, protocols.openai_response(cid, job.model.name, job.text, job.finish_reason, job.prompt_tokens,
+            return 200, protocols.openai_response(cid, public_name(job.model.name), job.text, job.finish_reason, job.prompt_tokens,
                                                   job.completion_tokens)
         # Started here, not in the stream: the place is held from now, and the proposal is kept
         # whether or not the client stays for the end of the stream.
@@ -247,7 +254,7 @@ class ServedCompletions:
         while (piece := await pieces.get()) is not None:
             text, model = piece  # the model answering, named in every chunk
             if len(text) > len(sent):
-                yield protocols.openai_chunk(cid, model, text[len(sent):], None)
+                yield protocols.openai_chunk(cid, public_name(model), text[len(sent):], None)
                 sent = text
         try:
             job = task.result()
@@ -258,8 +265,8 @@ class ServedCompletions:
             yield b"data: " + json.dumps({"error": {"message": error}}).encode() + b"\n\n"
             return
         if len(job.text) > len(sent):
-            yield protocols.openai_chunk(cid, job.model.name, job.text[len(sent):], None)
-        yield protocols.openai_chunk(cid, job.model.name, "", job.finish_reason)
+            yield protocols.openai_chunk(cid, public_name(job.model.name), job.text[len(sent):], None)
+        yield protocols.openai_chunk(cid, public_name(job.model.name), "", job.finish_reason)
         yield protocols.STREAM_END
         await asyncio.shield(keeping)
 
@@ -291,13 +298,16 @@ class ServedCompletions:
         if listed.covers(completion.user_id, tenant):
             return
         self._served[cid] = _Served(replace(completion, prefix="", suffix=""), tenant, _token_of(request),
-                                    len(completion.prefix), len(completion.suffix))
-        while len(self._served) > DECIDABLE:
-            self._served.popitem(last=False)
+                                    len(completion.prefix), len(completion.suffix), _window(completion))
+        order = self._order[tenant]
+        order[cid] = None
+        while len(order) > DECIDABLE:
+            self._served.pop(order.popitem(last=False)[0], None)
         try:
             events = await self.write_completion(completion, tenant, listed)
         except BaseException:
             self._served.pop(cid, None)
+            order.pop(cid, None)
             raise
         if inferred := self._inferred(events, tenant, completion):
             await self.write_events(inferred, listed)
@@ -305,6 +315,16 @@ class ServedCompletions:
 
 def _bearer(request: Request) -> str:
     return request.headers.get("authorization", "").partition(" ")[2].strip()
+
+
+def _window(completion: ClientCompletion) -> bytes:
+    return hashlib.blake2b(f"{completion.prefix}\x00{completion.suffix}".encode(), digest_size=16).digest()
+
+
+def public_name(model: str) -> str:
+    """A model's name as a client sees it: a registry name or a spec as given, a path by its last
+    part (the server's folders are the operator's)."""
+    return Path(model).name if "/" in model or "\\" in model else model
 
 
 def _token_of(request: Request) -> str:

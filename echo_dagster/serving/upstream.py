@@ -222,7 +222,9 @@ class UpstreamCompletions(Champions):
                         break
             return raw, finish, usage
         except httpx.TransportError as err:
-            raise Unavailable(f"the upstream {self.url} cannot be reached ({type(err).__name__}: {err})") from None
+            # Its address is the operator's, for the log; a client is told only that it is down.
+            log.warning("the upstream %s cannot be reached (%s: %s)", self.url, type(err).__name__, err)
+            raise Unavailable(f"the upstream cannot be reached ({type(err).__name__})") from None
 
     def _client(self) -> httpx.AsyncClient:
         """One client (its pooled connections) per event loop."""
