@@ -22,7 +22,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from echo_dagster import warehouse
-from echo_dagster.provenance import provenance
 from echo_dagster.corpus import DEFAULT_CORPUS
 from echo_dagster.evaluation import gate, offline, promotion, report
 from echo_dagster.evaluation.suite import Arm, ArmResult, SuiteSettings, run_suite
@@ -33,6 +32,7 @@ from echo_dagster.harvest.partition import refine_partition
 from echo_dagster.ingest.raw_sessions import ingest_partition
 from echo_dagster.landing import LocalLandingStore
 from echo_dagster.model.generation import GenerationConfig, proposer
+from echo_dagster.provenance import provenance
 from echo_dagster.simulate.run import SimulationSpec, simulate
 from echo_dagster.training import window
 from echo_dagster.training.examples import data_hash
@@ -141,13 +141,12 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
         data = {"echo": echo.examples} | {arm: arms.examples(con, arm) for arm in spec.arms
                                           if arm != "echo" and not arm.startswith("repository")}
         rows = offline.held_out_rows(con, spec.eval_rows, spec.seed)
+        index = eval_targets(con)
     if "repository" in spec.arms:
         data["repository"] = repository_examples(spec.source, spec.repository_examples, spec.seed)
     if "repository_completions" in spec.arms:
         data["repository_completions"] = completion_examples(training_files(spec.source), spec.repository_examples,
                                                              spec.seed)
-    with warehouse.connect(db, read_only=True) as con:
-        index = eval_targets(con)
     decontaminated = {"echo": echo.decontaminated}
     for arm in [a for a in data if a != "echo"]:  # every arm as Echo's window: none trains on an eval target
         data[arm], decontaminated[arm] = decontaminate(data[arm], index)
