@@ -94,6 +94,32 @@ def test_no_arm_trains_on_a_held_out_file(tmp_path, tiny_model_dir):
     assert sum(len(e["target"]) for e in data["untrimmed"]) > sum(len(e["target"]) for e in data["echo"])
 
 
+def test_a_resumed_run_reuses_its_simulation_and_trained_arms_and_measures_again(tmp_path, tiny_model_dir):
+    import pytest
+
+    spec = tiny(tiny_model_dir, arms=("echo", "naive_logs"), replay_completions=0, stdlib_lines=0)
+    first = run_experiment(spec, tmp_path / "exp", tmp_path / "models", log=lambda _: None, propose=half_right)
+    registry = tmp_path / "exp" / "registry"
+    published = {p.parent.name: p.read_text() for p in registry.glob("*/echo_meta.json")}
+    events = sorted(p.stat().st_mtime_ns for p in (tmp_path / "exp" / "landing").rglob("*.gz"))
+
+    def no_proposer(*_):
+        raise AssertionError("simulated again")
+
+    again = run_experiment(spec, tmp_path / "exp", tmp_path / "models", log=lambda _: None, propose=no_proposer,
+                           resume=True)
+    assert again.simulation == first.simulation | {"reused": True}
+    assert {p.parent.name: p.read_text() for p in registry.glob("*/echo_meta.json")} == published  # not retrained
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "exp" / "landing").rglob("*.gz")) == events
+    assert again.training == first.training and again.harvest == first.harvest
+    for a, b in zip(first.results, again.results):  # measured again, the same: greedy decoding on the same rows
+        assert [s.kept for s in a.scored] == [s.kept for s in b.scored]
+    with pytest.raises(ValueError, match="another spec .days differ"):
+        run_experiment(replace(spec, days=1), tmp_path / "exp", tmp_path / "models", log=lambda _: None, resume=True)
+    with pytest.raises(ValueError, match="no experiment's run to resume"):
+        run_experiment(spec, tmp_path / "elsewhere", tmp_path / "models", log=lambda _: None, resume=True)
+
+
 def test_the_gpu_script_runs_at_a_tiny_scale_on_the_cpu(tmp_path, tiny_model_dir):
     """benchmarks/gpu_experiment.py, prepared for a GPU, run as its docstring says at a tiny scale."""
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_experiment.py"), "--model",

@@ -40,6 +40,9 @@ class ExperimentConfig(TrainerConfig):
     preference_learning_rate: float = Field(default=_SPEC.preference_learning_rate,
                                             description="Peak learning rate of the preference arm's DPO.")
     seed: int = Field(default=_SPEC.seed, description="Seeds the simulation, the samples and the training.")
+    resume: str = Field(default="", description="An unfinished run's folder (its name under "
+                                                "$ECHO_HOME/experiments, or a path) of the same config: its "
+                                                "simulation and trained arms are reused, every model measured again.")
 
 
 @dg.asset(
@@ -57,7 +60,7 @@ def experiment_report(context: dg.AssetExecutionContext, config: ExperimentConfi
     pairs of kept code and rejected proposal); every model on the same held-out rows, paired against
     the base and against Echo with intervals resampling files; the gate on Echo (kept characters
     per request). All of it under $ECHO_HOME/experiments/<time>/, its
-    own landing zone, warehouse and registry."""
+    own landing zone, warehouse and registry; `resume` goes on with such a folder's run."""
     spec = ExperimentSpec(
         base_model=config.base_model, source=config.source, days=config.days, users=config.users,
         eval_users=config.eval_users, sessions_per_user_day=config.sessions_per_user_day, eval_rows=config.eval_rows,
@@ -65,8 +68,9 @@ def experiment_report(context: dg.AssetExecutionContext, config: ExperimentConfi
         stdlib_lines=config.stdlib_lines, repository_examples=config.repository_examples, max_passes=config.max_passes,
         arms=tuple(config.arms), preference_learning_rate=config.preference_learning_rate, train=config.settings(),
         seed=config.seed)
-    folder = env.echo_home() / "experiments" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    result = run_experiment(spec, folder, env.models_cache(), log=context.log.info)
+    experiments = env.echo_home() / "experiments"
+    folder = experiments / (config.resume or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    result = run_experiment(spec, folder, env.models_cache(), log=context.log.info, resume=bool(config.resume))
     metadata = {"report": dg.MetadataValue.path(str(result.page)), "promoted": result.verdict.promote,
                 "gate": dg.MetadataValue.md(f"**{'Promoted' if result.verdict.promote else 'Not promoted'}**: "
                                             + "; ".join(result.verdict.reasons)),

@@ -104,9 +104,13 @@ class ExperimentResult:
 
 
 def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Callable[[str], None] = print,
-                   propose: Callable | None = None) -> ExperimentResult:
-    """`propose`: what proposes completions to the simulated developers (default: the base model)."""
+                   propose: Callable | None = None, resume: bool = False) -> ExperimentResult:
+    """`propose`: what proposes completions to the simulated developers (default: the base model);
+    `resume`: go on with an unfinished run of the same spec in `folder` — its simulation and every
+    arm it trained are taken as they are (the harvest, idempotent, runs again; every model is
+    measured again, with the code of this moment)."""
     folder.mkdir(parents=True, exist_ok=True)
+    _same_spec(spec, folder / "experiment.json", resume)
     # At the start: the code that measures is the code of this moment, whatever changes while it runs.
     measured_by = provenance({k: v for k, v in asdict(spec).items() if k not in ("train", "generation")})
     seconds, started = {}, time.perf_counter()
@@ -122,9 +126,14 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
                                 eval_users=spec.eval_users, sessions_per_user_day=spec.sessions_per_user_day,
                                 max_completions=spec.max_completions, seed=spec.seed)
 
-    summary = simulate(simulation, landing, LocalLandingStore(folder / "landing-truth"),
-                       propose or proposer(spec.base_model, models_dir, spec.generation, progress=True),
-                       spec.base_model)
+    truth = LocalLandingStore(folder / "landing-truth")
+    if resume and (simulated_file := truth.root / f"summary-{spec.seed}.json").is_file():  # simulate's last write
+        simulated = json.loads(simulated_file.read_text()) | {"reused": True}
+        log(f"experiment: the simulation in {folder} reused")
+    else:
+        simulated = simulate(simulation, landing, truth,
+                             propose or proposer(spec.base_model, models_dir, spec.generation, progress=True),
+                             spec.base_model).as_dict()
     lap("simulate")
 
     db = folder / "warehouse.duckdb"
@@ -175,7 +184,7 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
             data={"arm": arm, "examples": len(data[arm]),
                   "hash": data_hash([(e["completion_id"], e["target"]) for e in data[arm]])},
             base=base, champion=None, settings=settings, run_config=asdict(settings),
-            work_root=folder / "training", models_dir=models_dir,
+            work_root=folder / "training", models_dir=models_dir, reuse=resume,
             on_step=lambda p, arm=arm: log(f"{arm}: step {p.step}/{p.total} loss {p.loss:.3f}")
             if p.step % 25 == 0 else None)
         result = published.result
@@ -183,11 +192,12 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
         training[arm] = {"checkpoint": published.name, "examples": len(data[arm]),
                          "decontaminated": decontaminated[arm], "passes": _passes(result, settings),
                          "steps": result.steps,
-                         "tokens": result.tokens, "seconds": round(result.seconds, 1),
-                         "tokens_per_s": round(result.tokens / result.seconds) if result.seconds else None,
+                         "tokens": result.tokens, "seconds": (took := published.meta["metrics"]["seconds"]),
+                         "tokens_per_s": round(result.tokens / took) if took else None,
                          "base_validation_loss": result.base_validation_loss,
                          "best_validation_loss": result.best_validation_loss, "best_step": result.best_step,
-                         "stopped_early": result.stopped_early, "precision": result.precision}
+                         "stopped_early": result.stopped_early, "precision": result.precision,
+                         "code_version": published.meta["code_version"]}
         lap(f"train {arm}")
 
     measured = [Arm(LABELS["base"], spec.base_model, ("base",))] + [
@@ -213,10 +223,21 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
         verdict = gate.decide(promotion.scores(by_arm["echo"]), promotion.scores(by_arm["base"]),
                               gate.GateSettings(resamples=spec.resamples))
         promotion.carry_out(registry, training["echo"]["checkpoint"], spec.base_model, verdict, len(rows))
-    outcome = ExperimentResult(folder, summary.as_dict(), harvest, training, results, comparisons, verdict,
+    outcome = ExperimentResult(folder, simulated, harvest, training, results, comparisons, verdict,
                                folder / "report" / "report.html", seconds)
     _write_report(outcome, spec, len(rows), measured_by)
     return outcome
+
+
+def _same_spec(spec: ExperimentSpec, path: Path, resume: bool) -> None:
+    """Records the spec a folder's run is of; a resumed run must be of the same one."""
+    recorded = json.loads(json.dumps(asdict(spec), default=str))
+    if resume and path.is_file():
+        if differs := sorted(k for k, v in json.loads(path.read_text()).items() if recorded.get(k) != v):
+            raise ValueError(f"{path.parent} is a run of another spec ({', '.join(differs)} differ): not resumed")
+    elif resume:
+        raise ValueError(f"{path.parent} holds no experiment.json: no experiment's run to resume")
+    path.write_text(json.dumps(recorded, indent=1))
 
 
 def _by_language(scored: list, base: list, resamples: int) -> dict:

@@ -2,7 +2,7 @@
 trained (resuming a killed run of the same name), described in `echo_meta.json` and published.
 
 The same data, base and settings give the same name, so a retried run resumes its own work folder
-and a finished one is published again under the name it had.
+and a finished one is published again under the name it had (or, asked to `reuse`, taken as it is).
 """
 
 from __future__ import annotations
@@ -39,12 +39,16 @@ def base_for(registry: Registry, start_from: str, base_model: str, tenant: str |
 def train_and_publish(registry: Registry, examples: list[dict], *, kind: str, prefix: str, data: dict, base: str,
                       champion: str | None, settings: TrainSettings, run_config: dict, work_root: Path,
                       models_dir: Path, on_step: Callable[[Progress], None] | None = None,
-                      tenant: str | None = None) -> Published:
+                      tenant: str | None = None, reuse: bool = False) -> Published:
     """`kind`: "echo" or "repository"; `prefix`: the name's start (e.g. echo-<cutoff>); `data`: what
     the examples are (`hash` at least), recorded in echo_meta.json beside `run_config`; `tenant`:
-    the tenant whose own model this is (None: the pooled model)."""
+    the tenant whose own model this is (None: the pooled model); `reuse`: a checkpoint the registry
+    already holds under this name is returned as published, not trained again."""
     fingerprint = data_hash([(data["hash"], base, json.dumps(asdict(settings), sort_keys=True))])
     name = f"{prefix}-{fingerprint[:10]}"
+    if reuse and name in registry.names():
+        meta = registry.meta(name)
+        return Published(name, str(registry.local(name)), _recorded(meta["metrics"]), meta)
     work = work_root / name
     result = train(base, models_dir, examples, work / "run", work / "checkpoint", settings, on_step)
     meta = {
@@ -63,6 +67,15 @@ def train_and_publish(registry: Registry, examples: list[dict], *, kind: str, pr
     address = registry.publish(work / "checkpoint", name)
     shutil.rmtree(work, ignore_errors=True)  # published; the resumable state is no longer needed
     return Published(name, address, result, meta)
+
+
+def _recorded(metrics: dict) -> TrainResult:
+    """The result a published checkpoint's echo_meta.json records (its step losses are not kept)."""
+    return TrainResult(steps=metrics["steps"], resumed_from=metrics["resumed_from"],
+                       examples=metrics["examples_encoded"], tokens=metrics["tokens"], seconds=metrics["seconds"],
+                       validation=[tuple(v) for v in metrics["validation"]], best_step=metrics["best_step"],
+                       stopped_early=metrics["stopped_early"], validation_examples=metrics["validation_examples"],
+                       precision=metrics["precision"])
 
 
 def code_version() -> str:
