@@ -30,21 +30,6 @@ CORPORA = ("npm:zod@4.6.7", "npm:fastify@5.12.8", "deb:golang-github-spf13-cobra
            "deb:openjdk-17-source#usr/lib/jvm/openjdk-17/lib/src/java.base/java/util/concurrent")
 
 
-def interval(values) -> str:
-    value, low, high = values
-    return f"{value:.1%} [{low:.1%}, {high:.1%}]"
-
-
-def lift(values) -> str:
-    value, low, high = values
-    return f"{value * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
-
-
-def chars(values) -> str:
-    value, low, high = values
-    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
-
-
 def _same(target: str, truth: str) -> bool:
     """The target is the truth's first lines, as many as it has."""
     lines = target.rstrip().split("\n")
@@ -54,6 +39,7 @@ def _same(target: str, truth: str) -> bool:
 def main() -> None:
     from echo_dagster import env, warehouse
     from echo_dagster.corpus import scan_source
+    from echo_dagster.evaluation.report import chars, points
     from echo_dagster.experiment.run import ExperimentSpec, run_experiment
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,10 +102,10 @@ def main() -> None:
                 [[f["source"], ", ".join(f["languages"]), f["completions"], f"{f['training_rows']} / {f['eval_rows']}",
                   f"{f['trimming_agreement']:.1%}",
                   ", ".join(f"{k} {v}" for k, v in list(f["dropped"].items())[:3]) or "–",
-                  f"{f['scored_rows']} / {f['files']} / {f['sessions']}", chars(f["base_kept_chars"])[1:],
-                  chars(f["echo_kept_chars"])[1:] if f["echo_kept_chars"] else "not trained",
-                  chars(f["echo_vs_base"]["kept_chars"]) if f["echo_vs_base"] else "–",
-                  lift(f["echo_vs_base"]["acceptance"]) if f["echo_vs_base"] else "–"] for f in rows]))
+                  f"{f['scored_rows']} / {f['files']} / {f['sessions']}", chars(f["base_kept_chars"]),
+                  chars(f["echo_kept_chars"]) if f["echo_kept_chars"] else "not trained",
+                  chars(f["echo_vs_base"]["kept_chars"], signed=True) if f["echo_vs_base"] else "–",
+                  points(f["echo_vs_base"]["acceptance"]) if f["echo_vs_base"] else "–"] for f in rows]))
 
 
 if __name__ == "__main__":

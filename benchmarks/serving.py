@@ -6,7 +6,8 @@ a line).
     python benchmarks/serving.py --requests 80 --model /path/to/hf-folder
 
 * **plain HF** — the model as `transformers` loads it (fp32), `generate` for one prompt at a time,
-  greedy, 20 new tokens: what serving one request took before a server existed;
+  greedy, at most 20 new tokens, stopped at the line's end as the served paths stop a mid-line
+  completion: what serving one request took before a server existed;
 * **served** — the server in its own process (`echo-dagster serve`), OpenAI's completions API over
   loopback, with each local engine (`transformers`: bf16 where the CPU has it, concurrent requests
   batched; `ctranslate2`: int8, one request at a time): one client (latency p50/p95, proposals/s,
@@ -90,7 +91,8 @@ def plain_hf(model_spec: str, work: list[tuple[str, str]]) -> dict:
         ids = tokenizer(prefix, return_tensors="pt")
         started = time.perf_counter()
         with torch.inference_mode():
-            model.generate(**ids, max_new_tokens=20, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+            model.generate(**ids, max_new_tokens=20, do_sample=False, pad_token_id=tokenizer.eos_token_id,
+                           stop_strings=["\n"], tokenizer=tokenizer)
         seconds.append(time.perf_counter() - started)
     return {"p50_ms": round(statistics.median(seconds) * 1000), "p95_ms": round(percentile(seconds, 0.95) * 1000),
             "proposals_per_s": round(len(seconds) / sum(seconds), 2)}
@@ -237,7 +239,7 @@ def main() -> None:
                 server.stop()
     figures["identical_proposals"] = sum(a == b for a, b in zip(*texts.values()))
     plain = figures["plain_hf"]
-    rows = [["plain HF generate (fp32, 20 tokens)", "1", f"{plain['p50_ms']} ms", f"{plain['p95_ms']} ms",
+    rows = [["plain HF generate (fp32, to the line's end)", "1", f"{plain['p50_ms']} ms", f"{plain['p95_ms']} ms",
              plain["proposals_per_s"], "—", "—", "—"]]
     for engine in ENGINES:
         f = figures[engine]

@@ -205,12 +205,21 @@ def interval(value: tuple[float, float, float] | None) -> str:
     return f"{v:.1%} [{low:.1%}, {high:.1%}]"
 
 
-def chars(value: tuple[float, float, float] | None) -> str:
-    """Characters with their interval: 4.14 [2.90, 5.31]."""
+def chars(value: tuple[float, float, float] | None, signed: bool = False) -> str:
+    """Characters with their interval: 4.14 [2.90, 5.31]; `signed`, a difference: +1.45 [+0.83, +2.07]."""
     if value is None:
         return "–"
     v, low, high = value
-    return f"{v:.2f} [{low:.2f}, {high:.2f}]"
+    sign = "+" if signed else ""
+    return f"{v:{sign}.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
+
+
+def points(value: tuple[float, float, float] | None) -> str:
+    """A difference of shares in points with its interval: +6.7 [+4.0, +9.2]."""
+    if value is None:
+        return "–"
+    v, low, high = value
+    return f"{v * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
 
 
 def _pct(value: float | None) -> str:

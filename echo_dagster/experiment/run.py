@@ -267,29 +267,16 @@ def comparison_table(results: list[ArmResult], comparisons: dict, training: dict
         arm = r.arm.roles[0]
         s, c, t = r.summary, comparisons.get(arm) or {}, training.get(arm, {})
         base, echo = c.get("vs_base") or {}, c.get("vs_echo") or {}
-        rows.append((r.arm.name, report.chars(s["kept_chars"]), _chars(base.get("kept_chars")),
-                     _chars(echo.get("kept_chars")), report.interval(s["acceptance"]), _points(base.get("acceptance")),
-                     _points(echo.get("acceptance")), report.interval(s["exact_match"]),
+        rows.append((r.arm.name, report.chars(s["kept_chars"]), report.chars(base.get("kept_chars"), signed=True),
+                     report.chars(echo.get("kept_chars"), signed=True), report.interval(s["acceptance"]),
+                     report.points(base.get("acceptance")), report.points(echo.get("acceptance")),
+                     report.interval(s["exact_match"]),
                      report.interval(s["edit_similarity"]), report.interval(s["line_precision"]),
                      report.interval(s["line_recall"]), f"{s['proposal_chars'][0]:.1f}",
                      f"{r.humaneval_pass_rate:.1%}" if r.humaneval else "–",
                      report.chars(r.stdlib_summary.get("kept_chars")),
                      f"{t['tokens']:,}" if "tokens" in t else "–", str(t["passes"]) if "passes" in t else "–"))
     return header, rows
-
-
-def _points(value) -> str:
-    if not value:
-        return "–"
-    v, low, high = value
-    return f"{v * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
-
-
-def _chars(value) -> str:
-    if not value:
-        return "–"
-    v, low, high = value
-    return f"{v:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def language_table(results: list[ArmResult], comparisons: dict) -> report.Table:
@@ -302,8 +289,8 @@ def language_table(results: list[ArmResult], comparisons: dict) -> report.Table:
         summaries = [r.by_language.get(language) or {} for r in results]
         rows.append((language, str(summaries[0].get("n", 0)), str(summaries[0].get("files", 0)),
                      *(report.chars(s.get("kept_chars")) for s in summaries),
-                     *(_chars((comparisons[arm]["vs_base_by_language"].get(language) or {}).get("kept_chars"))
-                       for arm in arms)))
+                     *(report.chars((comparisons[arm]["vs_base_by_language"].get(language) or {}).get("kept_chars"),
+                                    signed=True) for arm in arms)))
     return header, rows
 
 
