@@ -1,0 +1,99 @@
+"""The models of an experiment's folder measured outside `run_experiment`: for a run whose evaluation
+did not finish, with its models spread over processes (each one thread of a CPU), then compared.
+
+    python benchmarks/experiment_arms.py measure --folder RUN --arms base,echo --out a.json
+    python benchmarks/experiment_arms.py measure --folder RUN --arms naive_logs,untrimmed --out b.json
+    python benchmarks/experiment_arms.py compare a.json b.json --out benchmarks/results/NAME.json
+
+`measure` scores each arm's checkpoint in the folder's registry (the base model for `base`) on the
+held-out rows, HumanEval line tasks and stdlib completions `run_experiment` would score with the
+folder's spec (`experiment.json`) — the replay A/B is left out — and writes the raw scores
+(`report.write_scores`, with the provenance). `compare` joins raw-score files of the same rows and
+prints the experiment's comparison table (every arm paired against the base and against Echo,
+intervals resampling files) and Echo's gate verdict; `--out` keeps the joined raw scores and the
+figures beside them (`.summary.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def measure(folder: Path, arm_names: list[str], out: Path) -> None:
+    from echo_dagster import env, warehouse
+    from echo_dagster.evaluation import offline, report
+    from echo_dagster.evaluation.suite import Arm, SuiteSettings, run_suite
+    from echo_dagster.experiment.run import LABELS
+    from echo_dagster.model.generation import GenerationConfig
+    from echo_dagster.provenance import provenance
+    from echo_dagster.training.registry import Registry
+
+    spec = json.loads((folder / "experiment.json").read_text())
+    measured_by = provenance({"folder": str(folder), "arms": arm_names, "replay": "not measured"})
+    registry = Registry(folder / "registry")
+    models = []
+    for arm in arm_names:
+        if arm == "base":
+            models.append(Arm(LABELS["base"], spec["base_model"], ("base",)))
+            continue
+        meta = registry.latest(arm)
+        if meta is None:
+            raise SystemExit(f"{folder}: no checkpoint of arm {arm} in its registry")
+        models.append(Arm(LABELS[arm], str(registry.local(meta["name"]) / "merged"), (arm,)))
+    with warehouse.connect(folder / "warehouse.duckdb", read_only=True) as con:
+        rows = offline.held_out_rows(con, spec["eval_rows"], spec["seed"])
+    settings = SuiteSettings(generation=GenerationConfig(**spec["generation"]), humaneval_lines=spec["humaneval_lines"],
+                             stdlib_lines=spec["stdlib_lines"], resamples=spec["resamples"])
+    results = run_suite(models, rows, settings, env.models_cache())
+    report.write_scores(out, results, measured_by)
+
+
+def compare(paths: list[Path], out: Path | None, resamples: int) -> None:
+    from echo_dagster.evaluation import gate, offline, promotion, report
+    from echo_dagster.experiment.run import comparison_table
+
+    raws = [json.loads(p.read_text()) for p in paths]
+    if any(raw["rows"] != raws[0]["rows"] for raw in raws):
+        raise SystemExit("the files were scored on different rows: not paired")
+    results = [report.result_from(raw, name, resamples) for raw in raws for name in raw["models"]]
+    by_arm = {r.arm.roles[0]: r for r in results}
+    comparisons = {arm: {"vs_base": offline.paired(r.scored, by_arm["base"].scored, resamples),
+                         "vs_echo": offline.paired(r.scored, by_arm["echo"].scored, resamples)
+                         if arm != "echo" else None}
+                   for arm, r in by_arm.items() if arm != "base"}
+    verdict = gate.decide(promotion.scores(by_arm["echo"]), promotion.scores(by_arm["base"]),
+                          gate.GateSettings(resamples=resamples))
+    print(report.markdown_table(comparison_table(results, comparisons, {})))
+    print(f"\npromotion gate: {'promoted' if verdict.promote else 'not promoted'}: {'; '.join(verdict.reasons)}")
+    if out:
+        joined = raws[0] | {"provenance": [raw["provenance"] for raw in raws],
+                            "models": {k: v for raw in raws for k, v in raw["models"].items()}}
+        out.write_text(json.dumps(joined, separators=(",", ":"), default=str))
+        summary = {"measured_by": joined["provenance"], "models": [report.model_figures(r) for r in results],
+                   "comparisons": comparisons, "gate": {"promote": verdict.promote, "reasons": verdict.reasons,
+                                                        "figures": verdict.figures}}
+        out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1, default=str))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("measure")
+    one.add_argument("--folder", type=Path, required=True, help="the experiment's folder")
+    one.add_argument("--arms", required=True, help="comma-separated: base, echo, naive_logs, ...")
+    one.add_argument("--out", type=Path, required=True)
+    both = commands.add_parser("compare")
+    both.add_argument("scores", type=Path, nargs="+")
+    both.add_argument("--out", type=Path)
+    both.add_argument("--resamples", type=int, default=2_000)
+    args = parser.parse_args()
+    if args.command == "measure":
+        measure(args.folder, args.arms.split(","), args.out)
+    else:
+        compare(args.scores, args.out, args.resamples)
+
+
+if __name__ == "__main__":
+    main()
