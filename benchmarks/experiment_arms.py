@@ -3,7 +3,7 @@ did not finish, with its models spread over processes (each one thread of a CPU)
 
     python benchmarks/experiment_arms.py measure --folder RUN --arms base,echo --out a.json
     python benchmarks/experiment_arms.py measure --folder RUN --arms naive_logs,untrimmed --out b.json
-    python benchmarks/experiment_arms.py compare a.json b.json --out benchmarks/results/NAME.json
+    python benchmarks/experiment_arms.py compare a.json b.json --folder RUN --out benchmarks/results/NAME.json
 
 `measure` scores each arm's checkpoint in the folder's registry (the base model for `base`) on the
 held-out rows, HumanEval line tasks and stdlib completions `run_experiment` would score with the
@@ -50,7 +50,19 @@ def measure(folder: Path, arm_names: list[str], out: Path) -> None:
     report.write_scores(out, results, measured_by)
 
 
-def compare(paths: list[Path], out: Path | None, resamples: int) -> None:
+def trained(folder: Path) -> dict:
+    """Each arm's trained tokens and passes over its data, from its checkpoint's echo_meta.json."""
+    from echo_dagster.training.registry import Registry
+
+    registry, out = Registry(folder / "registry"), {}
+    for meta in sorted(map(registry.meta, registry.names()), key=lambda m: m["created_at"]):
+        metrics = meta["metrics"]
+        out[meta["kind"]] = {"tokens": metrics["tokens"], "passes": round(
+            metrics["steps"] * meta["config"]["batch_size"] / max(1, metrics["examples_encoded"]), 2)}
+    return out
+
+
+def compare(paths: list[Path], out: Path | None, resamples: int, folder: Path | None) -> None:
     from echo_dagster.evaluation import gate, offline, promotion, report
     from echo_dagster.experiment.run import comparison_table
 
@@ -65,14 +77,15 @@ def compare(paths: list[Path], out: Path | None, resamples: int) -> None:
                    for arm, r in by_arm.items() if arm != "base"}
     verdict = gate.decide(promotion.scores(by_arm["echo"]), promotion.scores(by_arm["base"]),
                           gate.GateSettings(resamples=resamples))
-    print(report.markdown_table(comparison_table(results, comparisons, {})))
+    training = trained(folder) if folder else {}
+    print(report.markdown_table(comparison_table(results, comparisons, training)))
     print(f"\npromotion gate: {'promoted' if verdict.promote else 'not promoted'}: {'; '.join(verdict.reasons)}")
     if out:
         joined = raws[0] | {"provenance": [raw["provenance"] for raw in raws],
                             "models": {k: v for raw in raws for k, v in raw["models"].items()}}
         out.write_text(json.dumps(joined, separators=(",", ":"), default=str))
         summary = {"measured_by": joined["provenance"], "models": [report.model_figures(r) for r in results],
-                   "comparisons": comparisons, "gate": {"promote": verdict.promote, "reasons": verdict.reasons,
+                   "comparisons": comparisons, "training": training, "gate": {"promote": verdict.promote, "reasons": verdict.reasons,
                                                         "figures": verdict.figures}}
         out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
@@ -88,11 +101,12 @@ def main() -> None:
     both.add_argument("scores", type=Path, nargs="+")
     both.add_argument("--out", type=Path)
     both.add_argument("--resamples", type=int, default=2_000)
+    both.add_argument("--folder", type=Path, help="the experiment's folder: each arm's trained tokens and passes")
     args = parser.parse_args()
     if args.command == "measure":
         measure(args.folder, args.arms.split(","), args.out)
     else:
-        compare(args.scores, args.out, args.resamples)
+        compare(args.scores, args.out, args.resamples, args.folder)
 
 
 if __name__ == "__main__":

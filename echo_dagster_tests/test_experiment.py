@@ -7,6 +7,8 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
+
 from echo_dagster import warehouse
 from echo_dagster.experiment import arms
 from echo_dagster.experiment.run import ExperimentSpec, run_experiment
@@ -65,8 +67,22 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
 
     raw = json.loads((result.page.parent / "scores.json").read_text())
     for r in result.results:
-        again = offline.summarize(report.scored_from(raw, r.arm.name), resamples=100)
-        assert again["kept_chars"] == r.summary["kept_chars"] and again["files"] == r.summary["files"]
+        again = report.result_from(raw, r.arm.name, resamples=100)  # scores kept to 4 decimals
+        assert again.summary["kept_chars"] == r.summary["kept_chars"] and again.humaneval == r.humaneval
+        assert again.summary["edit_similarity"] == pytest.approx(r.summary["edit_similarity"], abs=1e-3)
+        assert again.stdlib_summary.get("kept_chars") == r.stdlib_summary.get("kept_chars")
+        assert {g: v["kept_chars"] for g, v in again.by_language.items()} == {
+            g: v["kept_chars"] for g, v in r.by_language.items()}
+    # benchmarks/experiment_arms.py compares raw scores as the experiment did.
+    compared = subprocess.run([sys.executable, str(REPO / "benchmarks" / "experiment_arms.py"), "compare",
+                               str(result.page.parent / "scores.json"), "--resamples", "100", "--folder",
+                               str(result.folder), "--out", str(tmp_path / "joined.json")],
+                              capture_output=True, text=True, timeout=300)
+    assert compared.returncode == 0, compared.stderr
+    assert result.table().splitlines()[2] in compared.stdout  # the base's row, the same figures
+    assert f"promotion gate: {'promoted' if result.verdict.promote else 'not promoted'}" in compared.stdout
+    joined = json.loads((tmp_path / "joined.summary.json").read_text())
+    assert joined["gate"]["promote"] == result.verdict.promote
 
 
 def test_an_unknown_arm_is_named():

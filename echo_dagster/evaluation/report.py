@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echo_dagster.evaluation.gate import Verdict
-from echo_dagster.evaluation.offline import Scored
-from echo_dagster.evaluation.suite import ArmResult
+from echo_dagster.evaluation.offline import Scored, by_group, summarize
+from echo_dagster.evaluation.suite import Arm, ArmResult
 
 Table = tuple[tuple[str, ...], list[tuple[str, ...]]]  # header, rows
 
@@ -289,6 +289,21 @@ def raw_scores(results: list[ArmResult], provenance: dict) -> dict:
 
 def write_scores(path: Path, results: list[ArmResult], provenance: dict) -> None:
     path.write_text(json.dumps(raw_scores(results, provenance), separators=(",", ":"), default=str))
+
+
+def result_from(raw: dict, model: str, resamples: int = 2_000) -> ArmResult:
+    """A model's result, back from `raw_scores`: its rows, HumanEval tasks and stdlib completions
+    scored, every summary computed again from them (the replay A/B is not kept)."""
+    kept = raw["models"][model]
+    scored = scored_from(raw, model)
+    stdlib = kept["stdlib"]
+    stdlib_rows = [Scored(**{f: stdlib[f][i] for f in _ROW_FIELDS + _SCORE_FIELDS})
+                   for i in range(len(stdlib["completion_id"]))] if stdlib else []
+    return ArmResult(Arm(model, "", tuple(kept["roles"])), scored, summarize(scored, resamples),
+                     by_group(scored, "language", resamples=resamples),
+                     by_group(scored, "source_kind", resamples=resamples),
+                     humaneval=[tuple(t) for t in kept["humaneval"]], stdlib=stdlib_rows,
+                     stdlib_summary=summarize(stdlib_rows, resamples) if stdlib_rows else {})
 
 
 def scored_from(raw: dict, model: str) -> list[Scored]:
