@@ -52,29 +52,27 @@ def measure(folder: Path, arm_names: list[str], out: Path) -> None:
 
 def trained(folder: Path) -> dict:
     """Each arm's trained tokens and passes over its data, from its checkpoint's echo_meta.json."""
+    from echo_dagster.experiment.run import passes
+    from echo_dagster.training.publish import recorded
     from echo_dagster.training.registry import Registry
 
     registry, out = Registry(folder / "registry"), {}
     for meta in sorted(map(registry.meta, registry.names()), key=lambda m: m["created_at"]):
-        metrics = meta["metrics"]
-        out[meta["kind"]] = {"tokens": metrics["tokens"], "passes": round(
-            metrics["steps"] * meta["config"]["batch_size"] / max(1, metrics["examples_encoded"]), 2)}
+        result = recorded(meta["metrics"])
+        out[meta["kind"]] = {"tokens": result.tokens, "passes": passes(result, meta["config"]["batch_size"])}
     return out
 
 
-def compare(paths: list[Path], out: Path | None, resamples: int, folder: Path | None) -> None:
-    from echo_dagster.evaluation import gate, offline, promotion, report
-    from echo_dagster.experiment.run import comparison_table
+def compare_scores(paths: list[Path], out: Path | None, resamples: int, folder: Path | None) -> None:
+    from echo_dagster.evaluation import gate, promotion, report
+    from echo_dagster.experiment.run import compare, comparison_table
 
     raws = [json.loads(p.read_text()) for p in paths]
     if any(raw["rows"] != raws[0]["rows"] for raw in raws):
         raise SystemExit("the files were scored on different rows: not paired")
     results = [report.result_from(raw, name, resamples) for raw in raws for name in raw["models"]]
     by_arm = {r.arm.roles[0]: r for r in results}
-    comparisons = {arm: {"vs_base": offline.paired(r.scored, by_arm["base"].scored, resamples),
-                         "vs_echo": offline.paired(r.scored, by_arm["echo"].scored, resamples)
-                         if arm != "echo" else None}
-                   for arm, r in by_arm.items() if arm != "base"}
+    comparisons = compare(by_arm, resamples)
     verdict = gate.decide(promotion.scores(by_arm["echo"]), promotion.scores(by_arm["base"]),
                           gate.GateSettings(resamples=resamples))
     training = trained(folder) if folder else {}
@@ -85,8 +83,8 @@ def compare(paths: list[Path], out: Path | None, resamples: int, folder: Path | 
                             "models": {k: v for raw in raws for k, v in raw["models"].items()}}
         out.write_text(json.dumps(joined, separators=(",", ":"), default=str))
         summary = {"measured_by": joined["provenance"], "models": [report.model_figures(r) for r in results],
-                   "comparisons": comparisons, "training": training, "gate": {"promote": verdict.promote, "reasons": verdict.reasons,
-                                                        "figures": verdict.figures}}
+                   "comparisons": comparisons, "training": training,
+                   "gate": {"promote": verdict.promote, "reasons": verdict.reasons, "figures": verdict.figures}}
         out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
 
@@ -106,7 +104,7 @@ def main() -> None:
     if args.command == "measure":
         measure(args.folder, args.arms.split(","), args.out)
     else:
-        compare(args.scores, args.out, args.resamples, args.folder)
+        compare_scores(args.scores, args.out, args.resamples, args.folder)
 
 
 if __name__ == "__main__":

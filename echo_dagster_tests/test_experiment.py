@@ -86,8 +86,6 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
 
 
 def test_an_unknown_arm_is_named():
-    import pytest
-
     with pytest.raises(ValueError, match=r"\['dpo'\]: expected some of echo"):
         ExperimentSpec(base_model="m", arms=("echo", "dpo"))
 
@@ -111,8 +109,6 @@ def test_no_arm_trains_on_a_held_out_file(tmp_path, tiny_model_dir):
 
 
 def test_a_resumed_run_reuses_its_simulation_and_trained_arms_and_measures_again(tmp_path, tiny_model_dir):
-    import pytest
-
     spec = tiny(tiny_model_dir, arms=("echo", "naive_logs"), replay_completions=0, stdlib_lines=0)
     first = run_experiment(spec, tmp_path / "exp", tmp_path / "models", log=lambda _: None, propose=half_right)
     registry = tmp_path / "exp" / "registry"

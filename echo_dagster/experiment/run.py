@@ -39,7 +39,7 @@ from echo_dagster.training.examples import data_hash
 from echo_dagster.training.publish import train_and_publish
 from echo_dagster.training.registry import Registry
 from echo_dagster.training.repository import completion_examples, repository_examples, training_files
-from echo_dagster.training.trainer import TrainSettings
+from echo_dagster.training.trainer import TrainResult, TrainSettings
 
 # Five packages of Python: the default corpus alone has 37 files, too few held-out ones for an
 # interval that resamples files to decide.
@@ -190,7 +190,7 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
         result = published.result
         budget = budget or result.tokens
         training[arm] = {"checkpoint": published.name, "examples": len(data[arm]),
-                         "decontaminated": decontaminated[arm], "passes": _passes(result, settings),
+                         "decontaminated": decontaminated[arm], "passes": passes(result, settings.batch_size),
                          "steps": result.steps,
                          "tokens": result.tokens, "seconds": (took := published.meta["metrics"]["seconds"]),
                          "tokens_per_s": round(result.tokens / took) if took else None,
@@ -212,11 +212,7 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
     lap("evaluate")
 
     by_arm = {r.arm.roles[0]: r for r in results}
-    comparisons = {arm: {"vs_base": offline.paired(r.scored, by_arm["base"].scored, spec.resamples),
-                         "vs_echo": offline.paired(r.scored, by_arm["echo"].scored, spec.resamples)
-                         if "echo" in by_arm and arm != "echo" else None,
-                         "vs_base_by_language": _by_language(r.scored, by_arm["base"].scored, spec.resamples)}
-                   for arm, r in by_arm.items() if arm != "base"}
+    comparisons = compare(by_arm, spec.resamples)
     if "echo" not in by_arm:
         verdict = gate.Verdict(False, ["no Echo checkpoint: the harvest kept no training example"])
     else:
@@ -227,6 +223,15 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
                                folder / "report" / "report.html", seconds)
     _write_report(outcome, spec, len(rows), measured_by)
     return outcome
+
+
+def compare(by_arm: dict[str, ArmResult], resamples: int) -> dict:
+    """Every arm against the base and against Echo, paired on their rows (and per language)."""
+    return {arm: {"vs_base": offline.paired(r.scored, by_arm["base"].scored, resamples),
+                  "vs_echo": offline.paired(r.scored, by_arm["echo"].scored, resamples)
+                  if "echo" in by_arm and arm != "echo" else None,
+                  "vs_base_by_language": _by_language(r.scored, by_arm["base"].scored, resamples)}
+            for arm, r in by_arm.items() if arm != "base"}
 
 
 def _same_spec(spec: ExperimentSpec, path: Path, resume: bool) -> None:
@@ -250,9 +255,9 @@ def _by_language(scored: list, base: list, resamples: int) -> dict:
     return out
 
 
-def _passes(result, settings: TrainSettings) -> float:
+def passes(result: TrainResult, batch_size: int) -> float:
     """Passes over the arm's training examples (the validation slice left out) its steps made."""
-    return round(result.steps * settings.batch_size / max(1, result.examples), 2)
+    return round(result.steps * batch_size / max(1, result.examples), 2)
 
 
 def comparison_table(results: list[ArmResult], comparisons: dict, training: dict) -> report.Table:

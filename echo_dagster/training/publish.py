@@ -48,7 +48,7 @@ def train_and_publish(registry: Registry, examples: list[dict], *, kind: str, pr
     name = f"{prefix}-{fingerprint[:10]}"
     if reuse and name in registry.names():
         meta = registry.meta(name)
-        return Published(name, str(registry.local(name)), _recorded(meta["metrics"]), meta)
+        return Published(name, str(registry.local(name)), recorded(meta["metrics"]), meta)
     work = work_root / name
     result = train(base, models_dir, examples, work / "run", work / "checkpoint", settings, on_step)
     meta = {
@@ -69,7 +69,7 @@ def train_and_publish(registry: Registry, examples: list[dict], *, kind: str, pr
     return Published(name, address, result, meta)
 
 
-def _recorded(metrics: dict) -> TrainResult:
+def recorded(metrics: dict) -> TrainResult:
     """The result a published checkpoint's echo_meta.json records (its step losses are not kept)."""
     return TrainResult(steps=metrics["steps"], resumed_from=metrics["resumed_from"],
                        examples=metrics["examples_encoded"], tokens=metrics["tokens"], seconds=metrics["seconds"],
