@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=12)
     parser.add_argument("--eval-users", type=int, default=6)
     parser.add_argument("--eval-rows", type=int, default=400)
+    # The gate refuses when a configured guard has no data, so the forgetting guard is measured here too
+    # (Python line tasks: what a fine-tune on another language must not lose).
+    parser.add_argument("--humaneval-lines", type=int, default=120)
     args = parser.parse_args()
 
     rows = []
@@ -56,7 +59,7 @@ def main() -> None:
         languages = sorted({f.language for f in scan_source(source).files})
         spec = ExperimentSpec(base_model=env.base_model(), source=source, days=args.days, users=args.users,
                               eval_users=args.eval_users, eval_rows=args.eval_rows, arms=("echo",),
-                              replay_completions=0, humaneval_lines=0, stdlib_lines=80)
+                              replay_completions=0, humaneval_lines=args.humaneval_lines, stdlib_lines=80)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             result = run_experiment(spec, Path(tmp), env.models_cache())
