@@ -3,9 +3,10 @@
 Simulated acceptance compares a proposal with only as many lines of the truth as it has (the
 paper's rule, and how the simulated developers decide), so a proposal that stops after a right
 first line of a four-line truth is accepted: acceptance alone rewards proposing less. What the gate
-decides on is `kept_chars` — characters of an accepted proposal that stand in the kept code up to
-its first difference, zero when rejected (Copilot's accepted-and-retained characters) — beside
-measures against the whole truth (exact match, edit similarity, line precision and recall).
+decides on is `kept_chars` — characters of the proposal that stand in the kept code up to their
+first difference, of its longest run of first lines a developer would accept (Copilot's
+accepted-and-retained characters, with accept-line), so that cutting a proposal never keeps more —
+beside measures against the whole truth (exact match, edit similarity, line precision and recall).
 """
 
 from __future__ import annotations
@@ -54,17 +55,29 @@ def surviving_chars(proposal: str, final: str) -> int:
     )
 
 
-def kept_chars(proposal: str, truth: str, accepted: bool) -> int:
-    """Characters of an accepted proposal that match the kept code up to their first difference
-    (0 when rejected): a proposal cut shorter never keeps more."""
-    if not accepted:
-        return 0
+def matching_chars(text: str, truth: str) -> int:
+    """Characters of `text` equal to the truth's, from the start up to their first difference."""
     n = 0
-    for a, b in zip(proposal, truth):
+    for a, b in zip(text, truth):
         if a != b:
             break
         n += 1
     return n
+
+
+def kept_chars(proposal: str, truth: str, tau: float = DEFAULT_TAU) -> int:
+    """Characters a developer keeps of a proposal taken line by line (as accept-line does): of the
+    longest run of its first lines that `simulated_accept` accepts, the characters matching the
+    truth up to their first difference; 0 when not even its first line would be accepted.
+
+    Wrong lines after right ones cost the proposal nothing here (acceptance, which the gate keeps
+    non-inferior, counts the whole), and a copy cut to fewer lines can only keep as much or less."""
+    lines = proposal.splitlines(keepends=True)
+    for k in range(len(lines), 0, -1):
+        head = "".join(lines[:k])
+        if simulated_accept(head, truth, tau):
+            return matching_chars(head, truth)
+    return 0
 
 
 def line_matches(proposal: str, truth: str) -> tuple[int, int, int]:

@@ -61,7 +61,7 @@ def results():
 def test_the_report_renders_tables_chart_and_json(tmp_path):
     measured = results()
     verdict = gate.decide(promotion.scores(by_role(measured, "challenger")), promotion.scores(by_role(measured, "champion")),
-                          gate.GateSettings(guards=("humaneval",)))
+                          gate.GateSettings(guards=("humaneval",), min_files=5))
     built = report.build("Echo evaluation", measured, verdict, {"challenger": "echo-1", "eval_rows": 20})
     overall = built.markdown("Held-out eval set (95% intervals resampling files)")
     assert "| base | base, champion | 20 | 5 | 2 | 0.00 [0.00, 0.00] | 0.0% [0.0%, 0.0%]" in overall

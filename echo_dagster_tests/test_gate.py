@@ -32,26 +32,44 @@ def test_more_kept_characters_with_acceptance_held_is_promoted():
     assert verdict.figures["kept_gain_low"] > 0 and verdict.figures["files"] == FILES
 
 
-def test_a_first_line_only_copy_never_wins_against_its_model():
+@pytest.mark.parametrize("right_share", [0.0, 0.2, 0.5, 0.9])
+def test_a_first_line_only_copy_never_wins_against_its_model(right_share):
     """Acceptance rises when a model proposes less (its first line matches as many lines of the
-    truth), but the kept characters fall: the gate refuses the truncated copy."""
+    truth), but the kept characters never rise — however often the model's later lines are wrong,
+    since the right first lines of a rejected proposal are kept too: the gate refuses the copy."""
     from echo_dagster.evaluation.offline import score
 
     rows = [{"completion_id": f"c{i}", "language": "python", "source_kind": "x", "repo": "r", "path": f"f{i // ROWS}.py",
              "target": f"x{i} = 1\ny = compute(x{i})\nreturn y\n"} for i in range(N)]
-    # The champion writes the whole block, right on half the rows and wrong after the first line on the other half.
-    whole = [r["target"] if i % 2 else r["target"].split("\n")[0] + "\nz = 0\nreturn z\n" for i, r in enumerate(rows)]
+    # The champion writes the whole block, right on a share of the rows and wrong after the first line elsewhere.
+    whole = [r["target"] if i % 10 < right_share * 10 else r["target"].split("\n")[0] + "\nz = 0\nreturn z\n"
+             for i, r in enumerate(rows)]
     first_line = [p.split("\n")[0] + "\n" for p in whole]
     champion, truncated = score(rows, whole), score(rows, first_line)
-    assert sum(s.accepted for s in truncated) > sum(s.accepted for s in champion)  # acceptance alone prefers it
+    if right_share < 1:
+        assert sum(s.accepted for s in truncated) > sum(s.accepted for s in champion)  # acceptance alone prefers it
 
     def as_scores(scored):
         return Scores(Measured([s.kept for s in scored], [s.file for s in scored]),
                       Measured([s.accepted for s in scored], [s.file for s in scored]), guards())
 
     verdict = decide(as_scores(truncated), as_scores(champion))
-    assert not verdict.promote and verdict.figures["kept_gain"] < 0
-    assert any("kept-characters gain" in r for r in verdict.reasons)
+    assert not verdict.promote and verdict.figures["kept_gain"] <= 0
+    assert any("kept-characters gain" in r or "under the margin" in r for r in verdict.reasons)
+
+
+def test_rows_from_too_few_files_cannot_promote():
+    """With one file every resample is the same and the interval a point: the gate refuses."""
+    one_file = Measured([6.0] * 30, ["f"] * 30), Measured([4.0] * 30, ["f"] * 30)
+    accepted = Measured([1] * 30, ["f"] * 30)
+    verdict = decide(Scores(one_file[0], accepted, guards()), Scores(one_file[1], accepted, guards()))
+    assert not verdict.promote and any("from 1 files, fewer than the 10" in r for r in verdict.reasons)
+
+
+def test_a_guard_without_the_champions_scores_refuses_with_its_reason():
+    half = guards() | {"stdlib": Measured([], [])}
+    verdict = decide(scores([6.0] * N, **guards()), scores([4.0] * N, **half))
+    assert not verdict.promote and any("stdlib guard is configured but has no scores" in r for r in verdict.reasons)
 
 
 def test_a_tie_is_not_promoted():

@@ -2,8 +2,11 @@
 kept characters, and intervals that resample files."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from echo_dagster.evaluation.offline import by_group, paired, score, summarize
+from echo_dagster.metrics import kept_chars
 
 
 def rows(*targets, kind="rejected_rewritten", language="python", files=None):
@@ -30,6 +33,26 @@ def test_a_proposal_cut_shorter_never_keeps_more():
     whole, first = score(truths, ["a = 1\nb = 2\nc = 3\n"])[0], score(truths, ["a = 1\n"])[0]
     assert whole.accepted == first.accepted == 1 and first.kept < whole.kept
     assert first.line_hits / first.truth_lines < whole.line_hits / whole.truth_lines  # recall
+
+
+def test_a_proposal_right_only_in_its_first_lines_keeps_those_lines():
+    """Rejected as a whole, a proposal still keeps the run of first lines a developer would take
+    line by line: its copy cut to the first line keeps no more than it."""
+    truths = rows("a = 1\nb = 2\nc = 3\n")
+    whole, first = score(truths, ["a = 1\nzz = call()\nreturn zz\n"])[0], score(truths, ["a = 1\n"])[0]
+    assert whole.accepted == 0 and first.accepted == 1
+    assert whole.kept == first.kept == len("a = 1\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a = 1", "b = f(a)", "return b", "x", "", "    pass", "c = [a, b]"]),
+                min_size=1, max_size=6),
+       st.lists(st.sampled_from(["a = 1", "b = f(a)", "return b", "y = 2", "    pass"]), min_size=1, max_size=6),
+       st.integers(1, 6))
+def test_cutting_a_proposal_to_its_first_lines_never_keeps_more(proposal_lines, truth_lines, k):
+    proposal, truth = "\n".join(proposal_lines) + "\n", "\n".join(truth_lines) + "\n"
+    cut = "".join(proposal.splitlines(keepends=True)[:k])
+    assert kept_chars(cut, truth) <= kept_chars(proposal, truth) <= len(truth)
 
 
 def test_generation_rate_is_a_ratio_of_characters_and_intervals_hold_the_value():

@@ -44,6 +44,9 @@ class EvalConfig(dg.Config):
     max_acceptance_loss: float = Field(default=_GATE.max_acceptance_loss,
                                        description="Acceptance must be non-inferior: the low end of the interval of "
                                                    "its change above minus this (0.03 = 3 points).")
+    min_files: int = Field(default=_GATE.min_files,
+                           description="Held-out files the rows must come from: with fewer, an interval over "
+                                       "files cannot decide and the promotion is refused.")
     guards: list[str] = Field(default=list(_GATE.guards),
                               description="Forgetting guards that must hold (humaneval, stdlib); a configured guard "
                                           "without data refuses the promotion.")
@@ -93,8 +96,10 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig, warehouse
         humaneval_lines=config.humaneval_lines, stdlib_lines=config.stdlib_lines, resamples=config.resamples)
     outcome = promotion.evaluate_challenger(
         models.registry(), rows, config.base_model, settings,
-        gate.GateSettings(config.min_kept_gain, config.max_acceptance_loss, tuple(config.guards),
-                          config.max_humaneval_drop, config.max_stdlib_drop, config.confidence, config.resamples),
+        gate.GateSettings(min_kept_gain=config.min_kept_gain, max_acceptance_loss=config.max_acceptance_loss,
+                          min_files=config.min_files, guards=tuple(config.guards),
+                          max_humaneval_drop=config.max_humaneval_drop, max_stdlib_drop=config.max_stdlib_drop,
+                          confidence=config.confidence, resamples=config.resamples),
         env.models_cache(), env.echo_home() / "reports", config.model_dump(), log=context.log.info, tenant=tenant)
     if outcome is None:
         context.log.warning("Nothing to evaluate: the registry holds no Echo checkpoint (run train_job).")

@@ -21,6 +21,9 @@ GUARDS = ("humaneval", "stdlib")
 class GateSettings:
     min_kept_gain: float = 0.0  # kept characters per request the challenger must gain
     max_acceptance_loss: float = 0.03  # acceptance non-inferior: the interval's low end above −this
+    # Fewer files than this and a bootstrap over files cannot decide (with one, every resample is
+    # the same and the interval is a point): the gate refuses rather than trust it.
+    min_files: int = 10
     guards: tuple[str, ...] = GUARDS  # each must have data for both models, or the gate refuses
     max_humaneval_drop: float = 0.02  # of the line tasks' pass rate, absolute
     max_stdlib_drop: float = 0.10  # of kept characters per standard-library completion, relative to the champion's
@@ -77,6 +80,9 @@ def decide(challenger: Scores, champion: Scores, settings: GateSettings = GateSe
                "acceptance_change_high": change_high, "rows": len(challenger.kept.values), "files": files}
     interval = f"{settings.confidence:.0%} interval over {files} files"
     reasons = []
+    if files < settings.min_files:
+        reasons.append(f"the held-out rows come from {files} files, fewer than the {settings.min_files} "
+                       "an interval over files needs to decide")
     if gain < settings.min_kept_gain:
         reasons.append(f"kept characters per request change by {gain:+.2f}, under the margin {settings.min_kept_gain:.2f}")
     if low <= 0:
@@ -99,7 +105,7 @@ def _guard(name: str, new: Measured | None, old: Measured | None, settings: Gate
     challenger falls behind the champion by more than the guard's margin."""
     if name not in GUARDS:
         raise ValueError(f"unknown guard {name!r}; the guards are {', '.join(GUARDS)}")
-    if not new or not old or not new.values:
+    if not new or not old or not new.values or not old.values:
         return [f"the {name} guard is configured but has no scores for both models: forgetting unchecked"]
     change, low, high = paired(new, old, settings)
     figures |= {f"{name}_challenger": new.mean, f"{name}_champion": old.mean, f"{name}_change": change,

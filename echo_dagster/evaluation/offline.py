@@ -7,8 +7,9 @@ Each row is scored on:
 * acceptance — the simulated developer's rule (`metrics.simulated_accept`: ES against as many
   lines of the truth as the proposal has ≥ τ). It rewards proposing less; it is reported, and the
   gate only asks that it not fall;
-* kept characters per request — characters of an accepted proposal that match the truth up to
-  their first difference, zero when rejected (`metrics.kept_chars`): what the gate decides on;
+* kept characters per request — of the proposal's longest run of first lines that would be
+  accepted, the characters that match the truth up to their first difference (`metrics.kept_chars`):
+  what the gate decides on, and what cutting a proposal shorter cannot raise;
 * exact match and edit similarity against the whole truth, and against its first k lines (k the
   proposal's, the paper's prefix-cut versions, `*_prefix`); line precision and recall;
 * the generation rate (characters of accepted proposals standing in the truth / the truths').
@@ -68,6 +69,9 @@ class Scored:
     surviving: int  # characters of the proposal standing in the truth, when accepted
     truth_chars: int
     proposal_chars: int
+    # What was scored, kept so that a score can be recomputed (or a new one computed) without generating.
+    target: str = ""
+    proposal: str = ""
 
 
 def score(rows: list[dict], proposals: list[str], tau: float = DEFAULT_TAU) -> list[Scored]:
@@ -81,11 +85,11 @@ def score(rows: list[dict], proposals: list[str], tau: float = DEFAULT_TAU) -> l
         hits, mine, theirs = line_matches(proposal, truth)
         file = f"{row['repo']}/{row['path']}" if row.get("path") else row["completion_id"]
         out.append(Scored(row["completion_id"], row["language"] or "", row["source_kind"] or "", file,
-                          row.get("session_id") or file, int(accepted), kept_chars(proposal, truth, accepted),
+                          row.get("session_id") or file, int(accepted), kept_chars(proposal, truth, tau),
                           int(exact_match(proposal, truth)), edit_similarity(proposal.rstrip("\n"), truth.rstrip("\n")),
                           int(exact_match(proposal, compared)), edit_similarity(proposal.rstrip("\n"), compared),
                           hits, mine, theirs, surviving_chars(proposal, truth) if accepted else 0, len(truth),
-                          len(proposal)))
+                          len(proposal), truth, proposal))
     return out
 
 

@@ -265,9 +265,10 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-# The per-row scores behind a report, compact: the rows' identity once, each model's scores as
-# columns in the same order — enough to recompute any interval (`scored_from`).
-_ROW_FIELDS = ("completion_id", "language", "source_kind", "file", "session")
+# The per-row scores behind a report, compact: the rows' identity (and truth) once, each model's
+# scores and proposals as columns in the same order — enough to recompute any interval
+# (`scored_from`), or any score without generating (`offline.score` on the targets and proposals).
+_ROW_FIELDS = ("completion_id", "language", "source_kind", "file", "session", "target")
 _SCORE_FIELDS = tuple(f for f in Scored.__dataclass_fields__ if f not in _ROW_FIELDS)
 
 
@@ -297,7 +298,7 @@ def result_from(raw: dict, model: str, resamples: int = 2_000) -> ArmResult:
     kept = raw["models"][model]
     scored = scored_from(raw, model)
     stdlib = kept["stdlib"]
-    stdlib_rows = [Scored(**{f: stdlib[f][i] for f in _ROW_FIELDS + _SCORE_FIELDS})
+    stdlib_rows = [Scored(**{f: stdlib[f][i] for f in _ROW_FIELDS + _SCORE_FIELDS if f in stdlib})
                    for i in range(len(stdlib["completion_id"]))] if stdlib else []
     return ArmResult(Arm(model, "", tuple(kept["roles"])), scored, summarize(scored, resamples),
                      by_group(scored, "language", resamples=resamples),
@@ -307,7 +308,9 @@ def result_from(raw: dict, model: str, resamples: int = 2_000) -> ArmResult:
 
 
 def scored_from(raw: dict, model: str) -> list[Scored]:
-    """A model's per-row scores, back from `raw_scores`."""
+    """A model's per-row scores, back from `raw_scores` (of a file written before targets and
+    proposals were kept, without them)."""
     rows, scores = raw["rows"], raw["models"][model]["scores"]
-    return [Scored(**{f: rows[f][i] for f in _ROW_FIELDS}, **{f: scores[f][i] for f in _SCORE_FIELDS})
+    return [Scored(**{f: rows[f][i] for f in _ROW_FIELDS if f in rows},
+                   **{f: scores[f][i] for f in _SCORE_FIELDS if f in scores})
             for i in range(len(rows["completion_id"]))]

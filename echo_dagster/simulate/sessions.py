@@ -19,7 +19,7 @@ from echo_dagster import languages
 from echo_dagster.completion import CompletionRequest, trigger_points
 from echo_dagster.corpus import SourceFile
 from echo_dagster.events import format_ts
-from echo_dagster.metrics import edit_similarity, first_lines, kept_chars, simulated_accept, surviving_chars
+from echo_dagster.metrics import edit_similarity, first_lines, matching_chars, simulated_accept, surviving_chars
 from echo_dagster.simulate.users import Persona
 from echo_dagster.splits import repo_of
 from echo_dagster.syntax import error_spans
@@ -237,7 +237,7 @@ def session_events(plan: SessionPlan, proposals: list[str], model_name: str, rng
         out.accepted += accepted
         out.target_chars += len(target)
         out.surviving += surviving_chars(accepted_text, target) if accepted else 0
-        out.kept += kept_chars(accepted_text, target_truth, accepted)
+        out.kept += matching_chars(accepted_text, target_truth) if accepted else 0
         out.noise["typo"] += int(i in plan.typos)
         truth.append({"type": "completion", "completion_id": cid, "session_id": plan.session_id,
                       "user_id": p.user_id, "path": plan.file.path, "split": plan.split, "cursor": trigger.pos,
