@@ -75,5 +75,11 @@ def test_the_eval_set_holds_one_row_of_each_file_prefix_and_target_whatever_the_
         add(con, date(2026, 11, 3), "other-file", "eval", AREA, path="held2.py")
         add(con, date(2026, 11, 3), "other-place", "eval", AREA, path="held.py", prefix="def disc(r):\n    ")
         add(con, date(2026, 11, 3), "other-tenant", "eval", AREA, tenant="t-b", path="held.py")
-        kept = {r["completion_id"] for r in held_out_rows(con, 100)}
-    assert kept == {"early", "other-file", "other-place", "other-tenant"}
+        in_view = {r[0] for r in con.execute("SELECT completion_id FROM eval_set").fetchall()}
+        pooled = {r["completion_id"] for r in held_out_rows(con, 100)}
+        tenant_b = {r["completion_id"] for r in held_out_rows(con, 100, tenants=("tenant_id = $t", {"t": "t-b"}))}
+    # The view keeps a row per tenant (no tenant's events suppress another's); evaluated together,
+    # the same place and target of two tenants is one completion.
+    assert in_view == {"early", "other-file", "other-place", "other-tenant"}
+    assert {"other-file", "other-place"} < pooled and len(pooled & {"early", "other-tenant"}) == 1 and len(pooled) == 3
+    assert tenant_b == {"other-tenant"}

@@ -40,6 +40,12 @@ def test_the_demo_materializes_the_whole_graph_end_to_end(echo_home, tiny_model_
     assert "promotion gate: " in done.stdout
     report = Path(done.stdout.split("report: ", 1)[1].split()[0])
     assert report.is_file() and report.is_relative_to(echo_home / "reports")
+    # Traceable: the commit and config it was measured with, and every row's target and proposals.
+    figures = json.loads((report.parent / "report.json").read_text())
+    assert figures["provenance"]["config"]["max_rows"] == 8
+    raw = json.loads((report.parent / "scores.json").read_text())
+    assert raw["provenance"]["commit"] and len(raw["rows"]["target"]) == figures["eval_rows"] > 0
+    assert all(len(m["scores"]["proposal"]) == figures["eval_rows"] for m in raw["models"].values())
     registry = echo_home / "registry"
     decisions = [json.loads(p.read_text()) for p in (registry / "decisions").glob("*.json")]
     assert len(decisions) == 1 and decisions[0]["champion"] == str(tiny_model_dir)

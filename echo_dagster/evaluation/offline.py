@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from echo_dagster.evaluation import intervals
+from echo_dagster.filters.pipeline import FilterSettings, normalized
 from echo_dagster.metrics import (
     DEFAULT_TAU,
     edit_similarity,
@@ -94,13 +95,24 @@ def score(rows: list[dict], proposals: list[str], tau: float = DEFAULT_TAU) -> l
 
 
 def held_out_rows(con, limit: int, seed: int = 0, tenants: tuple[str, dict] = ALL_TENANTS) -> list[dict]:
-    """Rows of the eval set (view `eval_set`, deduplicated there), at most `limit`: a stable
-    pseudo-random sample, of the tenants `tenants` (`training.window.tenant_filter`) selects."""
+    """Rows of the eval set (view `eval_set`), at most `limit`: a stable pseudo-random sample, of the
+    tenants `tenants` (`training.window.tenant_filter`) selects, one row of each (file, prefix tail,
+    target) among them — `eval_set` keeps one per tenant (a tenant's events never suppress
+    another's), and rows of two tenants on the same file and place would count one completion twice."""
     names = ("completion_id", "language", "source_kind", "prefix", "suffix", "target", "repo", "path", "session_id")
     where, params = tenants
-    rows = con.execute(f"SELECT {', '.join(names)} FROM eval_set WHERE {where} "
-                       f"ORDER BY hash(completion_id || '{int(seed)}') LIMIT {int(limit)}", params).fetchall()
-    return [dict(zip(names, r)) for r in rows]
+    found = con.execute(f"SELECT {', '.join(names)} FROM eval_set WHERE {where} "
+                        f"ORDER BY hash(completion_id || '{int(seed)}')", params).fetchall()
+    context, seen, rows = FilterSettings().context_chars, set(), []
+    for values in found:
+        row = dict(zip(names, values))
+        key = (row["repo"], row["path"], normalized((row["prefix"] or "")[-context:]), normalized(row["target"]))
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+        if len(rows) == limit:
+            break
+    return rows
 
 
 def evaluate(propose, rows: list[dict], tau: float = DEFAULT_TAU) -> list[Scored]:

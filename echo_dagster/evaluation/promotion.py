@@ -11,6 +11,7 @@ from pathlib import Path
 
 from echo_dagster.evaluation import gate, report
 from echo_dagster.evaluation.suite import ArmResult, SuiteSettings, arms, by_role, run_suite
+from echo_dagster.provenance import provenance
 from echo_dagster.simulate.run import SimulationSpec
 from echo_dagster.training.registry import MalformedPointer, Registry
 
@@ -64,10 +65,12 @@ def evaluate_challenger(registry: Registry, rows: list[dict], base_model: str, s
     new, old = by_role(results, "challenger"), by_role(results, "champion")
     verdict = judge(registry, challenger, new, old, gate_settings)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    measured_by = provenance(run_config)  # the commit and config every figure of the report comes from
     built = report.build(f"Echo evaluation {stamp}: {challenger}", results, verdict,
                          {"challenger": challenger, "champion_before": old.arm.name, "eval_rows": len(rows),
-                          "config": run_config})
+                          "provenance": measured_by})
     page = built.write(reports_dir / f"{stamp}-{challenger}")
+    report.write_scores(page.parent / "scores.json", results, measured_by)
     decision = carry_out(registry, challenger, old.arm.name, verdict, len(rows), tenant)
     return Outcome(challenger, old.arm.name, repository["name"] if repository else None, results, verdict, built,
                    page, decision)

@@ -112,7 +112,7 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
     folder.mkdir(parents=True, exist_ok=True)
     _same_spec(spec, folder / "experiment.json", resume)
     # At the start: the code that measures is the code of this moment, whatever changes while it runs.
-    measured_by = provenance({k: v for k, v in asdict(spec).items() if k not in ("train", "generation")})
+    measured_by = provenance(asdict(spec))
     seconds, started = {}, time.perf_counter()
 
     def lap(step: str) -> None:
