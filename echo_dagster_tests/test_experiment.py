@@ -47,10 +47,8 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
         # it made its passes over its data.
         assert (budget <= trained["tokens"] < budget + 4 * 80 or trained["stopped_early"]
                 or trained["passes"] >= result.training["echo"]["passes"]), (arm, trained)
-        assert trained["passes"] <= ExperimentSpec.max_passes + 1 and trained["decontaminated"] >= 0
+        assert trained["passes"] <= ExperimentSpec.max_passes + 1
         assert set(result.comparisons[arm]) == {"vs_base", "vs_echo", "vs_base_by_language"}
-        low, high = result.comparisons[arm]["vs_base"]["acceptance"][1:]
-        assert low <= high
     assert result.comparisons["echo"]["vs_echo"] is None
     # The preference arm starts from Echo's checkpoint and takes its own pairs once, beyond the budget.
     preference = json.loads((result.folder / "registry" / result.training["preference"]["checkpoint"]
@@ -73,6 +71,12 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
         assert again.stdlib_summary.get("kept_chars") == r.stdlib_summary.get("kept_chars")
         assert {g: v["kept_chars"] for g, v in again.by_language.items()} == {
             g: v["kept_chars"] for g, v in r.by_language.items()}
+        # Each row's target and the model's proposals are kept: scoring them again needs no model.
+        kept_rows = [{"completion_id": c, "language": "", "source_kind": "", "target": t}
+                     for c, t in zip(raw["rows"]["completion_id"], raw["rows"]["target"])]
+        rescored = offline.score(kept_rows, raw["models"][r.arm.name]["scores"]["proposal"])
+        assert [x.kept for x in rescored] == [x.kept for x in r.scored]
+        assert [x.accepted for x in rescored] == [x.accepted for x in r.scored]
     # benchmarks/experiment_arms.py compares raw scores as the experiment did.
     compared = subprocess.run([sys.executable, str(REPO / "benchmarks" / "experiment_arms.py"), "compare",
                                str(result.page.parent / "scores.json"), "--resamples", "100", "--folder",
