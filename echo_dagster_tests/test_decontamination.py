@@ -83,3 +83,25 @@ def test_the_eval_set_holds_one_row_of_each_file_prefix_and_target_whatever_the_
     assert in_view == {"early", "other-file", "other-place", "other-tenant"}
     assert {"other-file", "other-place"} < pooled and len(pooled & {"early", "other-tenant"}) == 1 and len(pooled) == 3
     assert tenant_b == {"other-tenant"}
+
+
+def test_an_evaluation_knows_every_target_its_checkpoints_and_the_champions_they_started_from_learned(tmp_path):
+    """Rows added to the eval set after a champion was trained may hold its training targets: its
+    digests (and its ancestors') are in the registry, for the evaluation to leave those rows out."""
+    import json
+
+    from echo_dagster.training.publish import target_digest, trained_on
+    from echo_dagster.training.registry import Registry
+
+    registry = Registry(tmp_path / "registry")
+    for name, started_from, targets in (("echo-1", "smollm2-135m", [AREA]), ("echo-2", "echo-1", ["x = 1\n"]),
+                                        ("echo-3", None, ["unrelated()\n"])):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "echo_meta.json").write_text(json.dumps({"name": name, "champion_at_start": started_from,
+                                                           "targets": [target_digest(t) for t in targets]}))
+        registry.publish(folder, name)
+    seen = trained_on(registry, ["echo-2", None, "smollm2-135m"])
+    # White space aside, the same target; echo-3 was not measured.
+    assert target_digest("return  math.pi * r ** 2") in seen and target_digest("x = 1") in seen
+    assert target_digest("unrelated()\n") not in seen and len(seen) == 2

@@ -7,6 +7,7 @@ and a finished one is published again under the name it had (or, asked to `reuse
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from echo_dagster.filters.pipeline import normalized
 from echo_dagster.training.examples import data_hash
 from echo_dagster.training.registry import Registry
 from echo_dagster.training.trainer import Progress, TrainResult, TrainSettings, train
@@ -55,6 +57,8 @@ def train_and_publish(registry: Registry, examples: list[dict], *, kind: str, pr
         "name": name, "kind": kind, "tenant": tenant, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base_model": base, "started_from": "champion" if champion else "base", "champion_at_start": champion,
         "config": run_config, "data": data, "code_version": code_version(), "seed": settings.seed,
+        # What it learned from, so that a later evaluation leaves out held-out rows it has seen.
+        "targets": sorted({target_digest(e["target"]) for e in examples}),
         "metrics": {"steps": result.steps, "resumed_from": result.resumed_from, "examples_encoded": result.examples,
                     "tokens": result.tokens, "seconds": round(result.seconds, 1), "final_loss": result.final_loss,
                     "first_loss": result.losses[0] if result.losses else None, "precision": result.precision,
@@ -67,6 +71,27 @@ def train_and_publish(registry: Registry, examples: list[dict], *, kind: str, pr
     address = registry.publish(work / "checkpoint", name)
     shutil.rmtree(work, ignore_errors=True)  # published; the resumable state is no longer needed
     return Published(name, address, result, meta)
+
+
+def target_digest(target: str) -> str:
+    """A short digest of a target with its white space normalized (as the filters' dedup compares)."""
+    return hashlib.sha256(normalized(target).encode()).hexdigest()[:16]
+
+
+def trained_on(registry: Registry, names: list[str | None]) -> set[str]:
+    """The target digests of every checkpoint of `names` and of the champions each started from
+    (a name the registry does not hold, such as a base model, trained on none of this project's)."""
+    held, digests, seen = set(registry.names()), set(), set()
+    todo = [n for n in names if n]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in held:
+            continue
+        seen.add(name)
+        meta = registry.meta(name)
+        digests |= set(meta.get("targets", []))
+        todo.append(meta.get("champion_at_start"))
+    return digests
 
 
 def recorded(metrics: dict) -> TrainResult:
