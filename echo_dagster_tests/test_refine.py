@@ -114,6 +114,24 @@ def test_every_reason_code(reason, kwargs):
     assert row["reason"] == reason and row["target"] is None
 
 
+def test_the_target_starts_where_its_text_does_so_prefix_target_and_suffix_are_the_document():
+    """Asked with the cursor inside the indentation, the block rule leaves the rest of it out of the
+    target: the target's start moves past it, and no suffix repeats the truth's end."""
+    asked_at = "import math\n\n\ndef area(r):\n  "
+    document = asked_at + "  return math.pi * r ** 2\n" + SUFFIX
+    events = [shown("pass\n", asked_at), ev("completion_rejected", 2, completion_id="c"), snap(30, document, "save"),
+              ev("document_closed", 35)]
+    (row,) = refine_session(events)
+    prefix, suffix = split_document(row)
+    assert row["target"] == "return math.pi * r ** 2\n" and prefix + row["target"] + suffix == document
+    assert prefix == asked_at + "  " and suffix == SUFFIX
+
+
+def test_a_target_the_rule_changed_inside_is_not_taken_for_the_documents_text():
+    row = session("pass\n", "rejected", PREFIX + "x = 1   \n    return x\n" + SUFFIX)
+    assert row["reason"] == "target_not_in_document" and row["target"] is None
+
+
 def test_positions_follow_insertions_with_the_gravity_asked_for():
     diff = Diff("abcXYZ", "abc123XYZ")
     assert (diff.map(3, right=False), diff.map(3, right=True)) == (3, 6)

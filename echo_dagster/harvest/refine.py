@@ -22,7 +22,7 @@ from echo_dagster.syntax import parse
 
 # Reasons a completion yields no target (refined_targets.reason).
 REASONS = ("no_decision", "no_final_snapshot", "session_abandoned", "document_replaced", "region_deleted",
-           "empty_target", "alignment_too_costly", "session_too_large")
+           "empty_target", "target_not_in_document", "alignment_too_costly", "session_too_large")
 MIN_UNCHANGED_SHARE = 0.2  # below it, a new version replaced the document rather than edited it
 
 
@@ -132,6 +132,12 @@ def _refine(shown: dict, decision: dict | None, chain: _Chain, closed: bool, set
     target = postprocess(request, region, settings.max_lines, chain.tree(final, request.language))
     if not target.strip():
         return {**row, "reason": "empty_target"}
+    # The rule may drop the region's leading blank lines or indentation: the target starts where its
+    # text does, so that prefix' + target + suffix' is the document (and no suffix repeats the truth).
+    start = document.find(target, left, right)
+    if start < 0:  # trailing white space stripped inside it: the text is not the document's
+        return {**row, "reason": "target_not_in_document"}
+    left = start
     row |= {"document": document, "target_start": left, "region_end": right, "target": target,
             "es": edit_similarity(shown["proposal"], target), "pasted_share": _pasted_share(growth, len(target))}
     if accepted:
