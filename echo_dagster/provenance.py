@@ -13,9 +13,12 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 def provenance(config: dict | None = None) -> dict:
     """{"commit": sha or None (not a git checkout), "dirty": bool or None, "measured_at": UTC time,
-    "config": config}: `dirty` counts changes to tracked files and new files that git does not ignore."""
+    "config": config}: `dirty` counts changes to tracked files and new files that git does not ignore, but for
+    benchmark results."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=normal") if commit else None
+    # A benchmark's own result files (benchmarks/results) are not a change to the code that measured.
+    status = _git("status", "--porcelain", "--untracked-files=normal", "--", ".",
+                  ":(exclude)benchmarks/results") if commit else None
     return {"commit": commit, "dirty": None if status is None else bool(status.strip()),
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": config or {}}
 
