@@ -6,7 +6,7 @@ from datetime import date
 
 from echo_dagster import warehouse
 from echo_dagster.evaluation.offline import held_out_rows
-from echo_dagster.filters.pipeline import _dedup_key
+from echo_dagster.filters.pipeline import dedup_key
 from echo_dagster.training import window
 
 DAY = date(2026, 11, 2)
@@ -22,7 +22,7 @@ def add(con, day: date, cid: str, split: str, target: str, tenant: str = "t-a", 
                 "language, prefix, suffix, target, split, dedup_key) VALUES ($d, $c, $c, $t, 'repo', $p, 'python', "
                 "$prefix, '\n', $target, $s, $k)",
                 {"d": day, "c": cid, "t": tenant, "p": path, "prefix": prefix, "target": target, "s": split,
-                 "k": _dedup_key(tenant, prefix, target, 200, place)})
+                 "k": dedup_key(tenant, prefix, target, 200, place)})
 
 
 def others(con, day: date, count: int) -> None:
@@ -90,7 +90,8 @@ def test_an_evaluation_knows_every_target_its_checkpoints_and_the_champions_they
     digests (and its ancestors') are in the registry, for the evaluation to leave those rows out."""
     import json
 
-    from echo_dagster.training.publish import target_digest, trained_on
+    from echo_dagster.filters.decontaminate import target_digest
+    from echo_dagster.training.publish import trained_on
     from echo_dagster.training.registry import Registry
 
     registry = Registry(tmp_path / "registry")

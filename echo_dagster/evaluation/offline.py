@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from echo_dagster.evaluation import intervals
-from echo_dagster.filters.pipeline import FilterSettings, normalized
+from echo_dagster.filters.pipeline import FilterSettings, dedup_key
 from echo_dagster.metrics import (
     DEFAULT_TAU,
     edit_similarity,
@@ -101,18 +101,22 @@ def held_out_rows(con, limit: int, seed: int = 0, tenants: tuple[str, dict] = AL
     another's), and rows of two tenants on the same file and place would count one completion twice."""
     names = ("completion_id", "language", "source_kind", "prefix", "suffix", "target", "repo", "path", "session_id")
     where, params = tenants
-    found = con.execute(f"SELECT {', '.join(names)} FROM eval_set WHERE {where} "
-                        f"ORDER BY hash(completion_id || '{int(seed)}')", params).fetchall()
-    context, seen, rows = FilterSettings().context_chars, set(), []
-    for values in found:
-        row = dict(zip(names, values))
-        key = (row["repo"], row["path"], normalized((row["prefix"] or "")[-context:]), normalized(row["target"]))
+    context = FilterSettings().context_chars
+    # The sample is drawn on the keys alone (a prefix tail, not the whole prefix, of every row).
+    found = con.execute(f"SELECT completion_id, repo, path, right(prefix, {int(context)}), target FROM eval_set "
+                        f"WHERE {where} ORDER BY hash(completion_id || '{int(seed)}')", params).fetchall()
+    seen, chosen = set(), []
+    for completion_id, repo, path, tail, target in found:
+        key = dedup_key("", tail or "", target, context, (repo, path))  # no tenant: across those selected
         if key not in seen:
             seen.add(key)
-            rows.append(row)
-        if len(rows) == limit:
+            chosen.append(completion_id)
+        if len(chosen) == limit:
             break
-    return rows
+    rows = {r[0]: dict(zip(names, r)) for r in con.execute(
+        f"SELECT {', '.join(names)} FROM eval_set WHERE completion_id IN (SELECT unnest($ids))",
+        {"ids": chosen}).fetchall()}
+    return [rows[c] for c in chosen]
 
 
 def evaluate(propose, rows: list[dict], tau: float = DEFAULT_TAU) -> list[Scored]:

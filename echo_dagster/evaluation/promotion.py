@@ -13,7 +13,8 @@ from echo_dagster.evaluation import gate, report
 from echo_dagster.evaluation.suite import ArmResult, SuiteSettings, arms, by_role, run_suite
 from echo_dagster.provenance import provenance
 from echo_dagster.simulate.run import SimulationSpec
-from echo_dagster.training.publish import target_digest, trained_on
+from echo_dagster.filters.decontaminate import target_digest
+from echo_dagster.training.publish import trained_on
 from echo_dagster.training.registry import MalformedPointer, Registry
 
 # The replay A/B writes nothing, so its sessions' day only has to be the same for every model.
@@ -66,12 +67,13 @@ def evaluate_challenger(registry: Registry, rows: list[dict], base_model: str, s
     # target an older champion (or the baseline) learned from, which would flatter it.
     seen = trained_on(registry, [challenger, champion, repository["name"] if repository else None])
     held_out = [r for r in rows if target_digest(r["target"]) not in seen]
+    left_out = len(rows) - len(held_out)
     if not held_out:
         raise ValueError(f"all {len(rows)} held-out rows hold a target a measured checkpoint was trained on: "
                          "nothing left to evaluate on")
-    if len(held_out) < len(rows):
-        log(f"{len(rows) - len(held_out)} held-out rows left out: a measured checkpoint was trained on their target")
-    rows_given, rows = len(rows), held_out
+    if left_out:
+        log(f"{left_out} held-out rows left out: a measured checkpoint was trained on their target")
+    rows = held_out
     results = run_suite(measured, rows, settings, models_dir, log=log)
     new, old = by_role(results, "challenger"), by_role(results, "champion")
     verdict = judge(registry, challenger, new, old, gate_settings)
@@ -79,7 +81,7 @@ def evaluate_challenger(registry: Registry, rows: list[dict], base_model: str, s
     measured_by = provenance(run_config)  # the commit and config every figure of the report comes from
     built = report.build(f"Echo evaluation {stamp}: {challenger}", results, verdict,
                          {"challenger": challenger, "champion_before": old.arm.name, "eval_rows": len(rows),
-                          "eval_rows_seen_in_training": rows_given - len(rows), "provenance": measured_by})
+                          "eval_rows_seen_in_training": left_out, "provenance": measured_by})
     page = built.write(reports_dir / f"{stamp}-{challenger}")
     report.write_scores(page.parent / "scores.json", results, measured_by)
     decision = carry_out(registry, challenger, old.arm.name, verdict, len(rows), tenant)

@@ -298,8 +298,7 @@ def result_from(raw: dict, model: str, resamples: int = 2_000) -> ArmResult:
     kept = raw["models"][model]
     scored = scored_from(raw, model)
     stdlib = kept["stdlib"]
-    stdlib_rows = [Scored(**{f: stdlib[f][i] for f in _ROW_FIELDS + _SCORE_FIELDS if f in stdlib})
-                   for i in range(len(stdlib["completion_id"]))] if stdlib else []
+    stdlib_rows = _scored(stdlib) if stdlib else []
     return ArmResult(Arm(model, "", tuple(kept["roles"])), scored, summarize(scored, resamples),
                      by_group(scored, "language", resamples=resamples),
                      by_group(scored, "source_kind", resamples=resamples),
@@ -310,7 +309,9 @@ def result_from(raw: dict, model: str, resamples: int = 2_000) -> ArmResult:
 def scored_from(raw: dict, model: str) -> list[Scored]:
     """A model's per-row scores, back from `raw_scores` (of a file written before targets and
     proposals were kept, without them)."""
-    rows, scores = raw["rows"], raw["models"][model]["scores"]
-    return [Scored(**{f: rows[f][i] for f in _ROW_FIELDS if f in rows},
-                   **{f: scores[f][i] for f in _SCORE_FIELDS if f in scores})
-            for i in range(len(rows["completion_id"]))]
+    return _scored(raw["rows"] | raw["models"][model]["scores"])
+
+
+def _scored(columns: dict) -> list[Scored]:
+    fields = [f for f in _ROW_FIELDS + _SCORE_FIELDS if f in columns]
+    return [Scored(**{f: columns[f][i] for f in fields}) for i in range(len(columns["completion_id"]))]

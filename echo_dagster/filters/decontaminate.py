@@ -10,6 +10,7 @@ definitions of equal (the same text once white space is normalized) and near (Mi
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import duckdb
@@ -34,6 +35,12 @@ def eval_targets(con: duckdb.DuckDBPyConnection, settings: FilterSettings = Filt
         index.exact.add(normalized(target))
         index.near.insert(str(n), minhash(target, language or ""))
     return index
+
+
+def target_digest(target: str) -> str:
+    """A short digest of a target under the same definition of equal (white space normalized): what
+    a checkpoint keeps of its training targets, for a later evaluation to leave out rows it has seen."""
+    return hashlib.sha256(normalized(target).encode()).hexdigest()[:16]
 
 
 def decontaminate(examples: list[dict], index: EvalTargets) -> tuple[list[dict], int]:

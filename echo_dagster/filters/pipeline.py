@@ -219,7 +219,7 @@ def filter_row(row: dict, state: FilterState) -> dict:
     # An eval row's key holds its file too: the eval set keeps one row of each (file, prefix tail,
     # target) (view `eval_set`), where training drops a repeat from any file.
     place = (out["repo"], out["path"]) if out["split"] == "eval" else None
-    key = _dedup_key(tenant, prefix, target, s.context_chars, place)
+    key = dedup_key(tenant, prefix, target, s.context_chars, place)
     out["dedup_key"] = key
     signature = minhash(target, language)
     if out["split"] == "eval":
@@ -350,7 +350,7 @@ def normalized(text: str) -> str:
     return " ".join(text.split())
 
 
-def _dedup_key(tenant: str, prefix: str, target: str, context_chars: int, place: tuple | None = None) -> str:
+def dedup_key(tenant: str, prefix: str, target: str, context_chars: int, place: tuple | None = None) -> str:
     context = normalized(prefix[-context_chars:])
     where = "" if place is None else f"\x00{place[0]}\x00{place[1]}"
     return hashlib.sha256(f"{tenant}\x00{context}\x00{normalized(target)}{where}".encode()).hexdigest()

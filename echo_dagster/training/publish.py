@@ -7,7 +7,6 @@ and a finished one is published again under the name it had (or, asked to `reuse
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-from echo_dagster.filters.pipeline import normalized
+from echo_dagster.filters.decontaminate import target_digest
 from echo_dagster.training.examples import data_hash
 from echo_dagster.training.registry import Registry
 from echo_dagster.training.trainer import Progress, TrainResult, TrainSettings, train
@@ -71,11 +70,6 @@ def train_and_publish(registry: Registry, examples: list[dict], *, kind: str, pr
     address = registry.publish(work / "checkpoint", name)
     shutil.rmtree(work, ignore_errors=True)  # published; the resumable state is no longer needed
     return Published(name, address, result, meta)
-
-
-def target_digest(target: str) -> str:
-    """A short digest of a target with its white space normalized (as the filters' dedup compares)."""
-    return hashlib.sha256(normalized(target).encode()).hexdigest()[:16]
 
 
 def trained_on(registry: Registry, names: list[str | None]) -> set[str]:
