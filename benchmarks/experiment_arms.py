@@ -1,11 +1,14 @@
 """The models of an experiment's folder measured outside `run_experiment`: for a run whose evaluation
 did not finish, with its models spread over processes (each one thread of a CPU), then compared.
 
+    python benchmarks/experiment_arms.py train --folder RUN --arms echo
     python benchmarks/experiment_arms.py measure --folder RUN --arms base,echo --out a.json
     python benchmarks/experiment_arms.py measure --folder RUN --arms naive_logs,untrimmed --out b.json
     python benchmarks/experiment_arms.py compare a.json b.json --folder RUN --out benchmarks/results/NAME.json
 
-`measure` scores each arm's checkpoint in the folder's registry (the base model for `base`) on the
+`train` harvests the folder's landing zone again and trains the named arms (Echo always, first: its
+tokens are the others' budget) with the code of this moment, as `run_experiment` does; a checkpoint
+of the same data and settings already in the registry is taken as it is. `measure` scores each arm's checkpoint in the folder's registry (the base model for `base`) on the
 held-out rows, HumanEval line tasks and stdlib completions `run_experiment` would score with the
 folder's spec (`experiment.json`) — the replay A/B is left out — and writes the raw scores
 (`report.write_scores`, with the provenance). `compare` joins raw-score files of the same rows and
@@ -19,6 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+
+def train(folder: Path, arm_names: list[str]) -> None:
+    from echo_dagster import env
+    from echo_dagster.experiment.run import harvest, recorded_spec, train_arms
+
+    spec = recorded_spec(folder)
+    training = train_arms(spec, folder, harvest(spec, folder), env.models_cache(), reuse=True, only=tuple(arm_names))
+    print(json.dumps(training, indent=1))
 
 
 def measure(folder: Path, arm_names: list[str], out: Path) -> None:
@@ -91,6 +103,9 @@ def compare_scores(paths: list[Path], out: Path | None, resamples: int, folder: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("train")
+    fit.add_argument("--folder", type=Path, required=True, help="the experiment's folder")
+    fit.add_argument("--arms", default="echo", help="comma-separated: echo, naive_logs, ...")
     one = commands.add_parser("measure")
     one.add_argument("--folder", type=Path, required=True, help="the experiment's folder")
     one.add_argument("--arms", required=True, help="comma-separated: base, echo, naive_logs, ...")
@@ -101,7 +116,9 @@ def main() -> None:
     both.add_argument("--resamples", type=int, default=2_000)
     both.add_argument("--folder", type=Path, help="the experiment's folder: each arm's trained tokens and passes")
     args = parser.parse_args()
-    if args.command == "measure":
+    if args.command == "train":
+        train(args.folder, args.arms.split(","))
+    elif args.command == "measure":
         measure(args.folder, args.arms.split(","), args.out)
     else:
         compare_scores(args.scores, args.out, args.resamples, args.folder)

@@ -11,7 +11,7 @@ import pytest
 
 from echo_dagster import warehouse
 from echo_dagster.experiment import arms
-from echo_dagster.experiment.run import ExperimentSpec, run_experiment
+from echo_dagster.experiment.run import ExperimentSpec, harvest, recorded_spec, run_experiment, train_arms
 from echo_dagster.model.generation import GenerationConfig
 from echo_dagster.splits import file_split
 from echo_dagster.training import window
@@ -128,6 +128,10 @@ def test_a_resumed_run_reuses_its_simulation_and_trained_arms_and_measures_again
     assert {p.parent.name: p.read_text() for p in registry.glob("*/echo_meta.json")} == published  # not retrained
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "exp" / "landing").rglob("*.gz")) == events
     assert again.training == first.training and again.harvest == first.harvest
+    # What benchmarks/experiment_arms.py train does: the folder's spec, its arms found again, not retrained.
+    assert recorded_spec(tmp_path / "exp") == spec
+    assert train_arms(spec, tmp_path / "exp", harvest(spec, tmp_path / "exp"), tmp_path / "models",
+                      log=lambda _: None, reuse=True, only=()) == {"echo": first.training["echo"]}
     for a, b in zip(first.results, again.results):  # measured again, the same: greedy decoding on the same rows
         assert [s.kept for s in a.scored] == [s.kept for s in b.scored]
     with pytest.raises(ValueError, match="another spec .days differ"):

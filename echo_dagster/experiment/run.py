@@ -136,69 +136,12 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
                              spec.base_model).as_dict()
     lap("simulate")
 
-    db = folder / "warehouse.duckdb"
-    harvest = {}
-    for day in (spec.start + timedelta(days=n) for n in range(spec.days)):
-        ingest_partition(landing, day, db)
-        with warehouse.connect(db) as con:
-            refined = refine_partition(con, day)
-            filtered = filter_partition(con, day)
-        harvest[day.isoformat()] = {"completions": refined.completions, "training": filtered.kept_train,
-                                    "eval": filtered.kept_eval}
-    with warehouse.connect(db, read_only=True) as con:
-        echo = window.load(con, window.Window())  # decontaminated as train_job's are
-        data = {"echo": echo.examples} | {arm: arms.examples(con, arm) for arm in spec.arms
-                                          if arm != "echo" and not arm.startswith("repository")}
-        rows = offline.held_out_rows(con, spec.eval_rows, spec.seed)
-        index = eval_targets(con)
-    if "repository" in spec.arms:
-        data["repository"] = repository_examples(spec.source, spec.repository_examples, spec.seed)
-    if "repository_completions" in spec.arms:
-        data["repository_completions"] = completion_examples(training_files(spec.source), spec.repository_examples,
-                                                             spec.seed)
-    decontaminated = {"echo": echo.decontaminated}
-    for arm in [a for a in data if a != "echo"]:  # every arm as Echo's window: none trains on an eval target
-        data[arm], decontaminated[arm] = decontaminate(data[arm], index)
+    harvested = harvest(spec, folder)
     lap("harvest")
-
+    training = train_arms(spec, folder, harvested, models_dir, log=log, reuse=resume,
+                          lap=lambda arm: lap(f"train {arm}"))
     registry = Registry(folder / "registry")
-    training: dict[str, dict] = {}
-    budget = 0
-    for arm in ("echo", *[a for a in spec.arms if a != "echo"]):  # Echo first: its tokens are the budget
-        if not data[arm] or (arm != "echo" and not budget):
-            why = "no training example" if not data[arm] else "no budget: Echo was not trained"
-            training[arm] = {"examples": len(data[arm]), "decontaminated": decontaminated[arm], "skipped": why}
-            log(f"experiment: {arm} not trained, not measured: {why}")
-            continue
-        base = spec.base_model
-        if arm == "echo":
-            settings = spec.train
-        elif arm == "preference":  # after SFT: on Echo's checkpoint, its own pairs once, beyond the budget
-            base = str(registry.local(training["echo"]["checkpoint"]) / "merged")
-            settings = replace(spec.train, objective="dpo", learning_rate=spec.preference_learning_rate, epochs=1,
-                               max_tokens=0)
-        else:
-            settings = replace(spec.train, max_tokens=budget, epochs=spec.max_passes, max_steps=0)
-        published = train_and_publish(
-            registry, data[arm], kind="echo" if arm == "echo" else arm, prefix=arm,
-            data={"arm": arm, "examples": len(data[arm]),
-                  "hash": data_hash([(e["completion_id"], e["target"]) for e in data[arm]])},
-            base=base, champion=None, settings=settings, run_config=asdict(settings),
-            work_root=folder / "training", models_dir=models_dir, reuse=resume,
-            on_step=lambda p, arm=arm: log(f"{arm}: step {p.step}/{p.total} loss {p.loss:.3f}")
-            if p.step % 25 == 0 else None)
-        result = published.result
-        budget = budget or result.tokens
-        training[arm] = {"checkpoint": published.name, "examples": len(data[arm]),
-                         "decontaminated": decontaminated[arm], "passes": passes(result, settings.batch_size),
-                         "steps": result.steps,
-                         "tokens": result.tokens, "seconds": (took := published.meta["metrics"]["seconds"]),
-                         "tokens_per_s": round(result.tokens / took) if took else None,
-                         "base_validation_loss": result.base_validation_loss,
-                         "best_validation_loss": result.best_validation_loss, "best_step": result.best_step,
-                         "stopped_early": result.stopped_early, "precision": result.precision,
-                         "code_version": published.meta["code_version"]}
-        lap(f"train {arm}")
+    rows = harvested.rows
 
     measured = [Arm(LABELS["base"], spec.base_model, ("base",))] + [
         Arm(LABELS[arm], str(registry.local(training[arm]["checkpoint"]) / "merged"), (arm,))
@@ -219,10 +162,96 @@ def run_experiment(spec: ExperimentSpec, folder: Path, models_dir: Path, log: Ca
         verdict = gate.decide(promotion.scores(by_arm["echo"]), promotion.scores(by_arm["base"]),
                               gate.GateSettings(resamples=spec.resamples))
         promotion.carry_out(registry, training["echo"]["checkpoint"], spec.base_model, verdict, len(rows))
-    outcome = ExperimentResult(folder, simulated, harvest, training, results, comparisons, verdict,
+    outcome = ExperimentResult(folder, simulated, harvested.days, training, results, comparisons, verdict,
                                folder / "report" / "report.html", seconds)
     _write_report(outcome, spec, len(rows), measured_by)
     return outcome
+
+
+@dataclass
+class Harvested:
+    days: dict  # per day: completions, training and eval rows
+    data: dict  # arm -> its training examples, none equal or near an eval target
+    decontaminated: dict  # arm -> examples left out for being so
+    rows: list  # the held-out rows every model is measured on
+
+
+def harvest(spec: ExperimentSpec, folder: Path) -> Harvested:
+    """The folder's landing zone through raw_sessions → refined_targets → filtered_dataset, day by day
+    (idempotent: a second call gives the same), then every arm's data and the held-out rows."""
+    db = folder / "warehouse.duckdb"
+    landing = LocalLandingStore(folder / "landing")
+    days = {}
+    for day in (spec.start + timedelta(days=n) for n in range(spec.days)):
+        ingest_partition(landing, day, db)
+        with warehouse.connect(db) as con:
+            refined = refine_partition(con, day)
+            filtered = filter_partition(con, day)
+        days[day.isoformat()] = {"completions": refined.completions, "training": filtered.kept_train,
+                                 "eval": filtered.kept_eval}
+    with warehouse.connect(db, read_only=True) as con:
+        echo = window.load(con, window.Window())  # decontaminated as train_job's are
+        data = {"echo": echo.examples} | {arm: arms.examples(con, arm) for arm in spec.arms
+                                          if arm != "echo" and not arm.startswith("repository")}
+        rows = offline.held_out_rows(con, spec.eval_rows, spec.seed)
+        index = eval_targets(con)
+    if "repository" in spec.arms:
+        data["repository"] = repository_examples(spec.source, spec.repository_examples, spec.seed)
+    if "repository_completions" in spec.arms:
+        data["repository_completions"] = completion_examples(training_files(spec.source), spec.repository_examples,
+                                                             spec.seed)
+    decontaminated = {"echo": echo.decontaminated}
+    for arm in [a for a in data if a != "echo"]:  # every arm as Echo's window: none trains on an eval target
+        data[arm], decontaminated[arm] = decontaminate(data[arm], index)
+    return Harvested(days, data, decontaminated, rows)
+
+
+def train_arms(spec: ExperimentSpec, folder: Path, harvested: Harvested, models_dir: Path,
+               log: Callable[[str], None] = print, reuse: bool = False, only: tuple[str, ...] | None = None,
+               lap: Callable[[str], None] = lambda arm: None) -> dict[str, dict]:
+    """Each arm trained from the base into the folder's registry, Echo first (its tokens are every
+    other arm's budget); `reuse`: a checkpoint of the same data and settings is taken as it is; `only`:
+    these arms besides Echo (the others neither trained nor measured)."""
+    registry = Registry(folder / "registry")
+    data, decontaminated = harvested.data, harvested.decontaminated
+    training: dict[str, dict] = {}
+    budget = 0
+    for arm in ("echo", *[a for a in spec.arms if a != "echo" and (only is None or a in only)]):
+        if not data[arm] or (arm != "echo" and not budget):
+            why = "no training example" if not data[arm] else "no budget: Echo was not trained"
+            training[arm] = {"examples": len(data[arm]), "decontaminated": decontaminated[arm], "skipped": why}
+            log(f"experiment: {arm} not trained, not measured: {why}")
+            continue
+        base = spec.base_model
+        if arm == "echo":
+            settings = spec.train
+        elif arm == "preference":  # after SFT: on Echo's checkpoint, its own pairs once, beyond the budget
+            base = str(registry.local(training["echo"]["checkpoint"]) / "merged")
+            settings = replace(spec.train, objective="dpo", learning_rate=spec.preference_learning_rate, epochs=1,
+                               max_tokens=0)
+        else:
+            settings = replace(spec.train, max_tokens=budget, epochs=spec.max_passes, max_steps=0)
+        published = train_and_publish(
+            registry, data[arm], kind="echo" if arm == "echo" else arm, prefix=arm,
+            data={"arm": arm, "examples": len(data[arm]),
+                  "hash": data_hash([(e["completion_id"], e["target"]) for e in data[arm]])},
+            base=base, champion=None, settings=settings, run_config=asdict(settings),
+            work_root=folder / "training", models_dir=models_dir, reuse=reuse,
+            on_step=lambda p, arm=arm: log(f"{arm}: step {p.step}/{p.total} loss {p.loss:.3f}")
+            if p.step % 25 == 0 else None)
+        result = published.result
+        budget = budget or result.tokens
+        training[arm] = {"checkpoint": published.name, "examples": len(data[arm]),
+                         "decontaminated": decontaminated[arm], "passes": passes(result, settings.batch_size),
+                         "steps": result.steps,
+                         "tokens": result.tokens, "seconds": (took := published.meta["metrics"]["seconds"]),
+                         "tokens_per_s": round(result.tokens / took) if took else None,
+                         "base_validation_loss": result.base_validation_loss,
+                         "best_validation_loss": result.best_validation_loss, "best_step": result.best_step,
+                         "stopped_early": result.stopped_early, "precision": result.precision,
+                         "code_version": published.meta["code_version"]}
+        lap(arm)
+    return training
 
 
 def compare(by_arm: dict[str, ArmResult], resamples: int) -> dict:
@@ -232,6 +261,17 @@ def compare(by_arm: dict[str, ArmResult], resamples: int) -> dict:
                   if "echo" in by_arm and arm != "echo" else None,
                   "vs_base_by_language": _by_language(r.scored, by_arm["base"].scored, resamples)}
             for arm, r in by_arm.items() if arm != "base"}
+
+
+def recorded_spec(folder: Path) -> ExperimentSpec:
+    """The spec a folder's run is of, as its experiment.json records it."""
+    recorded = json.loads((folder / "experiment.json").read_text())
+
+    def tuples(d: dict) -> dict:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return ExperimentSpec(**tuples(recorded) | {"start": date.fromisoformat(recorded["start"]),
+                                                "train": TrainSettings(**tuples(recorded["train"])),
+                                                "generation": GenerationConfig(**recorded["generation"])})
 
 
 def _same_spec(spec: ExperimentSpec, path: Path, resume: bool) -> None:
