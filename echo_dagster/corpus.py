@@ -47,7 +47,7 @@ class SourceScan:
 
 def scan_source(source: str, *, max_bytes: int = 200_000, min_lines: int = 20) -> SourceScan:
     """Files of `source` (a folder, or the name of an installed package) that the simulator can
-    replay; others are skipped and counted: binary, too_large, too_short, unparseable, no_grammar."""
+    replay; others are skipped and counted: binary, too_large, too_short, minified, unparseable, no_grammar."""
     sources = [s.strip() for s in source.split(",") if s.strip()]
     roots = {name: _root(name) for name in sources}
     scan = SourceScan(roots[sources[0]] if len(sources) == 1 else Path(env.echo_home()) / "corpora", [])
@@ -148,6 +148,11 @@ def _check(path: Path, language: str, max_bytes: int, min_lines: int) -> tuple[s
         return "binary", ""
     if text.count("\n") < min_lines:
         return "too_short", ""
+    # A minified bundle (react-dom's, shipped in dagster-webserver: 494 characters a line) is nobody's
+    # code to complete. Codex's filter (a mean over 100 or a line over 1,000) would also drop
+    # hand-written files with one long regex or table (zod's), so only the mean, at twice its bound.
+    if len(text) / text.count("\n") > 200:
+        return "minified", ""
     if error_spans(data, language):
         return "unparseable", ""
     return None, text

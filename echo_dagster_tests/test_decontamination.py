@@ -4,6 +4,9 @@ target). Real DuckDB files, rows as the filters write them."""
 
 from datetime import date
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from echo_dagster import warehouse
 from echo_dagster.evaluation.offline import held_out_rows
 from echo_dagster.filters.pipeline import dedup_key
@@ -106,3 +109,32 @@ def test_an_evaluation_knows_every_target_its_checkpoints_and_the_champions_they
     # White space aside, the same target; echo-3 was not measured.
     assert target_digest("return  math.pi * r ** 2") in seen and target_digest("x = 1") in seen
     assert target_digest("unrelated()\n") not in seen and len(seen) == 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(evals=st.lists(st.lists(st.integers(0, 40), min_size=15, max_size=40), min_size=1, max_size=6),
+       pick=st.integers(0, 5), cut=st.integers(0, 2), extra=st.lists(st.integers(0, 40), max_size=2),
+       edits=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=2))
+def test_near_means_the_shingles_jaccard_itself_not_an_estimate(evals, pick, cut, extra, edits):
+    """Decontamination's near is exact: it flags a target exactly when some eval target's shingles
+    have Jaccard ≥ the threshold with its own (the MinHash estimate missed 5 such pairs). The
+    target is an eval target with its end cut or extended and a few tokens changed: near it, or just
+    past the threshold."""
+    import duckdb
+
+    from echo_dagster.filters.decontaminate import eval_targets
+    from echo_dagster.filters.pipeline import FilterSettings, normalized, shingles
+
+    texts = [" ".join(f"t{n}" for n in tokens) for tokens in evals]
+    tokens = list(evals[pick % len(evals)])
+    tokens = tokens[: max(1, len(tokens) - cut)] + extra
+    for where, token in edits:
+        tokens[where % len(tokens)] = token
+    target, threshold = " ".join(f"t{n}" for n in tokens), FilterSettings().near_duplicate_jaccard
+    con = duckdb.connect()
+    con.execute("CREATE TABLE eval_set (target VARCHAR, language VARCHAR)")
+    con.executemany("INSERT INTO eval_set VALUES (?, 'python')", [[t] for t in texts])
+    mine = shingles(target, "python")
+    brute = any(normalized(target) == normalized(t) or
+                len(mine & (other := shingles(t, "python"))) / len(mine | other) >= threshold for t in texts)
+    assert eval_targets(con).overlaps(target, "python") == brute

@@ -133,6 +133,9 @@ def test_bad_sources_are_clear_errors_and_odd_files_are_skipped(tmp_path):
     (code / "broken.py").write_text("def f(:\n" + "    pass\n" * 30)
     (code / "huge.py").write_text("x = 1\n" * 100_000)
     (code / "README.md").write_text("not code")
+    # A minified bundle (lines of hundreds of characters) is skipped; one long line among short ones is not.
+    (code / "bundle.js").write_text("".join(f"var a{n}=" + "1+" * 150 + "1;\n" for n in range(30)))
+    (code / "table.js").write_text("const t = '" + "x" * 3_000 + "';\n" + "".join(f"let b{n} = {n};\n" for n in range(30)))
     scan = scan_source(str(code))
-    assert [f.path for f in scan.files] == ["good.py"]
-    assert scan.skipped == {"binary": 1, "unparseable": 1, "too_large": 1}
+    assert [f.path for f in scan.files] == ["good.py", "table.js"]
+    assert scan.skipped == {"binary": 1, "unparseable": 1, "too_large": 1, "minified": 1}

@@ -359,12 +359,16 @@ def dedup_key(tenant: str, prefix: str, target: str, context_chars: int, place: 
 _TEMPLATE = MinHash(num_perm=64, seed=1)  # its permutations, made once, cost more than the hashing
 
 
-def minhash(text: str, language: str) -> MinHash:
-    """MinHash of the code's 3-token shingles, line comments left out: the same code commented
-    differently is the same example."""
+def shingles(text: str, language: str) -> set[str]:
+    """The code's 3-token shingles, line comments left out: the same code commented differently is
+    the same example."""
     comment = languages.language(language).line_comment  # `#` is code in JavaScript and Rust
     tokens = re.findall(r"\w+|[^\w\s]", re.sub(re.escape(comment) + r"[^\n]*", "", text))
-    shingles = {" ".join(tokens[i : i + 3]) for i in range(max(1, len(tokens) - 2))}
+    return {" ".join(tokens[i : i + 3]) for i in range(max(1, len(tokens) - 2))}
+
+
+def minhash(text: str, language: str) -> MinHash:
+    """MinHash of `shingles`: its Jaccard similarity estimates theirs."""
     signature = MinHash(num_perm=64, seed=1, permutations=_TEMPLATE.permutations, scheme=_TEMPLATE.scheme)
-    signature.update_batch([s.encode() for s in shingles])
+    signature.update_batch([s.encode() for s in shingles(text, language)])
     return signature
