@@ -1,9 +1,11 @@
-"""How many of an experiment's training examples equal or nearly equal an eval target, counted
-exactly: every arm's data as the experiment trains on it (`experiment.run.harvest`, decontaminated),
+"""How many of an experiment's training examples equal or nearly equal an eval target, counted pair
+by pair: every arm's data as the experiment trains on it (`experiment.run.harvest`, decontaminated),
 against every eval target of every tenant — equal under the filters' definition (white space
 normalized), near when the Jaccard similarity of their shingles (`filters.pipeline.shingles`) is at
-least the filters' threshold, computed for every pair that shares a shingle rather than estimated by
-the MinHash LSH the decontamination queries, which can miss a pair.
+least the filters' threshold, computed for every pair that shares a shingle. The same definitions as
+the decontamination, by brute force rather than its prefix filter: a check that the data holds what
+the decontamination promises, whatever left an example in (a bug, a filter's estimate, a later eval
+row).
 
     python benchmarks/contamination.py --folder RUN
 

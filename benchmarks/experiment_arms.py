@@ -29,7 +29,8 @@ def train(folder: Path, arm_names: list[str]) -> None:
     from echo_dagster.experiment.run import harvest, recorded_spec, train_arms
 
     spec = recorded_spec(folder)
-    training = train_arms(spec, folder, harvest(spec, folder), env.models_cache(), reuse=True, only=tuple(arm_names))
+    training = train_arms(spec, folder, harvest(spec, folder), env.models_cache(), reuse=True,
+                          only=tuple(a.strip() for a in arm_names if a.strip()))
     print(json.dumps(training, indent=1))
 
 
@@ -53,6 +54,11 @@ def measure(folder: Path, arm_names: list[str], out: Path) -> None:
         meta = registry.latest(arm)
         if meta is None:
             raise SystemExit(f"{folder}: no checkpoint of arm {arm} in its registry")
+        # Every arm at Echo's tokens: an arm trained before Echo was trained again is not comparable.
+        budget, echo = meta["config"].get("max_tokens"), registry.latest("echo")
+        if arm not in ("echo", "preference") and budget != echo["metrics"]["tokens"]:
+            raise SystemExit(f"{folder}: {meta['name']} was trained to {budget} tokens, Echo's latest checkpoint "
+                             f"{echo['name']} to {echo['metrics']['tokens']}: train it again (train --arms {arm})")
         models.append(Arm(LABELS[arm], str(registry.local(meta["name"]) / "merged"), (arm,)))
     with warehouse.connect(folder / "warehouse.duckdb", read_only=True) as con:
         rows = offline.held_out_rows(con, spec["eval_rows"], spec["seed"])

@@ -151,7 +151,7 @@ def _check(path: Path, language: str, max_bytes: int, min_lines: int) -> tuple[s
     # A minified bundle (react-dom's, shipped in dagster-webserver: 494 characters a line) is nobody's
     # code to complete. Codex's filter (a mean over 100 or a line over 1,000) would also drop
     # hand-written files with one long regex or table (zod's), so only the mean, at twice its bound.
-    if len(text) / text.count("\n") > 200:
+    if len(text) / max(1, text.count("\n")) > 200:
         return "minified", ""
     if error_spans(data, language):
         return "unparseable", ""

@@ -112,14 +112,15 @@ def test_an_evaluation_knows_every_target_its_checkpoints_and_the_champions_they
 
 
 @settings(max_examples=150, deadline=None)
-@given(evals=st.lists(st.lists(st.integers(0, 40), min_size=15, max_size=40), min_size=1, max_size=6),
-       pick=st.integers(0, 5), cut=st.integers(0, 2), extra=st.lists(st.integers(0, 40), max_size=2),
-       edits=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=2))
+@given(evals=st.lists(st.lists(st.integers(0, 6), min_size=8, max_size=30), min_size=1, max_size=12),
+       pick=st.integers(0, 11), cut=st.integers(0, 2), extra=st.lists(st.integers(0, 6), max_size=2),
+       edits=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 6)), max_size=2))
 def test_near_means_the_shingles_jaccard_itself_not_an_estimate(evals, pick, cut, extra, edits):
     """Decontamination's near is exact: it flags a target exactly when some eval target's shingles
     have Jaccard ≥ the threshold with its own (the MinHash estimate missed 5 such pairs). The
     target is an eval target with its end cut or extended and a few tokens changed: near it, or just
-    past the threshold."""
+    past the threshold; a small alphabet, so that shingles are shared and their frequencies (the
+    prefixes' order) differ."""
     import duckdb
 
     from echo_dagster.filters.decontaminate import eval_targets
@@ -136,5 +137,5 @@ def test_near_means_the_shingles_jaccard_itself_not_an_estimate(evals, pick, cut
     con.executemany("INSERT INTO eval_set VALUES (?, 'python')", [[t] for t in texts])
     mine = shingles(target, "python")
     brute = any(normalized(target) == normalized(t) or
-                len(mine & (other := shingles(t, "python"))) / len(mine | other) >= threshold for t in texts)
+                len(mine & (other := shingles(t, "python"))) / len(mine | other) >= threshold - 1e-9 for t in texts)
     assert eval_targets(con).overlaps(target, "python") == brute

@@ -132,6 +132,8 @@ def test_a_resumed_run_reuses_its_simulation_and_trained_arms_and_measures_again
     assert recorded_spec(tmp_path / "exp") == spec
     assert train_arms(spec, tmp_path / "exp", harvest(spec, tmp_path / "exp"), tmp_path / "models",
                       log=lambda _: None, reuse=True, only=()) == {"echo": first.training["echo"]}
+    with pytest.raises(ValueError, match="naive_log'.*arms are echo, naive_logs"):
+        train_arms(spec, tmp_path / "exp", harvest(spec, tmp_path / "exp"), tmp_path / "models", only=("naive_log",))
     for a, b in zip(first.results, again.results):  # measured again, the same: greedy decoding on the same rows
         assert [s.kept for s in a.scored] == [s.kept for s in b.scored]
     with pytest.raises(ValueError, match="another spec .days differ"):

@@ -212,6 +212,8 @@ def train_arms(spec: ExperimentSpec, folder: Path, harvested: Harvested, models_
     """Each arm trained from the base into the folder's registry, Echo first (its tokens are every
     other arm's budget); `reuse`: a checkpoint of the same data and settings is taken as it is; `only`:
     these arms besides Echo (the others neither trained nor measured)."""
+    if only is not None and (unknown := set(only) - set(spec.arms)):
+        raise ValueError(f"arms {sorted(unknown)}: this experiment's arms are {', '.join(spec.arms)}")
     registry = Registry(folder / "registry")
     data, decontaminated = harvested.data, harvested.decontaminated
     training: dict[str, dict] = {}

@@ -40,7 +40,7 @@ class EvalTargets:
             return True
         mine = frozenset(shingles(target, language))
         candidates = {n for s in self._prefix(mine) for n in self.by_prefix.get(s, ())}
-        return any(len(mine & self.sets[n]) >= self.threshold * len(mine | self.sets[n]) for n in candidates)
+        return any(len(mine & self.sets[n]) >= self.threshold * len(mine | self.sets[n]) - 1e-9 for n in candidates)
 
 
 def eval_targets(con: duckdb.DuckDBPyConnection, settings: FilterSettings = FilterSettings()) -> EvalTargets:
