@@ -8,8 +8,8 @@ did not finish, with its models spread over processes (each one thread of a CPU)
 
 `train` harvests the folder's landing zone again and trains the named arms (Echo always, first: its
 tokens are the others' budget) with the code of this moment, as `run_experiment` does; a checkpoint
-of the same data and settings already in the registry is taken as it is. `measure` scores each arm's checkpoint in the folder's registry (the base model for `base`) on the
-held-out rows, HumanEval line tasks and stdlib completions `run_experiment` would score with the
+of the same data and settings already in the registry is taken as it is. `measure` scores each
+arm's checkpoint in the folder's registry (the base model for `base`) on the held-out rows, HumanEval line tasks and stdlib completions `run_experiment` would score with the
 folder's spec (`experiment.json`) — the replay A/B is left out — and writes the raw scores
 (`report.write_scores`, with the provenance). `compare` joins raw-score files of the same rows and
 prints the experiment's comparison table (every arm paired against the base and against Echo,
@@ -29,8 +29,7 @@ def train(folder: Path, arm_names: list[str]) -> None:
     from echo_dagster.experiment.run import harvest, recorded_spec, train_arms
 
     spec = recorded_spec(folder)
-    training = train_arms(spec, folder, harvest(spec, folder), env.models_cache(), reuse=True,
-                          only=tuple(a.strip() for a in arm_names if a.strip()))
+    training = train_arms(spec, folder, harvest(spec, folder), env.models_cache(), reuse=True, only=tuple(arm_names))
     print(json.dumps(training, indent=1))
 
 
@@ -38,32 +37,33 @@ def measure(folder: Path, arm_names: list[str], out: Path) -> None:
     from echo_dagster import env, warehouse
     from echo_dagster.evaluation import offline, report
     from echo_dagster.evaluation.suite import Arm, SuiteSettings, run_suite
-    from echo_dagster.experiment.run import LABELS
-    from echo_dagster.model.generation import GenerationConfig
+    from echo_dagster.experiment.run import LABELS, recorded_spec
     from echo_dagster.provenance import provenance
     from echo_dagster.training.registry import Registry
 
-    spec = json.loads((folder / "experiment.json").read_text())
+    spec = recorded_spec(folder)
     measured_by = provenance({"folder": str(folder), "arms": arm_names, "replay": "not measured"})
     registry = Registry(folder / "registry")
     models = []
     for arm in arm_names:
         if arm == "base":
-            models.append(Arm(LABELS["base"], spec["base_model"], ("base",)))
+            models.append(Arm(LABELS["base"], spec.base_model, ("base",)))
             continue
         meta = registry.latest(arm)
         if meta is None:
             raise SystemExit(f"{folder}: no checkpoint of arm {arm} in its registry")
         # Every arm at Echo's tokens: an arm trained before Echo was trained again is not comparable.
         budget, echo = meta["config"].get("max_tokens"), registry.latest("echo")
+        if arm not in ("echo", "preference") and echo is None:
+            raise SystemExit(f"{folder}: no Echo checkpoint in its registry, whose tokens {arm} was trained to")
         if arm not in ("echo", "preference") and budget != echo["metrics"]["tokens"]:
             raise SystemExit(f"{folder}: {meta['name']} was trained to {budget} tokens, Echo's latest checkpoint "
                              f"{echo['name']} to {echo['metrics']['tokens']}: train it again (train --arms {arm})")
         models.append(Arm(LABELS[arm], str(registry.local(meta["name"]) / "merged"), (arm,)))
     with warehouse.connect(folder / "warehouse.duckdb", read_only=True) as con:
-        rows = offline.held_out_rows(con, spec["eval_rows"], spec["seed"])
-    settings = SuiteSettings(generation=GenerationConfig(**spec["generation"]), humaneval_lines=spec["humaneval_lines"],
-                             stdlib_lines=spec["stdlib_lines"], resamples=spec["resamples"])
+        rows = offline.held_out_rows(con, spec.eval_rows, spec.seed)
+    settings = SuiteSettings(generation=spec.generation, humaneval_lines=spec.humaneval_lines,
+                             stdlib_lines=spec.stdlib_lines, resamples=spec.resamples)
     results = run_suite(models, rows, settings, env.models_cache())
     report.write_scores(out, results, measured_by)
 
@@ -122,10 +122,11 @@ def main() -> None:
     both.add_argument("--resamples", type=int, default=2_000)
     both.add_argument("--folder", type=Path, help="the experiment's folder: each arm's trained tokens and passes")
     args = parser.parse_args()
+    arms = [a.strip() for a in getattr(args, "arms", "").split(",") if a.strip()]
     if args.command == "train":
-        train(args.folder, args.arms.split(","))
+        train(args.folder, arms)
     elif args.command == "measure":
-        measure(args.folder, args.arms.split(","), args.out)
+        measure(args.folder, arms, args.out)
     else:
         compare_scores(args.scores, args.out, args.resamples, args.folder)
 

@@ -87,6 +87,14 @@ def test_the_experiment_compares_every_arm_on_the_same_rows(tmp_path, tiny_model
     assert f"promotion gate: {'promoted' if result.verdict.promote else 'not promoted'}" in compared.stdout
     joined = json.loads((tmp_path / "joined.summary.json").read_text())
     assert joined["gate"]["promote"] == result.verdict.promote
+    # ... and measures a folder's models again on the experiment's rows, each arm at Echo's budget.
+    measured = subprocess.run([sys.executable, str(REPO / "benchmarks" / "experiment_arms.py"), "measure",
+                               "--folder", str(result.folder), "--arms", "base, naive_logs",
+                               "--out", str(tmp_path / "again.json")], capture_output=True, text=True, timeout=300,
+                              env=os.environ | {"ECHO_HOME": str(tmp_path / "home")})
+    assert measured.returncode == 0, measured.stderr
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["rows"] == raw["rows"] and list(again["models"]) == ["base", "naive logs"]
 
 
 def test_an_unknown_arm_is_named():

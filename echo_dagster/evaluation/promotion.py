@@ -11,9 +11,9 @@ from pathlib import Path
 
 from echo_dagster.evaluation import gate, report
 from echo_dagster.evaluation.suite import ArmResult, SuiteSettings, arms, by_role, run_suite
+from echo_dagster.filters.decontaminate import target_digest
 from echo_dagster.provenance import provenance
 from echo_dagster.simulate.run import SimulationSpec
-from echo_dagster.filters.decontaminate import target_digest
 from echo_dagster.training.publish import trained_on
 from echo_dagster.training.registry import MalformedPointer, Registry
 
