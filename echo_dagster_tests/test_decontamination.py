@@ -59,6 +59,22 @@ def test_another_tenants_eval_target_decontaminates_too(tmp_path):
     assert len(only_a.examples) == 3
 
 
+def test_a_preference_pair_whose_rejected_text_is_an_eval_target_is_left_out(tmp_path):
+    """A pair trains on its rejected text as much as on its target (away from it): neither may be an
+    eval target."""
+    import duckdb
+
+    from echo_dagster.filters.decontaminate import decontaminate, eval_targets
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE eval_set (target VARCHAR, language VARCHAR)")
+    con.execute("INSERT INTO eval_set VALUES (?, 'python')", [AREA])
+    pairs = [{"target": "return 2 * math.pi * r\n", "rejected": "    " + AREA, "language": "python"},
+             {"target": "return 2 * math.pi * r\n", "rejected": "return r\n", "language": "python"}]
+    kept, removed = decontaminate(pairs, eval_targets(con))
+    assert kept == pairs[1:] and removed == 1
+
+
 def test_a_cap_keeps_as_many_examples_as_it_says_after_decontamination(tmp_path):
     db = tmp_path / "wh.duckdb"
     with warehouse.connect(db) as con:

@@ -62,6 +62,9 @@ def target_digest(target: str) -> str:
 
 
 def decontaminate(examples: list[dict], index: EvalTargets) -> tuple[list[dict], int]:
-    """(the examples whose target overlaps no eval target, how many were removed)."""
-    kept = [e for e in examples if not index.overlaps(e["target"], e.get("language") or "")]
+    """(the examples whose target — and rejected text, for a preference pair — overlaps no eval target,
+    how many were removed). A rejected text is checked too: a pair teaches the model that text as
+    much as its target, away from it rather than towards it."""
+    kept = [e for e in examples if not any(index.overlaps(e[key], e.get("language") or "")
+                                           for key in ("target", "rejected") if e.get(key))]
     return kept, len(examples) - len(kept)
