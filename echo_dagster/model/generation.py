@@ -1,5 +1,5 @@
-"""Completions from a causal LM: prompts within a token budget, batched greedy decoding (left
-padding, KV cache), stopped and cut by `completion`'s rules."""
+"""Completions from a causal LM: prompts within a token budget, greedy decoding in continuous
+batches (`model.decoding`; HF `generate` as the reference), stopped and cut by `completion`'s rules."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ class GenerationConfig:
     batch_size: int = 32
     precision: str = "auto"  # of the weights when the model is loaded for generation (model.loading)
     device: str = "auto"  # cuda where there is one, else cpu
+    # "continuous": model.decoding's continuous batching; "generate": HF `generate` on fixed batches,
+    # the reference it is tested and benchmarked against.
+    decoder: str = "continuous"
 
 
 def fim_token_ids(tokenizer) -> tuple[int, int, int] | None:
@@ -80,17 +83,45 @@ def _head_ids(tokenizer, text: str, budget: int) -> list[int]:
 
 
 def complete(loaded, requests: list[CompletionRequest], config: GenerationConfig = GenerationConfig(),
-             *, progress: bool = False) -> list[str]:
-    """One proposal per request, in order; greedy, so the same inputs give the same outputs."""
-    import torch
+             *, progress: bool = False, stats=None) -> list[str]:
+    """One proposal per request, in order; greedy, so the same inputs give the same outputs.
+    `stats`: a `model.decoding.DecodeStats` the continuous decoder adds its work to."""
     from tqdm import tqdm
 
-    model, tokenizer = loaded.model, loaded.tokenizer
+    tokenizer = loaded.tokenizer
     prompts = [prompt_ids(tokenizer, r, config.context_tokens) for r in requests]
+    decode = _generate if config.decoder == "generate" else _continuous
+    with tqdm(total=len(requests), desc="completions", unit="proposal", disable=not progress) as bar:
+        texts = decode(loaded, requests, prompts, config, bar.update, stats)
+    return [postprocess(r, text, config.max_lines) for r, text in zip(requests, texts)]
+
+
+def _continuous(loaded, requests, prompts, config: GenerationConfig, advance, stats) -> list[str]:
+    from echo_dagster.model.decoding import greedy_decode
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+
+    def done(index: int, generated: list[int]) -> bool:
+        return is_whole(requests[index], tokenizer.decode(generated, skip_special_tokens=True), config.max_lines)
+
+    eos = model.generation_config.eos_token_id
+    outputs = greedy_decode(model, prompts, done, max_new_tokens=config.max_new_tokens, slots=config.batch_size,
+                            pad_token_id=tokenizer.pad_token_id,
+                            eos_token_ids=eos if isinstance(eos, list) else [eos] if eos is not None else [],
+                            row_done=lambda: advance(1), stats=stats)
+    return tokenizer.batch_decode(outputs, skip_special_tokens=True)
+
+
+def _generate(loaded, requests, prompts, config: GenerationConfig, advance, stats=None) -> list[str]:
+    """HF `generate` on batches of prompts of similar length: the reference the fast path is held to
+    (`stats` stays untouched: `generate` does not say where its time goes)."""
+    import torch
+
+    model, tokenizer = loaded.model, loaded.tokenizer
     order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))  # similar lengths, less padding
-    results: list[str] = [""] * len(requests)
-    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    for batch in tqdm(batches, desc="completions", unit="batch", disable=not progress):
+    texts: list[str] = [""] * len(requests)
+    for start in range(0, len(order), config.batch_size):
+        batch = order[start : start + config.batch_size]
         width = max(len(prompts[i]) for i in batch)
         pad = tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch], device=model.device)
@@ -102,10 +133,10 @@ def complete(loaded, requests: list[CompletionRequest], config: GenerationConfig
                 input_ids=input_ids, attention_mask=attention, do_sample=False, max_new_tokens=config.max_new_tokens,
                 stopping_criteria=[stop], pad_token_id=pad, use_cache=True,
             )
-        texts = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
-        for i, text in zip(batch, texts):
-            results[i] = postprocess(requests[i], text, config.max_lines)
-    return results
+        for i, text in zip(batch, tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)):
+            texts[i] = text
+        advance(len(batch))
+    return texts
 
 
 def proposer(spec: str, models_dir: str | Path, config: GenerationConfig = GenerationConfig(), *,

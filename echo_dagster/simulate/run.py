@@ -114,12 +114,15 @@ def replay(spec: SimulationSpec, propose: Proposer, model_name: str) -> Simulati
     return summary
 
 
-def planned_requests(spec: SimulationSpec) -> list[tuple[CompletionRequest, str]]:
-    """The requests a simulation asks its proposer for, in order, each with what its developer means
-    to write from there (the truth) — for measuring a proposer without running the simulation."""
-    plans = _sessions(spec).plans
-    return [(request, plan.text[trigger.pos : plan.region[1]]) for plan in plans
-            for request, trigger in zip(plan.requests(), plan.triggers)]
+def planned_requests(spec: SimulationSpec) -> list[dict]:
+    """The requests a simulation asks its proposer for, in order, as held-out rows are shaped
+    (`evaluation.offline.score`): prefix, suffix, language, file and session, and as target what its
+    developer means to write from there — for measuring a proposer without running the simulation."""
+    return [{"completion_id": f"{plan.session_id}:{n}", "language": request.language, "source_kind": "simulated",
+             "prefix": request.prefix, "suffix": request.suffix, "target": plan.text[trigger.pos : plan.region[1]],
+             "repo": repo_of(plan.file.path), "path": plan.file.path, "session_id": plan.session_id}
+            for plan in _sessions(spec).plans
+            for n, (request, trigger) in enumerate(zip(plan.requests(), plan.triggers))]
 
 
 class _Planned(NamedTuple):
