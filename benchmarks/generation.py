@@ -66,7 +66,7 @@ def main() -> None:
     from echo_dagster.corpus import DEFAULT_CORPUS, line_examples, scan_source
     from echo_dagster.evaluation.offline import evaluate, paired, summarize
     from echo_dagster.model.decoding import DecodeStats
-    from echo_dagster.model.generation import GenerationConfig, complete, prompt_ids
+    from echo_dagster.model.generation import GenerationConfig, complete
     from echo_dagster.model.loading import load_model, resolve_precision
     from echo_dagster.simulate.run import SimulationSpec, planned_requests
     from echo_dagster.splits import file_split, repo_of
@@ -98,14 +98,13 @@ def main() -> None:
                "matmul_peak_gflops": round(peak / 1e9, 1), "bandwidth_gb_s": round(memory / 1e9, 1),
                "workloads": {}}
     for name, work in {"simulator": simulated, "evaluation": rows}.items():
-        prompt_tokens = sum(len(prompt_ids(loaded.tokenizer, _request(r), GenerationConfig().context_tokens))
-                            for r in work)
         scored, seconds, stats = {}, {}, DecodeStats()
         for path, generation in paths.items():
             measured = stats if path == "continuous" else None
             started = time.perf_counter()
             scored[path] = evaluate(lambda requests: complete(loaded, requests, generation, stats=measured), work)
             seconds[path] = time.perf_counter() - started
+        prompt_tokens = stats.prefill_tokens  # both paths read the same prompts
         written = {path: sum(len(loaded.tokenizer(s.proposal, add_special_tokens=False)["input_ids"]) + 1
                              for s in results) for path, results in scored.items()}
         difference = paired(scored["continuous"], scored["generate"], resamples=args.resamples)
@@ -141,12 +140,6 @@ def main() -> None:
                   f"{w['generate_compute_fraction']:.0%} → {w['continuous_compute_fraction']:.0%}",
                   f"{w['continuous_prefill_fraction']:.0%}, {w['continuous_step_bandwidth_fraction']:.0%}"]
                  for n, w in figures["workloads"].items()]))
-
-
-def _request(row: dict):
-    from echo_dagster.completion import CompletionRequest
-
-    return CompletionRequest(row["prefix"], row["suffix"] or "", row["language"] or "")
 
 
 if __name__ == "__main__":

@@ -198,9 +198,7 @@ def _prefill(model, prompts: Sequence[Sequence[int]], pad_token_id: int):
     import torch
     from transformers import DynamicCache
 
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_token_id] * (width - len(p)) + list(p) for p in prompts], device=model.device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
+    ids, mask = left_padded(prompts, pad_token_id, model.device)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
@@ -209,3 +207,13 @@ def _prefill(model, prompts: Sequence[Sequence[int]], pad_token_id: int):
     keys = [layer.keys for layer in cache.layers]
     values = [layer.values for layer in cache.layers]
     return keys, values, logits[:, -1].argmax(dim=-1).tolist()
+
+
+def left_padded(prompts: Sequence[Sequence[int]], pad_token_id: int, device):
+    """`prompts` as one batch, padded on the left to the longest: (input ids, attention mask)."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_token_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return ids, mask

@@ -117,16 +117,16 @@ def _generate(loaded, requests, prompts, config: GenerationConfig, advance, stat
     (`stats` stays untouched: `generate` does not say where its time goes)."""
     import torch
 
+    from echo_dagster.model.decoding import left_padded
+
     model, tokenizer = loaded.model, loaded.tokenizer
     order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))  # similar lengths, less padding
     texts: list[str] = [""] * len(requests)
     for start in range(0, len(order), config.batch_size):
         batch = order[start : start + config.batch_size]
-        width = max(len(prompts[i]) for i in batch)
         pad = tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch], device=model.device)
-        attention = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch],
-                                 device=model.device)
+        input_ids, attention = left_padded([prompts[i] for i in batch], pad, model.device)
+        width = input_ids.shape[1]
         stop = _StopRules(tokenizer, [requests[i] for i in batch], width, config.max_lines)
         with torch.inference_mode():
             output = model.generate(
